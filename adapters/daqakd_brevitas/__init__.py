@@ -1,0 +1,1 @@
+"""daqakd adapter for brevitas. Registered through the `daqakd` entry point (see pyproject.toml)."""

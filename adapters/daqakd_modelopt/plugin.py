@@ -1,0 +1,42 @@
+"""daqakd plugin: modelopt (NVIDIA Model Optimizer (successor of pytorch-quantization)).
+
+The backend is imported lazily, inside the hooks that need it, never at import time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from daqakd_plugins import hookimpl
+from daqakd_plugins.contracts import BackendInfo
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from torch import nn
+
+NAME = "modelopt"
+
+
+@hookimpl
+def daqakd_register_backends(register: Callable[[BackendInfo], None]) -> None:
+    register(
+        BackendInfo(
+            name=NAME,
+            module="modelopt",
+            distribution="nvidia-modelopt",
+            install='pip install "daqakd[modelopt]"',
+            weight_bits=(4, 8),
+            act_bits=(4, 8),
+            export_formats=("onnx-qdq",),
+            description="NVIDIA Model Optimizer (successor of pytorch-quantization)",
+            implemented=False,
+        )
+    )
+
+
+@hookimpl
+def daqakd_count_quantizers(model: nn.Module) -> int | None:
+    from daqakd_plugins.backends import count_modules_from
+
+    return count_modules_from(model, "modelopt.torch.quantization", "TensorQuantizer")

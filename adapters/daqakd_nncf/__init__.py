@@ -1,0 +1,1 @@
+"""daqakd adapter for nncf. Registered through the `daqakd` entry point (see pyproject.toml)."""

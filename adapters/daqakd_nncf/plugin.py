@@ -1,0 +1,42 @@
+"""daqakd plugin: nncf (OpenVINO NNCF 3.x post-training quantization + QAT).
+
+The backend is imported lazily, inside the hooks that need it, never at import time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from daqakd_plugins import hookimpl
+from daqakd_plugins.contracts import BackendInfo
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from torch import nn
+
+NAME = "nncf"
+
+
+@hookimpl
+def daqakd_register_backends(register: Callable[[BackendInfo], None]) -> None:
+    register(
+        BackendInfo(
+            name=NAME,
+            module="nncf",
+            distribution="nncf",
+            install='pip install "daqakd[nncf]"',
+            weight_bits=(4, 8),
+            act_bits=(4, 8),
+            export_formats=("openvino", "onnx-qdq"),
+            description="OpenVINO NNCF 3.x post-training quantization + QAT",
+            implemented=False,
+        )
+    )
+
+
+@hookimpl
+def daqakd_count_quantizers(model: nn.Module) -> int | None:
+    from daqakd_plugins.backends import count_modules_from
+
+    return count_modules_from(model, "nncf.torch", "Quantize")

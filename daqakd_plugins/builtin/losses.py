@@ -1,0 +1,1 @@
+"""Built-in KD loss components and presets."""

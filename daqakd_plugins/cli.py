@@ -1,0 +1,54 @@
+"""The ``daqakd`` command line. Each sub-command lives in ``daqakd_plugins/commands/<name>.py`` and
+exposes ``add_parser(subparsers)`` (which sets ``func``); errors daqakd raises on purpose become a
+one-paragraph message and exit code 2 instead of a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import DaqakdError
+
+COMMANDS: tuple[str, ...] = ("plugins", "teacher")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="daqakd",
+        description="Data-augmented quantization-aware knowledge distillation: rank augmentations with a "
+        "teacher-only metric, then distill a quantized student (NNCF, Brevitas, pytorch-quantization, ModelOpt).",
+    )
+    p.add_argument("--version", action="version", version=f"daqakd {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug, hook traces with DAQAKD_TRACE=1)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f".commands.{name}", __package__).add_parser(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2), format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except DaqakdError as exc:
+        print(f"daqakd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"daqakd {args.command}: interrupted; finished work is saved, re-run with the same arguments "
+              "(or --resume) to continue.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""``daqakd plugins``: every plugin, where it came from, its hooks, and each backend's availability."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plugins", help="list plugins, their hooks and backend availability")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def collect() -> dict[str, Any]:
+    from ..plugins import backend_status, get_augmentations, get_backends, get_metrics, plugin_records
+    from ..plugins import get_loss_components, get_loss_presets
+
+    return {
+        "plugins": [
+            {"name": r.name, "module": r.module, "distribution": r.distribution, "version": r.version,
+             "builtin": r.builtin, "hooks": r.hooks}
+            for r in plugin_records()
+        ],
+        "backends": [backend_status(b) for b in get_backends().values()],
+        "augmentations": sorted(get_augmentations()),
+        "metrics": sorted(get_metrics()),
+        "loss_components": sorted(get_loss_components()),
+        "loss_presets": sorted(get_loss_presets()),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    info = collect()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print("Plugins:")
+    for r in info["plugins"]:
+        src = "built-in" if r["builtin"] else f"{r['distribution'] or '?'} {r['version'] or ''}".strip()
+        print(f"  {r['name']:<40} {src}")
+        print(f"      hooks: {', '.join(r['hooks']) or '(none)'}")
+    print("\nBackends:")
+    for b in info["backends"]:
+        if b["available"]:
+            state = f"available ({b['module']} {b['version']})"
+        else:
+            state = f"NOT available -> {b['install']}"
+        impl = "" if b["implemented"] else "  [adapter reports availability only]"
+        print(f"  {b['backend']:<22} {state}{impl}")
+    print(f"\nAugmentations ({len(info['augmentations'])}): {', '.join(info['augmentations'])}")
+    print(f"Metrics: {', '.join(info['metrics']) or '(none)'}")
+    print(f"Loss components: {', '.join(info['loss_components']) or '(none)'}")
+    print(f"Loss presets: {', '.join(info['loss_presets']) or '(none)'}")
+    return 0

@@ -1,0 +1,36 @@
+"""``daqakd teacher``: train (or re-evaluate) a full-precision teacher."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("teacher", help="train a full-precision teacher on digits or an ImageFolder directory")
+    p.add_argument("--data", default="digits", help="'digits' (embedded, default) or an ImageFolder directory")
+    p.add_argument("--out", type=Path, default=Path("runs/teacher.pt"), help="where to save the state_dict")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="retrain even if --out exists")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import load_data
+    from ..models import load_model, save_model
+    from ..train import evaluate, train_teacher
+
+    bundle = load_data(args.data, seed=args.seed)
+    if args.out.exists() and not args.force:
+        model, meta = load_model(args.out)
+        acc = evaluate(model, bundle.test_x, bundle.test_y)
+        print(f"teacher {args.out} exists (use --force to retrain): test accuracy {acc:.4f}")
+        return 0
+    model, meta = train_teacher(bundle, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    save_model(args.out, model, meta["arch"], meta)
+    print(json.dumps({"teacher": str(args.out), **meta}, indent=2))
+    return 0
