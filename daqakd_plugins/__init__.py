@@ -50,6 +50,10 @@ _LAZY: dict[str, str] = {
     "load_model": "models",
     "train_teacher": "train",
     "evaluate": "train",
+    # ranking (daqakd_plugins/ranking) and distillation (daqakd_plugins/distill)
+    "rank_augmentations": "ranking",
+    "Ranking": "ranking",
+    "Distiller": "distill",
     # backends
     "quantize": "backends",
     "calibrate": "backends",

@@ -7,13 +7,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import pkgutil
 import sys
 from collections.abc import Sequence
 
 from . import __version__
 from .errors import DaqakdError
 
-COMMANDS: tuple[str, ...] = ("plugins", "teacher")
+
+def _command_modules() -> list[str]:
+    """Every module in daqakd_plugins/commands (one sub-command each), in a stable order."""
+    from . import commands
+
+    return sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"daqakd {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug, hook traces with DAQAKD_TRACE=1)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in _command_modules():
         importlib.import_module(f".commands.{name}", __package__).add_parser(sub)
     return p
 
