@@ -1,0 +1,229 @@
+"""Does the ranking pick the augmentation that gives the best low-bit student? Analysis and figure.
+
+Input is a JSONL file, one line per finished run (so an interrupted experiment resumes by skipping
+lines already there):
+
+``{"kind": "ranking", "candidate": str, "pass": int, "scores": {"cmi": M, "D": ..., "I": ..., "CE": ..., "CE-I": ..., "tstddev": ...}}``
+``{"kind": "student", "candidate": str, "seed": int, "config": "W2A4", "accuracy": float, ...}``
+``{"kind": "teacher", "accuracy": float, ...}`` (optional, reported as is)
+
+The analysis goes in the order that makes a conclusion possible: first whether the candidates'
+accuracy ordering is reproducible at all (seed-half agreement, one-way ANOVA), and only then how well
+each score predicts it (Spearman ρ / Kendall τ with bootstrap confidence intervals; the accuracy of
+each score's pick next to the oracle best and to no augmentation).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError
+
+__all__ = ["read_results", "analyse", "write_report", "SCORE_LOWER_IS_BETTER"]
+
+# every score ranks "lower is better" (the metric's convention); the sign of rho is flipped so + = predicts
+SCORE_LOWER_IS_BETTER = ("cmi", "D", "CE", "CE-I", "tstddev", "-I")
+
+
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    """Parse the JSONL results; a truncated last line (an interrupted run) is ignored."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"results file {path} does not exist; produce it with benchmarks/reproduce_figure1.py --out {path}")
+    rows = []
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if i == len(lines) - 1:
+                continue  # the run was killed while writing its last line; it will be redone
+            raise DataError(f"{path}:{i + 1} is not valid JSON ({exc}); remove that line and re-run.") from exc
+    return rows
+
+
+def _rank(a: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(a)
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(_rank(x), _rank(y))[0, 1])
+
+
+def _kendall(x: np.ndarray, y: np.ndarray) -> float:
+    from scipy.stats import kendalltau
+
+    if len(x) < 3:
+        return float("nan")
+    return float(kendalltau(x, y).statistic)
+
+
+def _ci(values: list[float]) -> list[float]:
+    v = np.array([x for x in values if math.isfinite(x)])
+    if not len(v):
+        return [float("nan"), float("nan")]
+    return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
+
+
+def analyse(rows: Iterable[dict[str, Any]], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The analysis per student configuration (e.g. W2A4), as a JSON-able dict."""
+    rows = list(rows)
+    rng = np.random.default_rng(seed)
+    scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r.get("kind") == "ranking":
+            for k, v in r["scores"].items():
+                scores[r["candidate"]][k].append(float(v))
+            if "I" in r["scores"]:
+                scores[r["candidate"]]["-I"].append(-float(r["scores"]["I"]))
+    accs: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for r in rows:
+        if r.get("kind") == "student":
+            accs[r["config"]][r["candidate"]][int(r["seed"])] = float(r["accuracy"])
+    teacher = [r for r in rows if r.get("kind") == "teacher"]
+    out: dict[str, Any] = {"teacher": teacher[-1] if teacher else None, "configs": {}}
+    for cfg, per_cand in sorted(accs.items()):
+        cands = sorted(c for c in per_cand if per_cand[c])
+        if len(cands) < 2:
+            continue
+        seeds = sorted(set.intersection(*(set(per_cand[c]) for c in cands)))
+        acc_mat = np.array([[per_cand[c][s] for s in seeds] for c in cands])  # candidates × seeds
+        mean_acc = acc_mat.mean(1)
+        res: dict[str, Any] = {
+            "candidates": cands,
+            "seeds": seeds,
+            "accuracy": {c: {"mean": float(acc_mat[i].mean()), "std": float(acc_mat[i].std(ddof=1)) if len(seeds) > 1 else 0.0,
+                             "per_seed": acc_mat[i].tolist()} for i, c in enumerate(cands)},
+        }
+        # 1. is there anything to predict? seed halves and ANOVA
+        if len(seeds) >= 2:
+            h = len(seeds) // 2
+            res["seed_half_rho"] = _spearman(acc_mat[:, :h].mean(1), acc_mat[:, h:].mean(1))
+        if len(seeds) >= 2:
+            from scipy.stats import f_oneway
+
+            res["anova_p"] = float(f_oneway(*acc_mat).pvalue)
+        oracle = cands[int(np.argmax(mean_acc))]
+        res["oracle"] = {"candidate": oracle, **res["accuracy"][oracle]}
+        if "none" in cands:
+            res["none"] = {"candidate": "none", **res["accuracy"]["none"]}
+        # 2. how well does each score predict mean accuracy?
+        res["scores"] = {}
+        names = sorted({k for c in cands for k in scores.get(c, {})})
+        for name in names:
+            if not all(scores[c].get(name) for c in cands):
+                continue
+            s_mat = [np.array(scores[c][name]) for c in cands]
+            s_mean = np.array([m.mean() for m in s_mat])
+            rho = -_spearman(s_mean, mean_acc)
+            tau = -_kendall(s_mean, mean_acc)
+            boots_r, boots_t = [], []
+            for _ in range(n_boot):
+                sb = np.array([m[rng.integers(0, len(m), len(m))].mean() for m in s_mat])
+                ab = acc_mat[:, rng.integers(0, len(seeds), len(seeds))].mean(1)
+                boots_r.append(-_spearman(sb, ab))
+                boots_t.append(-_kendall(sb, ab))
+            pick = cands[int(np.argmin(s_mean))]
+            res["scores"][name] = {
+                "per_candidate": {c: {"mean": float(s_mean[i]), "std": float(s_mat[i].std(ddof=1)) if len(s_mat[i]) > 1 else 0.0}
+                                  for i, c in enumerate(cands)},
+                "spearman": rho, "spearman_ci95": _ci(boots_r),
+                "kendall": tau, "kendall_ci95": _ci(boots_t),
+                "pick": {"candidate": pick, **res["accuracy"][pick]},
+                "pick_minus_oracle": res["accuracy"][pick]["mean"] - res["accuracy"][oracle]["mean"],
+            }
+        out["configs"][cfg] = res
+    if not out["configs"]:
+        raise DataError("no configuration has student results for ≥ 2 candidates yet; let the experiment run longer.")
+    return out
+
+
+def _markdown(a: dict[str, Any]) -> str:
+    lines = ["# Does the ranking pick the best augmentation?", ""]
+    if a.get("teacher"):
+        lines += [f"Teacher test accuracy: {a['teacher'].get('accuracy', float('nan')):.4f}", ""]
+    for cfg, r in a["configs"].items():
+        lines += [f"## {cfg} ({len(r['seeds'])} seeds)", ""]
+        lines += [f"- seed-half agreement of the candidate ordering: Spearman ρ = {r.get('seed_half_rho', float('nan')):+.2f}",
+                  f"- one-way ANOVA across candidates: p = {r.get('anova_p', float('nan')):.3g}",
+                  f"- oracle best: {r['oracle']['candidate']} {100 * r['oracle']['mean']:.2f} ± {100 * r['oracle']['std']:.2f} %"]
+        if "none" in r:
+            lines.append(f"- no augmentation: {100 * r['none']['mean']:.2f} ± {100 * r['none']['std']:.2f} %")
+        lines += ["", "| candidate | accuracy % (mean ± std) | " + " | ".join(r["scores"]) + " |",
+                  "|---|---|" + "---|" * len(r["scores"])]
+        for c in r["candidates"]:
+            acc = r["accuracy"][c]
+            cells = [f"{r['scores'][s]['per_candidate'][c]['mean']:.4f} ± {r['scores'][s]['per_candidate'][c]['std']:.4f}" for s in r["scores"]]
+            lines.append(f"| {c} | {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} | " + " | ".join(cells) + " |")
+        lines += ["", "| score (lower = better) | Spearman ρ (+ = predicts) [95 % CI] | Kendall τ [95 % CI] | its pick | pick acc % | pick − oracle (pp) |",
+                  "|---|---|---|---|---|---|"]
+        for s, v in r["scores"].items():
+            lines.append(
+                f"| {s} | {v['spearman']:+.2f} [{v['spearman_ci95'][0]:+.2f}, {v['spearman_ci95'][1]:+.2f}] | "
+                f"{v['kendall']:+.2f} [{v['kendall_ci95'][0]:+.2f}, {v['kendall_ci95'][1]:+.2f}] | {v['pick']['candidate']} | "
+                f"{100 * v['pick']['mean']:.2f} ± {100 * v['pick']['std']:.2f} | {100 * v['pick_minus_oracle']:+.2f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _figure(a: dict[str, Any], path: Path, metric: str, baseline: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfgs = list(a["configs"])
+    fig, axes = plt.subplots(1, len(cfgs), figsize=(6 * len(cfgs), 4.6), squeeze=False)
+    for ax, cfg in zip(axes[0], cfgs):
+        r = a["configs"][cfg]
+        if metric not in r["scores"]:
+            ax.set_title(f"{cfg}: no '{metric}' scores")
+            continue
+        sc = r["scores"][metric]
+        xs = [sc["per_candidate"][c]["mean"] for c in r["candidates"]]
+        xe = [sc["per_candidate"][c]["std"] for c in r["candidates"]]
+        ys = [100 * r["accuracy"][c]["mean"] for c in r["candidates"]]
+        ye = [100 * r["accuracy"][c]["std"] for c in r["candidates"]]
+        ax.errorbar(xs, ys, xerr=xe, yerr=ye, fmt="o", capsize=3, color="tab:blue")
+        for c, x, y in zip(r["candidates"], xs, ys):
+            ax.annotate(c, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.axhline(100 * sc["pick"]["mean"], color="tab:green", ls="--", label=f"{metric} pick: {sc['pick']['candidate']}")
+        if baseline in r["scores"]:
+            b = r["scores"][baseline]["pick"]
+            ax.axhline(100 * b["mean"], color="tab:orange", ls=":", label=f"{baseline} pick: {b['candidate']}")
+        if "none" in r:
+            ax.axhline(100 * r["none"]["mean"], color="grey", ls="-.", lw=0.8, label="no augmentation")
+        ax.set_xlabel(f"{metric} score (lower = predicted better)")
+        ax.set_ylabel("student test accuracy % (mean ± std over seeds)")
+        ax.set_title(f"{cfg}: Spearman ρ = {sc['spearman']:+.2f} (+ = predicts)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(results: str | Path, out_dir: str | Path, metric: str = "cmi", baseline: str = "tstddev",
+                 n_boot: int = 1000) -> dict[str, Path]:
+    """Analyse ``results`` and write ``analysis.json``, ``analysis.md`` and ``figure1.png`` into ``out_dir``."""
+    a = analyse(read_results(results), n_boot=n_boot)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "analysis.json", "md": out / "analysis.md", "png": out / "figure1.png"}
+    paths["json"].write_text(json.dumps(a, indent=2))
+    paths["md"].write_text(_markdown(a))
+    _figure(a, paths["png"], metric, baseline)
+    return paths

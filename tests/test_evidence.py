@@ -1,0 +1,67 @@
+"""`daqakd report`: the analysis of a ranking-vs-accuracy experiment and its figure."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from daqakd_plugins.cli import main
+from daqakd_plugins.errors import DataError
+from daqakd_plugins.evidence import analyse, read_results
+
+
+def _rows(predictive: bool, seeds: int = 6, noise: float = 0.002):
+    rng = np.random.default_rng(0)
+    cands = ["none", "a", "b", "c", "d"]
+    true_acc = {"none": 0.60, "a": 0.62, "b": 0.64, "c": 0.66, "d": 0.68}
+    rows = [{"kind": "teacher", "accuracy": 0.8}]
+    for i, c in enumerate(cands):
+        for p in range(3):
+            good = 1.0 - true_acc[c] + 0.001 * rng.standard_normal()
+            rows.append({"kind": "ranking", "candidate": c, "pass": p,
+                         "scores": {"cmi": good if predictive else -good, "tstddev": rng.random(), "I": 0.1 * i}})
+        for s in range(seeds):
+            rows.append({"kind": "student", "candidate": c, "seed": s, "config": "W2A4",
+                         "accuracy": true_acc[c] + noise * rng.standard_normal()})
+    return rows
+
+
+def test_a_predictive_score_gets_rho_one_and_picks_the_oracle():
+    a = analyse(_rows(True), n_boot=200)["configs"]["W2A4"]
+    assert a["seed_half_rho"] == pytest.approx(1.0)
+    assert a["anova_p"] < 1e-6
+    cmi = a["scores"]["cmi"]
+    assert cmi["spearman"] == pytest.approx(1.0) and cmi["kendall"] == pytest.approx(1.0)
+    assert cmi["pick"]["candidate"] == a["oracle"]["candidate"] == "d" and cmi["pick_minus_oracle"] == 0
+    assert cmi["spearman_ci95"][0] > 0.5
+    # I grows with accuracy here, so the derived "-I" score (lower = better) predicts perfectly
+    assert a["scores"]["-I"]["spearman"] == pytest.approx(1.0) and a["scores"]["-I"]["pick"]["candidate"] == "d"
+
+
+def test_an_inverted_score_gets_rho_minus_one():
+    a = analyse(_rows(False), n_boot=100)["configs"]["W2A4"]
+    assert a["scores"]["cmi"]["spearman"] == pytest.approx(-1.0)
+    assert a["scores"]["cmi"]["pick"]["candidate"] == "none"
+    assert a["scores"]["cmi"]["pick_minus_oracle"] == pytest.approx(a["none"]["mean"] - a["oracle"]["mean"])
+
+
+def test_report_command_writes_json_markdown_png(tmp_path, capsys):
+    res = tmp_path / "results.jsonl"
+    res.write_text("\n".join(json.dumps(r) for r in _rows(True)) + '\n{"kind": "stud')  # killed mid-line
+    assert len(read_results(res)) == len(_rows(True))
+    assert main(["report", str(res), "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "Spearman" in out and "W2A4" in out
+    png = tmp_path / "figure1.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "analysis.json").read_text())["configs"]["W2A4"]["oracle"]["candidate"] == "d"
+
+
+def test_report_errors_are_clear(tmp_path):
+    with pytest.raises(DataError, match="reproduce_figure1.py"):
+        read_results(tmp_path / "nope.jsonl")
+    (tmp_path / "r.jsonl").write_text('{"kind": "teacher", "accuracy": 0.5}\n')
+    with pytest.raises(DataError, match="≥ 2 candidates"):
+        analyse(read_results(tmp_path / "r.jsonl"))
