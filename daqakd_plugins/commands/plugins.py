@@ -14,8 +14,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def collect() -> dict[str, Any]:
-    from ..plugins import backend_status, get_augmentations, get_backends, get_metrics, plugin_records
-    from ..plugins import get_loss_components, get_loss_presets
+    from ..plugins import (
+        backend_status,
+        get_augmentations,
+        get_backends,
+        get_loss_components,
+        get_loss_presets,
+        get_metrics,
+        plugin_records,
+    )
 
     return {
         "plugins": [
