@@ -1,13 +1,28 @@
-"""Built-in candidate augmentations, registered through the same hook as third-party candidates."""
+"""Built-in candidate augmentations, registered through the same hook as third-party candidates.
+
+* The paper's 16 torchvision v2 candidates: ``none``, ``augmix``, ``autoaugment-{cifar10,imagenet,svhn}``,
+  ``randomerasing``, ``randaugment``, ``trivialaugmentwide``, each also with ``+cutmix`` (torchvision's
+  batch ``CutMix``, alpha 1, applied after the per-sample policy, labels become soft).
+* ``mixup`` (torchvision ``MixUp``, alpha 1).
+* A kornia set (``kornia-*``): whole-batch modules that draw random parameters per sample and run on the
+  batch's device (the teacher's), so they add almost nothing to a GPU ranking.
+
+Transforms are built on first use, so registering (``daqakd plugins``) never imports kornia.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
+from ..augment import compose, per_sample
 from ..contracts import Augmentation
+from ..errors import DataError
 from ..hookspecs import hookimpl
+
+__all__ = ["NONE", "builtin_candidates", "mix_augmentation"]
 
 
 def _identity(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -16,7 +31,206 @@ def _identity(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 NONE = Augmentation(name="none", fn=_identity, description="no augmentation (the baseline)", family="none")
 
+# Policies whose operation list contains torchvision's "Color" (saturation) op: on 1-channel images that
+# op is the identity (torchvision matches PIL), so the policy is slightly milder there.
+_COLOR_POLICIES = {"augmix", "autoaugment-cifar10", "autoaugment-imagenet", "autoaugment-svhn", "randaugment",
+                   "trivialaugmentwide"}
+
+
+def _check_channels(name: str, c: int) -> None:
+    if c not in (1, 3):
+        raise DataError(
+            f"candidate {name!r} uses torchvision colour operations, which accept 1- or 3-channel images only; "
+            f"these images have {c} channels. Rank the kornia-* candidates or a callable instead, or convert "
+            "the images to 1 or 3 channels."
+        )
+
+
+class _LazyTorchvision:
+    """A torchvision v2 per-sample policy, built on first call (so plugin loading stays cheap)."""
+
+    def __init__(self, name: str, factory: Callable[[], Any]) -> None:
+        self.name = name
+        self.factory = factory
+        self._aug: Augmentation | None = None
+        self.__name__ = f"tv_{name}"
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_channels(self.name, images.shape[1])
+        if self._aug is None:
+            self._aug = per_sample(self.factory(), self.name)
+        return self._aug.fn(images, targets)
+
+    def daqakd_notes(self, image_shape: tuple[int, ...]) -> list[str]:
+        if image_shape and image_shape[0] == 1 and self.name in _COLOR_POLICIES:
+            return ["on 1-channel images torchvision's Color (saturation) op is the identity (as in PIL)"]
+        return []
+
+
+def _tv(name: str, factory: Callable[[], Any], description: str) -> Augmentation:
+    return Augmentation(name=name, fn=_LazyTorchvision(name, factory), description=description, family="torchvision")
+
+
+def _v2() -> Any:
+    from torchvision.transforms import v2
+
+    return v2
+
+
+def _autoaugment(policy: str) -> Callable[[], Any]:
+    def make() -> Any:
+        v2 = _v2()
+        return v2.AutoAugment(getattr(v2.AutoAugmentPolicy, policy))
+
+    return make
+
+
+class _BatchMix:
+    """torchvision's batch CutMix/MixUp (alpha 1) on label distributions; pairs each image with its
+    neighbour in the batch (the ranking shuffles samples first, as a loader would)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._t: Any = None
+        self.__name__ = kind
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._t is None:
+            v2 = _v2()
+            self._t = v2.CutMix(alpha=1.0) if self.kind == "cutmix" else v2.MixUp(alpha=1.0)
+        if images.shape[0] < 2:
+            return images, targets  # nothing to mix with
+        x, t = self._t(images, targets.float())
+        return x, t.to(targets.dtype)
+
+
+_MIX_DESCRIPTIONS = {
+    "cutmix": "torchvision v2 CutMix (alpha 1): paste a box from the neighbouring image, mix labels by area",
+    "mixup": "torchvision v2 MixUp (alpha 1): blend with the neighbouring image, mix labels alike",
+}
+
+
+def mix_augmentation(kind: str) -> Augmentation:
+    """The batch-mixing step ``cutmix`` or ``mixup`` on its own (used for ``<name>+cutmix``)."""
+    return Augmentation(name=kind, fn=_BatchMix(kind), description=_MIX_DESCRIPTIONS[kind], family="torchvision",
+                        mixes_labels=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# kornia: whole-batch modules with per-sample random parameters, on the batch's device
+# ---------------------------------------------------------------------------------------------------
+class _LazyKornia:
+    """Builds the kornia module for the batch's (C, H, W) on first use and caches it per shape."""
+
+    def __init__(self, name: str, build: Callable[[Any, int, int, int], Any], note: Callable[[int], str] | None = None,
+                 clamp: bool = True) -> None:
+        self.name = name
+        self.build = build
+        self.note = note
+        self.clamp = clamp
+        self._mods: dict[tuple[int, int, int], Any] = {}
+        self.__name__ = f"kornia_{name}"
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c, h, w = (int(s) for s in images.shape[1:])
+        mod = self._mods.get((c, h, w))
+        if mod is None:
+            import kornia.augmentation as K
+
+            mod = self._mods[(c, h, w)] = self.build(K, c, h, w)
+        out = mod(images)
+        if self.clamp:
+            out = out.clamp(0.0, 1.0)
+        return out.to(images.dtype), targets
+
+    def daqakd_notes(self, image_shape: tuple[int, ...]) -> list[str]:
+        if self.note is None or not image_shape:
+            return []
+        msg = self.note(int(image_shape[0]))
+        return [msg] if msg else []
+
+
+def _flip_crop(K: Any, c: int, h: int, w: int) -> Any:
+    return K.AugmentationSequential(K.RandomHorizontalFlip(p=0.5),
+                                    K.RandomCrop((h, w), padding=max(1, h // 8), p=1.0))
+
+
+def _crop(K: Any, c: int, h: int, w: int) -> Any:
+    return K.RandomCrop((h, w), padding=max(1, h // 8), p=1.0)
+
+
+def _affine(K: Any, c: int, h: int, w: int) -> Any:
+    return K.RandomAffine(degrees=15.0, translate=(0.1, 0.1), scale=(0.9, 1.1), p=1.0)
+
+
+def _perspective(K: Any, c: int, h: int, w: int) -> Any:
+    return K.RandomPerspective(distortion_scale=0.3, p=0.5)
+
+
+def _color(K: Any, c: int, h: int, w: int) -> Any:
+    if c == 3:
+        return K.ColorJiggle(0.4, 0.4, 0.4, 0.1, p=0.8)
+    return K.ColorJiggle(0.4, 0.4, 0.0, 0.0, p=0.8)  # saturation/hue need RGB
+
+
+def _color_note(c: int) -> str:
+    return "" if c == 3 else f"{c}-channel images get brightness and contrast only (saturation and hue need RGB)"
+
+
+def _erasing(K: Any, c: int, h: int, w: int) -> Any:
+    return K.RandomErasing(p=0.5)
+
+
+def _blur_noise(K: Any, c: int, h: int, w: int) -> Any:
+    return K.AugmentationSequential(K.RandomGaussianBlur((3, 3), (0.1, 1.0), p=0.5),
+                                    K.RandomGaussianNoise(mean=0.0, std=0.05, p=0.5))
+
+
+def _elastic(K: Any, c: int, h: int, w: int) -> Any:
+    return K.RandomElasticTransform(p=0.5)
+
+
+_KORNIA: tuple[tuple[str, Callable[[Any, int, int, int], Any], str, Callable[[int], str] | None], ...] = (
+    ("kornia-flip-crop", _flip_crop, "horizontal flip (p 0.5) + random crop with H/8 zero padding", None),
+    ("kornia-crop", _crop, "random crop with H/8 zero padding (no flip)", None),
+    ("kornia-affine", _affine, "random affine: ±15°, ±10 % translation, scale 0.9-1.1", None),
+    ("kornia-perspective", _perspective, "random perspective, distortion 0.3 (p 0.5)", None),
+    ("kornia-color", _color, "colour jitter: brightness/contrast/saturation 0.4, hue 0.1 (p 0.8)", _color_note),
+    ("kornia-erasing", _erasing, "random erasing (p 0.5)", None),
+    ("kornia-blur-noise", _blur_noise, "Gaussian blur (p 0.5) + Gaussian noise σ 0.05 (p 0.5), clamped to [0, 1]", None),
+    ("kornia-elastic", _elastic, "elastic deformation (p 0.5)", None),
+)
+
+
+def builtin_candidates() -> list[Augmentation]:
+    """Every built-in candidate, in a stable order."""
+    v = _v2
+    bases = [
+        NONE,
+        _tv("augmix", lambda: v().AugMix(), "torchvision v2 AugMix (severity 3, width 3, all ops)"),
+        _tv("autoaugment-cifar10", _autoaugment("CIFAR10"), "torchvision v2 AutoAugment, CIFAR10 policy"),
+        _tv("autoaugment-imagenet", _autoaugment("IMAGENET"), "torchvision v2 AutoAugment, IMAGENET policy"),
+        _tv("autoaugment-svhn", _autoaugment("SVHN"), "torchvision v2 AutoAugment, SVHN policy"),
+        Augmentation(name="randomerasing", fn=_LazyTorchvision("randomerasing", lambda: v().RandomErasing()),
+                     description="torchvision v2 RandomErasing (p 0.5, on tensors so it really acts)",
+                     family="torchvision"),
+        _tv("randaugment", lambda: v().RandAugment(), "torchvision v2 RandAugment (2 ops, magnitude 9)"),
+        _tv("trivialaugmentwide", lambda: v().TrivialAugmentWide(), "torchvision v2 TrivialAugmentWide"),
+    ]
+    cutmix = mix_augmentation("cutmix")
+    out = list(bases)
+    for b in bases:
+        out.append(compose(f"{b.name}+cutmix", [b, cutmix], family="torchvision",
+                           description=f"{b.name}, then {_MIX_DESCRIPTIONS['cutmix']}"))
+    out.append(Augmentation(name="mixup", fn=_BatchMix("mixup"), description=_MIX_DESCRIPTIONS["mixup"],
+                            family="torchvision", mixes_labels=True))
+    for name, build, desc, note in _KORNIA:
+        out.append(Augmentation(name=name, fn=_LazyKornia(name, build, note), description=f"kornia {desc}",
+                                family="kornia"))
+    return out
+
 
 @hookimpl
 def daqakd_register_augmentations(register: Callable[[Augmentation], None]) -> None:
-    register(NONE)
+    for aug in builtin_candidates():
+        register(aug)

@@ -1,1 +1,37 @@
-"""Built-in ranking metrics."""
+"""Built-in ranking metrics: the paper's ``cmi`` score and the Good-DA-in-KD ``tstddev`` baseline.
+
+The maths lives in :mod:`daqakd_plugins.ranking.metrics`; this module only registers it, through the
+same hook a third-party metric uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..contracts import Metric
+from ..hookspecs import hookimpl
+from ..ranking.metrics import create_cmi, create_tstddev
+
+CMI = Metric(
+    name="cmi",
+    create=create_cmi,
+    description="the paper's score M = w_D·D − w_I·I + w_CE·CE (defaults 1, 1, 0): label closeness of the "
+    "class centroids minus contextual mutual information, one pass, lower is better",
+    needs_clean=False,
+    lower_is_better=True,
+)
+
+TSTDDEV = Metric(
+    name="tstddev",
+    create=create_tstddev,
+    description="Good-DA-in-KD baseline: mean over classes of the std, over groups of 5 batches, of the "
+    "teacher's mean probability on clean+augmented batches; lower is better",
+    needs_clean=True,
+    lower_is_better=True,
+)
+
+
+@hookimpl
+def daqakd_register_metrics(register: Callable[[Metric], None]) -> None:
+    register(CMI)
+    register(TSTDDEV)

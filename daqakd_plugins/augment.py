@@ -1,0 +1,248 @@
+"""Turning names, torchvision transforms and plain callables into batch :class:`Augmentation` objects.
+
+Ranking (and later distillation) apply a candidate to a *batch* ``(images [B,C,H,W] float in [0,1],
+targets [B,K] label distributions)``. Most published policies (torchvision v2 AutoAugment, RandAugment,
+AugMix, ...) are written for one image at a time and draw their random operation once per call, so
+calling them on a batch would give every image the *same* operation. :func:`per_sample` loops over the
+batch so each image gets its own draw, which is what a data loader with per-item transforms does and
+what the paper ranked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+
+from .contracts import Augmentation
+from .errors import ConfigError, DataError, UnknownNameError
+
+__all__ = [
+    "per_sample",
+    "batch_transform",
+    "compose",
+    "resolve_augmentation",
+    "resolve_candidates",
+    "candidate_groups",
+    "candidate_notes",
+    "PAPER_CANDIDATES",
+    "MIX_SUFFIXES",
+]
+
+#: The 16 torchvision v2 candidates the paper ranked (each policy with and without CutMix).
+PAPER_BASES: tuple[str, ...] = (
+    "none",
+    "augmix",
+    "autoaugment-cifar10",
+    "autoaugment-imagenet",
+    "autoaugment-svhn",
+    "randomerasing",
+    "randaugment",
+    "trivialaugmentwide",
+)
+PAPER_CANDIDATES: tuple[str, ...] = PAPER_BASES + tuple(f"{b}+cutmix" for b in PAPER_BASES)
+
+#: Batch-level label-mixing steps that may be appended to any candidate name with ``+``.
+MIX_SUFFIXES: tuple[str, ...] = ("cutmix", "mixup")
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(0.0, 1.0).mul(255.0).round_().to(torch.uint8)
+
+
+def per_sample(
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    name: str,
+    *,
+    description: str = "",
+    uint8: bool = False,
+    family: str = "torchvision",
+) -> Augmentation:
+    """Wrap a one-image transform (e.g. a torchvision v2 transform) as a batch candidate.
+
+    Each image of the batch is transformed by its own call, so random parameters are drawn per sample
+    from torch's global RNG (which the ranking seeds). Images are float ``[0, 1]``; torchvision v2
+    policies accept float tensors directly (checked for every built-in policy). Pass ``uint8=True`` for
+    a transform that only works on ``uint8`` images: the batch is converted to ``uint8`` (rounding to
+    1/255) and back to the input dtype afterwards. Targets pass through unchanged.
+    """
+    if not callable(transform):
+        raise ConfigError(f"per_sample({name!r}) needs a callable transform, got {type(transform).__name__}")
+
+    def fn(images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = _to_uint8(images) if uint8 else images
+        outs = [transform(x[i]) for i in range(x.shape[0])]
+        if not outs:
+            return images, targets
+        try:
+            out = torch.stack([torch.as_tensor(o) for o in outs])
+        except RuntimeError as exc:
+            shapes = sorted({tuple(o.shape) for o in outs})[:3]
+            raise DataError(
+                f"augmentation {name!r} returned images of different shapes {shapes} for inputs of shape "
+                f"{tuple(x.shape[1:])}; a candidate must keep the image size (add a Resize/CenterCrop back "
+                "to the input size inside the transform)."
+            ) from exc
+        if uint8:
+            out = out.to(images.dtype).div_(255.0)
+        return out, targets
+
+    fn.__name__ = f"per_sample_{name}"
+    return Augmentation(name=name, fn=fn, description=description, family=family)
+
+
+def batch_transform(
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    name: str,
+    *,
+    description: str = "",
+    family: str = "kornia",
+    clamp: bool = True,
+) -> Augmentation:
+    """Wrap a transform that already draws per-sample random parameters on a whole batch (kornia
+    augmentation modules do) and runs on the batch's device. ``clamp`` keeps outputs in ``[0, 1]``."""
+
+    def fn(images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = transform(images)
+        if clamp:
+            out = out.clamp(0.0, 1.0)
+        return out.to(images.dtype), targets
+
+    fn.__name__ = f"batch_{name}"
+    return Augmentation(name=name, fn=fn, description=description, family=family)
+
+
+def compose(name: str, parts: Sequence[Augmentation], *, description: str = "", family: str | None = None) -> Augmentation:
+    """Apply ``parts`` in order (e.g. a per-sample policy, then batch CutMix)."""
+    parts = tuple(parts)
+    if not parts:
+        raise ConfigError(f"compose({name!r}) needs at least one augmentation")
+
+    def fn(images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        for p in parts:
+            images, targets = p(images, targets)
+        return images, targets
+
+    fn.__name__ = f"compose_{name.replace('+', '_')}"
+    fn.daqakd_notes = lambda shape: [n for p in parts for n in candidate_notes(p, shape)]  # type: ignore[attr-defined]
+    fam = family or next((p.family for p in parts if p.family != "none"), parts[0].family)
+    return Augmentation(
+        name=name,
+        fn=fn,
+        description=description or " then ".join(p.name for p in parts),
+        family=fam,
+        mixes_labels=any(p.mixes_labels for p in parts),
+    )
+
+
+def candidate_notes(aug: Augmentation, image_shape: tuple[int, ...]) -> list[str]:
+    """What a candidate cannot fully do on images of ``image_shape`` = (C, H, W), e.g. a colour op that
+    is the identity on 1-channel images. A candidate's ``fn`` may expose ``daqakd_notes(shape) ->
+    list[str]``; the ranking copies the notes into the report."""
+    notes_fn = getattr(aug.fn, "daqakd_notes", None)
+    return list(notes_fn(tuple(image_shape))) if callable(notes_fn) else []
+
+
+def candidate_groups() -> dict[str, tuple[str, ...]]:
+    """Names that expand to several candidates on the command line and in ``candidates=``:
+    ``paper`` (the paper's 16 torchvision candidates), ``kornia`` (every ``kornia-*`` candidate),
+    ``torchvision`` and ``all`` (every registered candidate)."""
+    from .plugins import get_augmentations
+
+    regs = get_augmentations()
+    return {
+        "paper": PAPER_CANDIDATES,
+        "kornia": tuple(n for n in regs if regs[n].family == "kornia"),
+        "torchvision": tuple(n for n in regs if regs[n].family == "torchvision"),
+        "all": tuple(regs),
+    }
+
+
+def resolve_augmentation(spec: str | Augmentation | Callable[..., Any]) -> Augmentation:
+    """A registered name, an :class:`Augmentation`, or a callable ``fn(images, targets) -> (images,
+    targets)`` as an :class:`Augmentation`.
+
+    A name ``A+B`` that is not registered itself is composed from registered parts or the batch mixes
+    ``cutmix``/``mixup`` (e.g. ``kornia-affine+cutmix``). Unknown names raise
+    :class:`~daqakd_plugins.errors.UnknownNameError` listing the registered ones.
+    """
+    from .plugins import get_augmentations
+
+    if isinstance(spec, Augmentation):
+        return spec
+    if isinstance(spec, str):
+        regs = get_augmentations()
+        name = spec.strip()
+        if name in regs:
+            return regs[name]
+        low = name.lower()
+        if low in regs:
+            return regs[low]
+        if "+" in low:
+            parts = [p.strip() for p in low.split("+")]
+            resolved: list[Augmentation] = []
+            for p in parts:
+                if p in regs:
+                    resolved.append(regs[p])
+                elif p in MIX_SUFFIXES:
+                    from .builtin.augmentations import mix_augmentation
+
+                    resolved.append(mix_augmentation(p))
+                else:
+                    resolved = []
+                    break
+            if resolved:
+                return compose(low, resolved)
+        raise UnknownNameError(
+            "augmentation", name, list(regs),
+            "Append +cutmix or +mixup to any of them, pass a group (paper, kornia, torchvision, all), a "
+            "callable fn(images, targets) -> (images, targets), or register one with the "
+            "daqakd_register_augmentations hook.",
+        )
+    if callable(spec):
+        name = getattr(spec, "__name__", None) or type(spec).__name__
+        return Augmentation(name=name, fn=spec, description=f"user callable {name}", family="user")
+    raise ConfigError(
+        f"cannot use {type(spec).__name__} as an augmentation; pass a registered name, an Augmentation "
+        "or a callable fn(images, targets) -> (images, targets)."
+    )
+
+
+def resolve_candidates(candidates: str | Augmentation | Callable[..., Any] | Iterable[Any] | None) -> list[Augmentation]:
+    """Expand ``None`` (the paper's 16), group names and comma-separated strings into distinct
+    candidates, in the given order. Duplicate names are an error (their scores would be ambiguous)."""
+    if candidates is None:
+        items: list[Any] = list(PAPER_CANDIDATES)
+    elif isinstance(candidates, str):
+        items = [c for c in (s.strip() for s in candidates.split(",")) if c]
+    elif isinstance(candidates, Augmentation) or callable(candidates):
+        items = [candidates]
+    else:
+        items = list(candidates)
+    groups: dict[str, tuple[str, ...]] | None = None
+    out: list[tuple[Augmentation, bool]] = []  # (candidate, came from a name)
+    for it in items:
+        if isinstance(it, str) and it.strip().lower() in ("paper", "kornia", "torchvision", "all"):
+            from .plugins import get_augmentations
+
+            if it.strip().lower() not in get_augmentations():
+                groups = groups or candidate_groups()
+                out.extend((resolve_augmentation(n), True) for n in groups[it.strip().lower()])
+                continue
+        out.append((resolve_augmentation(it), isinstance(it, str)))
+    if not out:
+        raise ConfigError("no candidates to rank; pass names such as 'none,randaugment' or leave candidates=None")
+    first: dict[str, tuple[Augmentation, bool]] = {}
+    uniq: list[Augmentation] = []
+    for aug, named in out:
+        prev = first.get(aug.name)
+        if prev is None:
+            first[aug.name] = (aug, named)
+            uniq.append(aug)
+        elif not (prev[0] is aug or (prev[1] and named)):
+            raise ConfigError(
+                f"two different candidates are both named {aug.name!r}; give each callable a distinct "
+                "__name__ or wrap it in Augmentation(name=...)."
+            )
+    return uniq
