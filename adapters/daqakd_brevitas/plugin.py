@@ -1,23 +1,80 @@
 """daqakd plugin: brevitas (AMD/Xilinx Brevitas low-bit QAT for FPGA (FINN) flows).
 
-The backend is imported lazily, inside the hooks that need it, never at import time.
+What it does (see docs/backends/brevitas.md):
+
+* ``daqakd_quantize`` turns a float model into a Brevitas student with *graph mode*
+  (``preprocess_for_quantize`` → ``brevitas.graph.quantize.quantize``) using copies of Brevitas'
+  layer maps in which the bit widths are set, per-channel weight scales by default. A model the user
+  already built from ``brevitas.nn`` layers is taken as it is (deep-copied). The float model is never
+  modified: graph mode merges BatchNorm into the convolutions *in place*, so it always works on a copy.
+* ``daqakd_calibrate`` sets activation ranges under ``brevitas.graph.calibrate.calibration_mode``.
+* ``daqakd_export`` writes QCDQ ONNX (run with onnxruntime) and QONNX (what FINN consumes; run with
+  ``qonnx``'s ``execute_onnx`` after ``cleanup_model``).
+
+Brevitas is imported lazily, inside the hooks that need it, never at import time: ``import
+daqakd_plugins`` and ``daqakd plugins`` must stay fast and work without it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+import copy
+import logging
+import sys
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from daqakd_plugins import hookimpl
-from daqakd_plugins.contracts import BackendInfo
+from daqakd_plugins.contracts import BackendInfo, ExportedModel
+from daqakd_plugins.errors import BackendError, ConfigError, DataError, ExportError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    import numpy as np
+    import torch
     from torch import nn
 
+    from daqakd_plugins.config import QuantConfig
+    from daqakd_plugins.contracts import CalibrateRequest, ExportRequest, QuantizeRequest
+
 NAME = "brevitas"
+BITS = (1, 8)  # weights: 1 bit is binary (sign·scale), exported as QONNX BipolarQuant
+ACT_BITS = (2, 8)  # a 1-bit activation exports as BipolarQuant ({-1, +1}), not the {0, 1} of a 1-bit ReLU
+FORMATS = ("onnx-qcdq", "qonnx")
+FORMAT_ALIASES = {"qcdq": "onnx-qcdq", "onnx": "onnx-qcdq", "onnx-qcdq": "onnx-qcdq", "qonnx": "qonnx", "finn": "qonnx"}
+
+#: QuantConfig.options keys this adapter understands (documented in docs/backends/brevitas.md).
+OPTION_DEFAULTS: dict[str, Any] = {
+    "float_layers": (),  # layer class names, module paths or function names to leave in float
+    "input_bits": 8,  # the quantizer graph mode puts on the network input (images are 8-bit data)
+    "output_bits": 8,  # the quantizer on the logits (KD needs their resolution; FINN needs integers)
+    "merge_bn": True,  # fold BatchNorm into the preceding conv/linear before quantizing (FINN style)
+}
+
+log = logging.getLogger("daqakd.brevitas")
 
 
+class _DropCpuCudaHomeNotice(logging.Filter):
+    """``import brevitas`` imports torch.utils.cpp_extension, which logs "No CUDA runtime is found" on
+    every CPU-only machine. The core imports brevitas to check availability (outside our hooks), so
+    the filter is installed when this plugin loads; it drops only that one line, nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No CUDA runtime is found" not in record.getMessage()
+
+
+logging.getLogger("torch.utils.cpp_extension").addFilter(_DropCpuCudaHomeNotice())
+# Brevitas warns at import that an optional CUDA kernel package is missing; irrelevant to users here.
+warnings.filterwarnings("ignore", message=".*fast_hadamard_transform package not found.*")
+
+
+# --------------------------------------------------------------------------------------------------
+# registration and counting (must not import brevitas)
+# --------------------------------------------------------------------------------------------------
 @hookimpl
 def daqakd_register_backends(register: Callable[[BackendInfo], None]) -> None:
     register(
@@ -26,17 +83,587 @@ def daqakd_register_backends(register: Callable[[BackendInfo], None]) -> None:
             module="brevitas",
             distribution="brevitas",
             install='pip install "daqakd[brevitas]"',
-            weight_bits=(1, 8),
-            act_bits=(1, 8),
-            export_formats=("onnx-qcdq", "qonnx"),
+            weight_bits=BITS,
+            act_bits=ACT_BITS,
+            export_formats=FORMATS,
             description="AMD/Xilinx Brevitas low-bit QAT for FPGA (FINN) flows",
-            implemented=False,
+            implemented=True,
         )
     )
 
 
 @hookimpl
 def daqakd_count_quantizers(model: nn.Module) -> int | None:
-    from daqakd_plugins.backends import count_modules_from
+    """Enabled weight and activation quantizers (bias quantizers and the disabled ``input_quant`` /
+    ``output_quant`` proxies every Brevitas layer carries are not counted)."""
+    if sys.modules.get("brevitas") is None:  # never imported (or blocked): not ours to count
+        return None
+    with _quiet():
+        from brevitas.proxy.parameter_quant import WeightQuantProxyFromInjectorBase
+        from brevitas.proxy.runtime_quant import ActQuantProxyFromInjectorBase
+    n = 0
+    for m in model.modules():
+        if isinstance(m, (WeightQuantProxyFromInjectorBase, ActQuantProxyFromInjectorBase)) and bool(
+            getattr(m, "is_quant_enabled", False)
+        ):
+            n += 1
+    return n
 
-    return count_modules_from(model, "brevitas.proxy", "Proxy")
+
+# --------------------------------------------------------------------------------------------------
+# noise control
+# --------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence Brevitas' import and tracing noise for the duration of an adapter call only:
+    "fast_hadamard_transform package not found", torch.fx / torch.onnx Future- and
+    DeprecationWarnings, and torch's "No CUDA runtime is found" log line from cpp_extension."""
+    cpp_log = logging.getLogger("torch.utils.cpp_extension")
+    old = cpp_log.level
+    cpp_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*fast_hadamard_transform.*")
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=".*(TracerWarning|Converting a tensor to a Python).*")
+            warnings.filterwarnings("ignore", module=r"torch\.onnx.*")
+            warnings.filterwarnings("ignore", module=r"torch\.fx.*")
+            yield
+    finally:
+        cpp_log.setLevel(old)
+
+
+# --------------------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------------------
+def _check_bits(name: str, value: object, lo: int = BITS[0]) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(
+            f"Brevitas {name} must be an integer number of bits from {lo} to {BITS[1]}, got {value!r}; "
+            f"pass e.g. QuantConfig(weight_bits=4, act_bits=4) (CLI: --bits 4 --act-bits 4)."
+        )
+    if not lo <= value <= BITS[1]:
+        why = "exports integer QCDQ/QONNX of at most 8 bits"
+        if value < lo and lo == 2:
+            why = ("exports a 1-bit activation as QONNX BipolarQuant ({-1, +1}), which is not what a 1-bit "
+                   "ReLU computes ({0, 1}); only weights can be 1-bit (binary)")
+        raise ConfigError(
+            f"Brevitas {name}={value} is outside {lo}..{BITS[1]}: this adapter {why}. "
+            f"Pass a value from {lo} to {BITS[1]} (CLI: --bits/--act-bits)."
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class _Options:
+    float_layers: tuple[str, ...]
+    input_bits: int
+    output_bits: int
+    merge_bn: bool
+
+
+def _options(cfg: QuantConfig) -> _Options:
+    raw = dict(cfg.options or {})
+    unknown = sorted(set(raw) - set(OPTION_DEFAULTS))
+    if unknown:
+        raise ConfigError(
+            f"unknown Brevitas option(s) {unknown} in QuantConfig.options; known: "
+            f"{', '.join(sorted(OPTION_DEFAULTS))} (see docs/backends/brevitas.md)."
+        )
+    merged = {**OPTION_DEFAULTS, **raw}
+    fl = merged["float_layers"]
+    if isinstance(fl, str):
+        fl = (fl,)
+    if not isinstance(fl, Iterable) or not all(isinstance(s, str) and s for s in fl):
+        raise ConfigError(
+            f"options['float_layers'] must be a list of layer class names, module paths or function names "
+            f"(e.g. ['GELU'] or ['blocks.0.act']), got {merged['float_layers']!r}."
+        )
+    if not isinstance(merged["merge_bn"], bool):
+        raise ConfigError(f"options['merge_bn'] must be True or False, got {merged['merge_bn']!r}.")
+    return _Options(
+        float_layers=tuple(fl),
+        input_bits=_check_bits("options['input_bits']", merged["input_bits"], lo=2),
+        output_bits=_check_bits("options['output_bits']", merged["output_bits"], lo=2),
+        merge_bn=merged["merge_bn"],
+    )
+
+
+def _is_brevitas_model(model: nn.Module) -> bool:
+    return any(type(m).__module__.startswith("brevitas.") for m in model.modules())
+
+
+# --------------------------------------------------------------------------------------------------
+# graph-mode quantization
+# --------------------------------------------------------------------------------------------------
+def _weight_quant(bits: int, per_channel: bool) -> Any:
+    """The weight quantizer for ``bits``: Brevitas' Int8 float-scaled quantizers with the bit width
+    overridden (narrow range, so 2 bits = {-1, 0, 1}·scale), and for 1 bit a binary quantizer
+    (sign·scale) whose scale is the mean |w| per channel — a 1-bit narrow-range integer would be all
+    zeros."""
+    from brevitas.core.function_wrapper import TensorClamp
+    from brevitas.inject.enum import ScalingImplType, ScalingPerOutputType, StatsOp
+    from brevitas.quant import Int8WeightPerChannelFloat, Int8WeightPerTensorFloat
+    from brevitas.quant.binary import SignedBinaryWeightPerTensorConst
+
+    if bits == 1:
+        return SignedBinaryWeightPerTensorConst.let(
+            tensor_clamp_impl=TensorClamp,
+            scaling_impl_type=ScalingImplType.STATS,
+            scaling_stats_op=StatsOp.AVE,
+            scaling_per_output_type=ScalingPerOutputType.CHANNEL if per_channel else ScalingPerOutputType.TENSOR,
+        )
+    return Int8WeightPerChannelFloat if per_channel else Int8WeightPerTensorFloat
+
+
+def _layer_maps(cfg: QuantConfig) -> dict[str, Any]:
+    """Copies of Brevitas' default graph-mode maps with our bit widths (the module-level maps are
+    shared by every caller in the process, so they are never mutated)."""
+    import brevitas.nn as qnn
+    from brevitas.graph import quantize as gq
+    from brevitas.quant import Int8ActPerTensorFloatMinMaxInit
+    from torch import nn
+
+    wq = _weight_quant(cfg.weight_bits, cfg.per_channel)
+    compute: dict[type, Any] = {}
+    for layer, spec in gq.COMPUTE_LAYER_MAP.items():
+        if layer in _WEIGHT_LAYERS() and spec is not None:
+            cls, kw = spec
+            compute[layer] = (cls, {**kw, "weight_quant": wq, "weight_bit_width": cfg.weight_bits})
+        else:  # AvgPool (left alone by Brevitas) and RNN/LSTM/MHA (not bit-configurable here)
+            compute[layer] = None
+    acts: dict[type, Any] = {}
+    for layer, (cls, kw) in gq.QUANT_ACT_MAP.items():
+        acts[layer] = (cls, {**kw, "bit_width": cfg.act_bits})
+    acts[nn.Tanh] = (qnn.QuantTanh, {"act_quant": Int8ActPerTensorFloatMinMaxInit, "min_val": -1.0,
+                                     "max_val": 1.0, "bit_width": cfg.act_bits, "return_quant_tensor": True})
+    ident = {sign: (cls, {**kw, "bit_width": cfg.act_bits}) for sign, (cls, kw) in gq.QUANT_IDENTITY_MAP.items()}
+    return {"compute_layer_map": compute, "quant_act_map": acts, "quant_identity_map": ident}
+
+
+def _WEIGHT_LAYERS() -> tuple[type, ...]:  # noqa: N802 - a constant that needs torch imported
+    from torch import nn
+
+    return (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
+
+
+def _passthrough_layers() -> tuple[type, ...]:
+    """Float modules that are fine in a Brevitas graph: they only move, pick, pool or scale values
+    (BatchNorm left after merging is absorbed by FINN's streamlining), so they need no quantizer."""
+    from torch import nn
+
+    return (
+        nn.Identity, nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+        nn.AlphaDropout, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d,
+        nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+        nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Upsample,
+        nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d, nn.ZeroPad2d, nn.ConstantPad1d,
+        nn.ConstantPad2d, nn.ConstantPad3d, nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle,
+        nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
+    )
+
+
+_FLOAT_METHODS = {"sigmoid", "tanh", "softmax", "log_softmax", "exp", "log", "sqrt", "rsqrt", "pow",
+                  "relu", "gelu", "silu", "clamp", "div", "norm"}
+
+
+def _float_functions() -> dict[Any, str]:
+    """Functional calls that compute a non-linearity or a normalisation in float inside the graph."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    fns = [F.gelu, F.silu, F.elu, F.selu, F.celu, F.mish, F.hardswish, F.hardsigmoid, F.softplus,
+           F.softsign, F.tanhshrink, F.logsigmoid, F.softmax, F.log_softmax, F.layer_norm, F.group_norm,
+           F.instance_norm, F.local_response_norm, F.normalize, F.sigmoid, F.tanh, F.glu,
+           torch.sigmoid, torch.tanh, torch.softmax, torch.exp, torch.log, torch.sqrt, torch.rsqrt,
+           torch.pow, torch.div, torch.true_divide, torch.erf, torch.layer_norm, torch.group_norm]
+    return {f: f"{getattr(f, '__module__', None) or 'torch'}.{getattr(f, '__name__', str(f))}" for f in fns}
+
+
+def _unsupported(graph: torch.fx.GraphModule, float_layers: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``(type name, where)`` for every graph node computing something Brevitas graph mode cannot
+    quantize here and that the user did not list in ``options['float_layers']``."""
+    maps_ok = _WEIGHT_LAYERS()
+    from brevitas.graph import quantize as gq
+    from torch import nn
+
+    act_ok = (*gq.QUANT_ACT_MAP.keys(), nn.Tanh)
+    passthrough = _passthrough_layers()
+    allowed = set(float_layers)
+    fns = _float_functions()
+    out: list[tuple[str, str]] = []
+    mods = dict(graph.named_modules())
+    for node in graph.graph.nodes:
+        if node.op == "call_module":
+            m = mods.get(str(node.target))
+            if m is None or _is_brevitas_model(m):
+                continue
+            if type(m) in maps_ok or type(m) in act_ok or type(m) in passthrough:
+                continue
+            tname = type(m).__name__
+            if tname in allowed or str(node.target) in allowed or type(m).__qualname__ in allowed:
+                continue
+            out.append((tname, str(node.target)))
+        elif node.op == "call_function" and node.target in fns:
+            full = fns[node.target]
+            short = full.rsplit(".", 1)[-1]
+            if short in allowed or full in allowed or node.name in allowed:
+                continue
+            out.append((full, f"node {node.name}"))
+        elif node.op == "call_method" and str(node.target) in _FLOAT_METHODS:
+            if str(node.target) in allowed or node.name in allowed:
+                continue
+            out.append((f"Tensor.{node.target}", f"node {node.name}"))
+    return out
+
+
+def _raise_unsupported(found: list[tuple[str, str]]) -> None:
+    by_type: dict[str, list[str]] = {}
+    for t, where in found:
+        by_type.setdefault(t, []).append(where)
+    listing = "; ".join(f"{t} (at {', '.join(w[:4])}{', ...' if len(w) > 4 else ''})" for t, w in by_type.items())
+    names = sorted({t.rsplit(".", 1)[-1] for t in by_type})
+    raise BackendError(
+        f"Brevitas graph mode has no quantized equivalent here for: {listing}. Quantized are "
+        "Conv1d/2d/3d, ConvTranspose1d/2d/3d and Linear (weights) and ReLU, ReLU6, Hardtanh, Sigmoid, "
+        "Tanh (activations). Either replace these layers with supported ones, or leave them in float with "
+        f"QuantConfig(options={{'float_layers': {names!r}}}) (module paths work too); their outputs are then "
+        "re-quantized at the next quantized layer. A float layer also stays float in the exported "
+        "ONNX, which FINN cannot map to hardware."
+    )
+
+
+def _replace_io_quant(q: torch.fx.GraphModule, opts: _Options) -> None:
+    """Give the network input and the logits their own bit widths (default 8). Graph mode puts an
+    ``act_bits`` quantizer on both; at 2–4 bits that throws away input resolution and makes the
+    logits too coarse for a temperature-scaled KD loss."""
+    import brevitas.nn as qnn
+    from brevitas.quant import Int8ActPerTensorFloat
+
+    mods = dict(q.named_modules(remove_duplicate=False))
+
+    def owned_once(target: str) -> bool:
+        mod = mods.get(target)
+        return mod is not None and sum(1 for m in mods.values() if m is mod) == 1
+
+    for node in q.graph.nodes:
+        if node.op == "placeholder":
+            for user in node.users:
+                tgt = str(user.target)
+                if user.op == "call_module" and isinstance(mods.get(tgt), qnn.QuantIdentity) and owned_once(tgt):
+                    q.set_submodule(tgt, qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, bit_width=opts.input_bits,
+                                                           return_quant_tensor=True))
+        elif node.op == "output":
+            src = node.args[0]
+            tgt = str(getattr(src, "target", ""))
+            if getattr(src, "op", "") == "call_module" and isinstance(mods.get(tgt), qnn.QuantIdentity) and owned_once(tgt):
+                q.set_submodule(tgt, qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, bit_width=opts.output_bits,
+                                                       return_quant_tensor=False))
+
+
+def _graph_quantize(model: nn.Module, cfg: QuantConfig, opts: _Options) -> nn.Module:
+    from brevitas.graph.quantize import preprocess_for_quantize, quantize
+
+    fp = copy.deepcopy(model)  # graph mode merges BN into conv weights in place
+    try:
+        g = preprocess_for_quantize(fp, merge_bn=opts.merge_bn)
+    except Exception as exc:  # noqa: BLE001 - fx tracing errors come in many types
+        raise BackendError(
+            f"Brevitas graph mode could not trace {type(model).__name__} with torch.fx "
+            f"({type(exc).__name__}: {exc}). Make forward() traceable (no Python control flow on tensor "
+            "values, no data-dependent shapes), or build the student yourself from brevitas.nn layers "
+            "(QuantConv2d, QuantReLU, ...): daqakd accepts such a model as it is."
+        ) from exc
+    bad = _unsupported(g, opts.float_layers)
+    if bad:
+        _raise_unsupported(bad)
+    q = quantize(g, **_layer_maps(cfg))
+    _replace_io_quant(q, opts)
+    q.recompile()
+    for p in q.parameters():  # the copy inherits a frozen teacher's requires_grad=False
+        p.requires_grad_(True)
+    return q
+
+
+def _model_weight_bits(model: nn.Module, *, acts: bool = False) -> set[int]:
+    """Bit widths of the enabled weight quantizers (and activation quantizers with ``acts``)."""
+    from brevitas.proxy.parameter_quant import WeightQuantProxyFromInjectorBase
+    from brevitas.proxy.runtime_quant import ActQuantProxyFromInjectorBase
+
+    kinds: tuple[type, ...] = (WeightQuantProxyFromInjectorBase, ActQuantProxyFromInjectorBase) if acts else (
+        WeightQuantProxyFromInjectorBase,)
+    bits: set[int] = set()
+    for m in model.modules():
+        if isinstance(m, kinds) and m.is_quant_enabled:
+            with contextlib.suppress(Exception):
+                bits.add(int(m.bit_width()))
+    return bits
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    import torch
+
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@hookimpl
+def daqakd_quantize(request: QuantizeRequest) -> nn.Module | None:
+    if request.backend != NAME:
+        return None
+    import torch
+
+    cfg = request.config
+    _check_bits("weight_bits", cfg.weight_bits)
+    _check_bits("act_bits", cfg.act_bits, lo=ACT_BITS[0])
+    opts = _options(cfg)
+    with _quiet():
+        import brevitas.nn  # noqa: F401 - import once, quietly
+
+        if _is_brevitas_model(request.model):
+            student = copy.deepcopy(request.model)
+            have = _model_weight_bits(student)
+            if have and have != {cfg.weight_bits}:
+                warnings.warn(
+                    f"{type(request.model).__name__} is already a Brevitas model with {sorted(have)}-bit weights; "
+                    f"it is used as it is, so QuantConfig(weight_bits={cfg.weight_bits}) does not change it.",
+                    stacklevel=3,
+                )
+        else:
+            student = _graph_quantize(request.model, cfg, opts)
+        student.train(request.model.training)
+        x = request.example_input
+        try:
+            was = student.training
+            student.eval()
+            with torch.no_grad():
+                student(x[:2].to(_device_of(student)))
+            student.train(was)
+        except Exception as exc:  # noqa: BLE001
+            raise BackendError(
+                f"the Brevitas student fails on example_input of shape {tuple(x.shape)}: "
+                f"{type(exc).__name__}: {exc}. Pass an example batch the float model accepts."
+            ) from exc
+        if request.calib_data is not None:
+            _calibrate(student, request.calib_data, cfg.calib_batches)
+    return student
+
+
+# --------------------------------------------------------------------------------------------------
+# calibration
+# --------------------------------------------------------------------------------------------------
+def _image_batches(data: Any, limit: int) -> Iterator[torch.Tensor]:
+    """Up to ``limit`` image batches ``[B, C, H, W]`` from a tensor, a DataLoader or any iterable of
+    tensors / ``(images, labels)`` pairs."""
+    import torch
+
+    if isinstance(data, torch.Tensor):
+        if data.dim() == 3:
+            data = data.unsqueeze(0)
+        if data.dim() != 4:
+            raise DataError(f"calibration images must be [N, C, H, W], got shape {tuple(data.shape)}")
+        for i, s in enumerate(range(0, len(data), 64)):
+            if i >= limit:
+                return
+            yield data[s : s + 64]
+        return
+    n = 0
+    for item in data:
+        if n >= limit:
+            return
+        x = item[0] if isinstance(item, (tuple, list)) else item
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            raise DataError(
+                f"calibration data must yield image batches [B, C, H, W] (or (images, labels) pairs); got "
+                f"{type(x).__name__}{'' if not isinstance(x, torch.Tensor) else ' of shape ' + str(tuple(x.shape))}."
+            )
+        n += 1
+        yield x
+
+
+def _reset_runtime_stats(model: nn.Module) -> None:
+    """Make already-initialised activation scales collectable again, so calibrating twice (e.g. on the
+    ranked augmentation's data after a first calibration) re-estimates instead of crashing or
+    multiplying the old scale by the new statistics."""
+    import torch
+
+    for m in model.modules():
+        if hasattr(m, "counter") and hasattr(m, "collect_stats_steps") and isinstance(getattr(m, "value", None), torch.nn.Parameter):
+            if m.counter == 0:
+                continue
+            fill = 1.0 if hasattr(m, "init_scale") else 0.0  # scaling multiplies, zero point adds
+            with torch.no_grad():
+                m.value.fill_(fill)
+                if isinstance(getattr(m, "buffer", None), torch.Tensor):
+                    m.buffer.fill_(fill)
+            m.counter = 0
+
+
+def _calibrate(model: nn.Module, data: Any, num_batches: int) -> nn.Module:
+    import torch
+    from brevitas.graph.calibrate import calibration_mode
+
+    if num_batches < 1:
+        raise ConfigError(f"num_batches must be ≥ 1 for calibration, got {num_batches}")
+    dev = _device_of(model)
+    was = model.training
+    model.eval()  # BatchNorm of hand-built models keeps its running statistics
+    _reset_runtime_stats(model)
+    seen = 0
+    try:
+        with torch.no_grad(), calibration_mode(model):
+            for xb in _image_batches(data, num_batches):
+                model(xb.to(dev))
+                seen += 1
+    finally:
+        model.train(was)
+    if seen == 0:
+        raise DataError("calibration data yielded no batches; pass at least one [B, C, H, W] image batch.")
+    return model
+
+
+@hookimpl
+def daqakd_calibrate(request: CalibrateRequest) -> nn.Module | None:
+    if request.backend != NAME:
+        return None
+    with _quiet():
+        return _calibrate(request.model, request.data, request.num_batches)
+
+
+# --------------------------------------------------------------------------------------------------
+# export
+# --------------------------------------------------------------------------------------------------
+def _formats(requested: tuple[str, ...] | None) -> tuple[str, ...]:
+    if not requested:
+        return FORMATS
+    out = []
+    for f in requested:
+        key = FORMAT_ALIASES.get(str(f).lower())
+        if key is None:
+            raise ExportError(
+                f"Brevitas cannot export format {f!r}; supported: {', '.join(FORMATS)} "
+                "(onnx-qcdq runs in onnxruntime, qonnx is what FINN consumes)."
+            )
+        if key not in out:
+            out.append(key)
+    return tuple(out)
+
+
+def _ort_predict(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # Brevitas' TorchScript export keeps initializers as inputs: ORT warns per tensor
+    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    iname = sess.get_inputs()[0].name
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return np.asarray(sess.run(None, {iname: np.ascontiguousarray(x, dtype=np.float32)})[0])
+
+    return predict
+
+
+def _qonnx_predict(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """qonnx executes the graph node by node with a fixed batch size; keep one copy per batch size."""
+    import numpy as np
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.util.cleanup import cleanup_model
+
+    by_batch: dict[int, Any] = {}
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        n = int(x.shape[0])
+        if n not in by_batch:
+            with _quiet():
+                by_batch[n] = cleanup_model(ModelWrapper(str(path)), override_inpsize=n)
+        mw = by_batch[n]
+        iname, oname = mw.graph.input[0].name, mw.graph.output[0].name
+        with _quiet():
+            return np.asarray(execute_onnx(mw, {iname: x})[oname])
+
+    return predict
+
+
+def _export_one(fmt: str, model: nn.Module, x: torch.Tensor, out_dir: Path) -> ExportedModel:
+    from brevitas.export import export_onnx_qcdq, export_qonnx
+
+    kw: dict[str, Any] = {
+        "input_names": ["input"],
+        "output_names": ["logits"],
+        "dynamic_axes": {"input": {0: "batch"}, "logits": {0: "batch"}},
+        "dynamo": False,  # torch >= 2.9 defaults to the dynamo exporter, which Brevitas' managers do not use here
+    }
+    if fmt == "onnx-qcdq":
+        path = out_dir / "student.qcdq.onnx"
+        export_onnx_qcdq(model, args=x, export_path=str(path), opset_version=13, **kw)
+        return ExportedModel(format=fmt, path=path, runtime="onnxruntime", predict=_ort_predict(path),
+                             notes="QuantizeLinear/Clip/DequantizeLinear; sub-8-bit ranges are int8 with Clip")
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    raw = out_dir / "student.qonnx.raw.onnx"
+    path = out_dir / "student.qonnx.onnx"
+    export_qonnx(model, args=x, export_path=str(raw), **kw)
+    cleaned = cleanup_model(ModelWrapper(str(raw)), override_inpsize=1)  # FINN's starting point: batch 1
+    cleaned.save(str(path))
+    raw.unlink(missing_ok=True)
+    return ExportedModel(format=fmt, path=path, runtime="qonnx", predict=_qonnx_predict(path),
+                         notes="QONNX Quant/BipolarQuant ops after qonnx cleanup_model (batch 1, for FINN)")
+
+
+@hookimpl
+def daqakd_export(request: ExportRequest) -> list[ExportedModel] | None:
+    if request.backend != NAME:
+        return None
+    fmts = _formats(request.formats)
+    import torch
+
+    with _quiet():
+        import brevitas  # noqa: F401
+
+        if not _is_brevitas_model(request.model) or not daqakd_count_quantizers(request.model):
+            raise ExportError(
+                f"{type(request.model).__name__} has no enabled Brevitas quantizers, so there is nothing to "
+                "export as QCDQ/QONNX. Quantize it first: daqakd_plugins.backends.quantize(model, 'brevitas', "
+                "QuantConfig(...), example_input=x), or export the float model with torch.onnx.export."
+            )
+        if 1 in _model_weight_bits(request.model, acts=True) and "onnx-qcdq" in fmts:
+            if request.formats:
+                raise ExportError(
+                    "this student has 1-bit (binary) quantizers, which Brevitas cannot write "
+                    "as QCDQ ONNX (its QCDQ exporter asserts 'Binary quant not supported'). Export "
+                    "formats=('qonnx',) (what FINN consumes; runs in qonnx), or use weight_bits and act_bits "
+                    "≥ 2 for onnxruntime."
+                )
+            fmts = tuple(f for f in fmts if f != "onnx-qcdq")
+            log.warning("1-bit quantizers: exporting QONNX only; Brevitas' QCDQ exporter has no 1-bit form.")
+        model = copy.deepcopy(request.model).eval()
+        x = request.example_input[:1].to(_device_of(model))
+        out: list[ExportedModel] = []
+        for fmt in fmts:
+            try:
+                out.append(_export_one(fmt, model, x, Path(request.out_dir)))
+            except ExportError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - exporter failures come in many types
+                hint = (
+                    "What exports on torch " + torch.__version__.split("+")[0] + " with Brevitas: students from "
+                    "daqakd's graph mode and hand-built brevitas.nn models made of QuantConv/QuantLinear, "
+                    "QuantReLU/QuantIdentity, residual adds, pooling and flatten, at 2–8 bits (1-bit "
+                    "quantizers: QONNX only). Layers left in float via options['float_layers'] must be "
+                    "ONNX-exportable themselves."
+                )
+                if "outputs" in str(exc) and "Graph" in str(exc):
+                    hint += (" This error ('Graph' object has no attribute 'outputs') is the torch-2.13 "
+                             "TorchScript-exporter failure on fx GraphModules; upgrade torch to ≥ 2.14.")
+                raise ExportError(
+                    f"Brevitas could not export {type(request.model).__name__} to {fmt}: "
+                    f"{type(exc).__name__}: {exc}. {hint}"
+                ) from exc
+    return out
