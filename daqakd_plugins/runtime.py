@@ -1,0 +1,202 @@
+"""Exported accuracy, file size and latency of a quantized student next to its float teacher.
+
+:func:`export_and_measure` exports the student through the backend's export hook (every format it
+writes, each with its own runtime) and the FP teacher to plain ONNX run in onnxruntime, then measures
+each artefact on the same test data. Latency is measured *interleaved*: every repeat times one batch
+on every model in turn (rotating the order), so background load on a shared machine hits all models
+alike and the ratios stay meaningful even when absolute milliseconds drift. Nothing here asserts a
+speed; callers print ratios.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import DataError, ExportError
+
+__all__ = ["export_and_measure", "export_fp_onnx", "accuracy_of", "interleaved_latency"]
+
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+def export_fp_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path) -> tuple[Path, Predict]:
+    """Export a float model to ONNX (TorchScript exporter, dynamic batch) and return the file and an
+    onnxruntime ``predict``. Single-threaded session, like the backends' own ORT sessions, so the
+    latency comparison is like for like."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m = copy.deepcopy(model).cpu().eval()
+    x = example_input[:1].detach().cpu().float()
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                m, (x,), str(path), input_names=["input"], output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=13, dynamo=False,
+            )
+    except Exception as exc:  # noqa: BLE001 - exporter failures come in many types
+        raise ExportError(
+            f"the float model {type(model).__name__} could not be exported to ONNX for the side-by-side "
+            f"comparison ({type(exc).__name__}: {exc}); it must be traceable by torch.onnx.export(dynamo=False)."
+        ) from exc
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    iname = sess.get_inputs()[0].name
+
+    def predict(a: np.ndarray) -> np.ndarray:
+        return np.asarray(sess.run(None, {iname: np.ascontiguousarray(a, dtype=np.float32)})[0])
+
+    return path, predict
+
+
+def accuracy_of(predict: Predict, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64) -> float:
+    """Top-1 accuracy of an exported model's ``predict`` on ``(x, y)``, batch by batch."""
+    xs = x.detach().cpu().float().numpy()
+    ys = y.detach().cpu().numpy()
+    hits = 0
+    for i in range(0, len(xs), batch_size):
+        logits = predict(xs[i : i + batch_size])
+        hits += int((np.asarray(logits).argmax(1) == ys[i : i + batch_size]).sum())
+    return hits / max(1, len(ys))
+
+
+def interleaved_latency(
+    predicts: dict[str, Predict], batch: np.ndarray, *, repeats: int = 15, budget_s: float = 20.0
+) -> dict[str, dict[str, float]]:
+    """Median (and min / max) milliseconds per batch for each ``predict``, timed round-robin.
+
+    One warm-up call each (sessions allocate, qonnx builds its per-batch-size graph), then ``repeats``
+    rounds; each round times every model once, starting from a different one each round. Stops early
+    (after at least 3 rounds) when ``budget_s`` is spent, so a slow reference executor (qonnx runs node
+    by node in Python) cannot stall a run.
+    """
+    names = list(predicts)
+    for n in names:
+        predicts[n](batch)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    t_start = time.perf_counter()
+    for r in range(max(1, repeats)):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for n in order:
+            t0 = time.perf_counter()
+            predicts[n](batch)
+            times[n].append((time.perf_counter() - t0) * 1e3)
+        if r >= 2 and time.perf_counter() - t_start > budget_s:
+            break
+    return {
+        n: {"median": statistics.median(v), "min": min(v), "max": max(v), "repeats": len(v)} for n, v in times.items()
+    }
+
+
+def _torch_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    """Exact hits / n (a float32 mean would differ from the exported runtimes' count by ~1e-8)."""
+    from .train import predict_logits
+
+    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    logits = predict_logits(model, x, batch_size=max(batch_size, 256), device=dev)
+    return int((logits.argmax(1) == y.cpu()).sum()) / max(1, len(y))
+
+
+def export_and_measure(
+    student: nn.Module,
+    teacher: nn.Module,
+    backend: str,
+    example_input: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    out_dir: str | Path,
+    batch_size: int = 64,
+    *,
+    repeats: int = 15,
+    formats: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
+    """Export ``student`` with ``backend`` and ``teacher`` to float ONNX; measure both side by side.
+
+    Returns a JSON-ready dict::
+
+        {"backend", "batch_size", "student_torch_accuracy", "teacher_torch_accuracy",
+         "student": [{"format", "runtime", "path", "size_bytes", "accuracy", "accuracy_abs_diff",
+                      "latency_ms_per_batch", "latency", "size_ratio_vs_fp", "latency_ratio_vs_fp", "notes"}],
+         "teacher": {"format": "onnx-fp32", "runtime": "onnxruntime", "path", "size_bytes", "accuracy",
+                     "latency_ms_per_batch", "latency"},
+         "max_accuracy_abs_diff", "latency_method"}
+
+    ``accuracy_abs_diff`` is |exported − torch| top-1 accuracy of the student on ``(test_x, test_y)``
+    (a fraction; ×100 for percentage points). ``latency_ms_per_batch`` is the median over interleaved
+    repeats of one ``batch_size`` batch (see :func:`interleaved_latency`).
+    """
+    from . import backends
+
+    if len(test_x) == 0 or len(test_x) != len(test_y):
+        raise DataError(f"test data must be non-empty with one label per image, got {len(test_x)} images and {len(test_y)} labels")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    student_torch = _torch_accuracy(student, test_x, test_y, batch_size)
+    teacher_torch = _torch_accuracy(teacher, test_x, test_y, batch_size)
+    exported = backends.export(student, backend, example_input=example_input, out_dir=out, formats=formats)
+    fp_path, fp_predict = export_fp_onnx(teacher, example_input, out / "teacher.fp32.onnx")
+
+    entries: list[dict[str, Any]] = []
+    predicts: dict[str, Predict] = {}
+    for e in exported:
+        key = f"student:{e.format}"
+        entry: dict[str, Any] = {"format": e.format, "runtime": e.runtime, "path": str(e.path),
+                                 "size_bytes": e.size_bytes, "notes": e.notes}
+        try:
+            acc = accuracy_of(e.predict, test_x, test_y, batch_size)
+        except Exception as exc:  # noqa: BLE001 - report a runtime failure without losing the other formats
+            entry["error"] = f"{e.runtime} could not run {e.path.name}: {type(exc).__name__}: {exc}"
+            entries.append(entry)
+            continue
+        entry.update(accuracy=acc, accuracy_abs_diff=abs(acc - student_torch))
+        entries.append(entry)
+        predicts[key] = e.predict
+    teacher_acc = accuracy_of(fp_predict, test_x, test_y, batch_size)
+    predicts["teacher"] = fp_predict
+
+    xs = test_x[:batch_size].detach().cpu().float().numpy()
+    if len(xs) < batch_size:  # small test sets: repeat rows so every model sees a full batch
+        xs = np.resize(xs, (batch_size, *xs.shape[1:])).astype(np.float32)
+    lat = interleaved_latency(predicts, xs, repeats=repeats)
+
+    teacher_size = fp_path.stat().st_size
+    for entry in entries:
+        key = f"student:{entry['format']}"
+        if key in lat:
+            entry["latency_ms_per_batch"] = lat[key]["median"]
+            entry["latency"] = lat[key]
+            entry["latency_ratio_vs_fp"] = lat[key]["median"] / lat["teacher"]["median"]
+        entry["size_ratio_vs_fp"] = entry["size_bytes"] / teacher_size
+    diffs = [e["accuracy_abs_diff"] for e in entries if "accuracy_abs_diff" in e]
+    return {
+        "backend": backend,
+        "batch_size": batch_size,
+        "student_torch_accuracy": student_torch,
+        "teacher_torch_accuracy": teacher_torch,
+        "student": entries,
+        "teacher": {
+            "format": "onnx-fp32", "runtime": "onnxruntime", "path": str(fp_path), "size_bytes": teacher_size,
+            "accuracy": teacher_acc, "latency_ms_per_batch": lat["teacher"]["median"], "latency": lat["teacher"],
+        },
+        "max_accuracy_abs_diff": max(diffs) if diffs else None,
+        "latency_method": (
+            f"median ms per batch of {batch_size} over interleaved round-robin repeats (rotating order), "
+            "single-threaded sessions, after one warm-up call each"
+        ),
+    }
