@@ -26,10 +26,11 @@ import numpy as np
 
 from .errors import DataError
 
-__all__ = ["read_results", "analyse", "write_report", "SCORE_LOWER_IS_BETTER"]
+__all__ = ["read_results", "analyse", "write_report"]
 
-# every score ranks "lower is better" (the metric's convention); the sign of rho is flipped so + = predicts
-SCORE_LOWER_IS_BETTER = ("cmi", "D", "CE", "CE-I", "tstddev", "-I")
+# Every score is read as "lower is better" (the metric's convention) and rho's sign is flipped so that
+# + means "predicts". I alone is higher-is-better in the paper's score, so it is judged as "-I".
+NOT_A_PREDICTOR = ("I",)
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
@@ -124,7 +125,7 @@ def analyse(rows: Iterable[dict[str, Any]], n_boot: int = 1000, seed: int = 0) -
         res["scores"] = {}
         names = sorted({k for c in cands for k in scores.get(c, {})})
         for name in names:
-            if not all(scores[c].get(name) for c in cands):
+            if name in NOT_A_PREDICTOR or not all(scores[c].get(name) for c in cands):
                 continue
             s_mat = [np.array(scores[c][name]) for c in cands]
             s_mean = np.array([m.mean() for m in s_mat])
