@@ -1,0 +1,55 @@
+"""``daqakd run``: the main job, end to end — train (or load) the FP teacher, rank the candidate
+augmentations, build the quantized student through the backend, distill with the best candidate,
+export it to its real runtime and evaluate everything on clean test data. Writes report.json,
+report.md and report.png. Interrupted? Run the same command again: it resumes from the last epoch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="the main job: rank -> distill -> export -> evaluate (resumes if interrupted)")
+    p.add_argument("--data", default="digits", help="'digits' (embedded, default) or an ImageFolder directory")
+    p.add_argument("--out", type=Path, default=Path("runs/main"), help="run directory (default runs/main)")
+    p.add_argument("--backend", default="brevitas", help="quantization backend (see `daqakd plugins`)")
+    p.add_argument("--bits", type=int, default=4, help="weight bits (default 4)")
+    p.add_argument("--act-bits", type=int, default=None, help="activation bits (default: same as --bits)")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--teacher", default=None, help="FP teacher file (default: train one into OUT/teacher.pt)")
+    p.add_argument("--loss", default="paper", help="loss preset (default 'paper': 1*CE + 2*tau^2*KL, tau=4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fresh", action="store_true", help="start over instead of resuming OUT/checkpoint.pt")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..distill import DistillConfig, run_distill
+    from ..distill.checkpoint import CHECKPOINT_NAME
+    from ..reporting import draw_report_figure
+
+    out: Path = args.out
+    resume = None
+    if (out / CHECKPOINT_NAME).exists() and not args.fresh:
+        resume = str(out)
+        print(f"[daqakd run] resuming from {out / CHECKPOINT_NAME} (pass --fresh to start over)")
+    cfg = DistillConfig(
+        backend=args.backend, bits=args.bits, act_bits=args.act_bits, data=args.data, teacher=args.teacher,
+        epochs=args.epochs, out=str(out), augment="auto", loss=args.loss, seed=args.seed, resume=resume,
+    )
+    report = run_distill(cfg)
+    png = draw_report_figure(report, out / "report.png")
+    acc = report["accuracy"]
+    summary = {
+        "augmentation": report["augmentation"],
+        "teacher_fp": acc["teacher_fp"],
+        "student_ptq": acc["student_before"],
+        "student_after": acc["student_after"],
+        "exported": {e["format"]: e.get("accuracy") for e in (report.get("export") or {}).get("student", [])
+                     if isinstance(e, dict)},
+        "report": [str(out / "report.json"), str(out / "report.md"), str(png)],
+    }
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,65 @@
+"""The PNG figure of a distill report: ranking scores, accuracy before/after/exported, training curve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["draw_report_figure"]
+
+
+def _exported_accuracies(export: dict[str, Any]) -> list[tuple[str, float]]:
+    out = []
+    for e in export.get("student", []) if isinstance(export, dict) else []:
+        if isinstance(e, dict) and isinstance(e.get("accuracy"), (int, float)):
+            out.append((f"{e.get('format', '?')}\n({e.get('runtime', '?')})", float(e["accuracy"])))
+    return out
+
+
+def draw_report_figure(report: dict[str, Any], path: str | Path) -> Path:
+    """Draw ``report`` (as written by ``run_distill``) into a PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    ranking = [e for e in report.get("ranking") or [] if isinstance(e, dict) and "score" in e]
+    panels = 3 if ranking else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.2))
+    ax = axes[0]
+    if ranking:
+        names = [e["name"] for e in ranking][::-1]
+        scores = [e["score"] for e in ranking][::-1]
+        errs = [e.get("score_std") or 0.0 for e in ranking][::-1]
+        colors = ["tab:green" if n == report.get("augmentation") else "tab:blue" for n in names]
+        ax.barh(names, scores, xerr=errs, color=colors)
+        ax.set_xlabel("score (lower = better)")
+        ax.set_title("augmentation ranking (chosen in green)")
+        ax.tick_params(axis="y", labelsize=7)
+        ax = axes[1]
+    acc = report["accuracy"]
+    bars = [("teacher\n(FP)", acc["teacher_fp"]), ("student\nPTQ", acc["student_before"]),
+            ("student\nafter KD", acc["student_after"]), *_exported_accuracies(report.get("export") or {})]
+    ax.bar([b[0] for b in bars], [100 * b[1] for b in bars], color=["grey", "tab:orange", "tab:green"] + ["tab:purple"] * (len(bars) - 3))
+    for i, (_, v) in enumerate(bars):
+        ax.text(i, 100 * v + 0.5, f"{100 * v:.1f}", ha="center", fontsize=8)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("clean test accuracy %")
+    ax.set_title(f"{report['backend']} W{report['bits']}A{report['act_bits']}, loss {report['loss']}")
+    ax.tick_params(axis="x", labelsize=7, labelrotation=25)
+    ax = axes[-1]
+    hist = report.get("history") or []
+    if hist:
+        ax.plot([h["epoch"] for h in hist], [100 * h["test_accuracy"] for h in hist], "o-", label="test accuracy %")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test accuracy %")
+        ax2 = ax.twinx()
+        ax2.plot([h["epoch"] for h in hist], [h["loss"] for h in hist], "s--", color="tab:red", label="train loss")
+        ax2.set_ylabel("train loss")
+        ax.set_title(f"training, augmentation: {report.get('augmentation')}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
