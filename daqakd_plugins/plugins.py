@@ -330,7 +330,7 @@ def get_backend(name: str) -> BackendInfo:
 
 def backend_status(info: BackendInfo) -> dict[str, Any]:
     """Whether ``info``'s backend imports here, with its version, or the command that installs it."""
-    if info.module in sys.modules:
+    if sys.modules.get(info.module) is not None:  # a None entry means "blocked": not importable
         ok, err = True, ""
     else:
         try:
