@@ -142,11 +142,13 @@ def resolve_metric(metric: str | Metric) -> Metric:
 @contextmanager
 def _teacher_ready(teacher: nn.Module, device: torch.device, notes: list[str]) -> Any:
     """Eval mode on ``device`` for the ranking; the teacher's mode and device are restored afterwards."""
-    was_training = teacher.training
+    modes = [(m, m.training) for m in teacher.modules()]  # restore per module, not just the top flag
+    training = [m for m, t in modes if t]
     params = list(teacher.parameters()) + list(teacher.buffers())
     orig_device = params[0].device if params else device
-    if was_training:
-        msg = ("the teacher was in train mode; ranking switched it to eval mode (BatchNorm/Dropout must not "
+    if training:
+        what = "the teacher was" if teacher.training else f"{len(training)} of the teacher's modules were"
+        msg = (f"{what} in train mode; ranking switched it to eval mode (BatchNorm/Dropout must not "
                "change with augmented batches) and restores its mode afterwards. Call teacher.eval() to silence this.")
         warnings.warn(msg, UserWarning, stacklevel=4)
         log.warning(msg)
@@ -159,7 +161,8 @@ def _teacher_ready(teacher: nn.Module, device: torch.device, notes: list[str]) -
     finally:
         if orig_device != device:
             teacher.to(orig_device)
-        teacher.train(was_training)
+        for m, t in modes:
+            m.training = t
 
 
 def _sync(device: torch.device) -> None:

@@ -1,0 +1,111 @@
+"""``daqakd rank``: rank candidate augmentations with a frozen teacher (the paper's metric by default)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "rank",
+        help="rank candidate data augmentations with a teacher-only metric (no student, no training)",
+        description="Score each candidate augmentation with the frozen teacher in one pass and print a table, "
+        "best first. Without --teacher a teacher is trained once and cached under runs/teacher-<data>.pt.",
+    )
+    p.add_argument("--data", default="digits", help="'digits' (embedded, default) or an ImageFolder directory")
+    p.add_argument("--teacher", type=Path, default=None,
+                   help="teacher checkpoint (daqakd save_model format); default: runs/teacher-<data>.pt, trained if missing")
+    p.add_argument("--teacher-epochs", type=int, default=15, help="epochs when a teacher has to be trained (default 15)")
+    p.add_argument("--candidates", default="paper",
+                   help="comma-separated names or groups: paper (the 16 torchvision candidates, default), kornia, "
+                   "torchvision, all; append +cutmix/+mixup to compose (e.g. kornia-affine+cutmix)")
+    p.add_argument("--metric", default="cmi", help="ranking metric: cmi (the paper, default) or tstddev (baseline)")
+    p.add_argument("--metric-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="metric parameter, repeatable; cmi: w_D, w_I, w_CE (e.g. --metric-param w_CE=1); "
+                   "tstddev: group, temperature")
+    p.add_argument("--repeats", type=int, default=1, help="independent passes (seeds S, S+1, ...): mean ± std")
+    p.add_argument("--per-class", type=int, default=None, metavar="K", help="rank on K samples per class (stratified)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="where the teacher and augmentations run, e.g. cpu or cuda")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the ranking as JSON (best first)")
+    p.add_argument("--markdown", type=Path, default=None, metavar="PATH", help="also write the table as Markdown")
+    p.add_argument("--list", action="store_true", help="list candidates and metrics, then exit")
+    p.set_defaults(func=run)
+
+
+def _parse_params(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for it in items:
+        if "=" not in it:
+            raise ConfigError(f"--metric-param {it!r} must look like KEY=VALUE, e.g. --metric-param w_CE=1")
+        k, v = it.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+def _list() -> int:
+    from ..plugins import get_augmentations, get_metrics
+
+    print("Candidates (append +cutmix or +mixup to any):")
+    for name, a in get_augmentations().items():
+        print(f"  {name:28s} [{a.family}] {a.description}")
+    print("Groups: paper, kornia, torchvision, all")
+    print("Metrics:")
+    for name, m in get_metrics().items():
+        print(f"  {name:10s} {m.description}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        return _list()
+    from ..data import load_data
+    from ..models import load_model
+    from ..ranking import rank_augmentations
+    from ..train import get_or_train_teacher
+
+    params = _parse_params(args.metric_param)
+    bundle = load_data(args.data, seed=0)
+    if args.teacher is not None:
+        teacher, meta = load_model(args.teacher)
+        src = f"teacher {args.teacher}"
+    else:
+        path = Path("runs") / f"teacher-{bundle.name}.pt"
+        existed = path.exists()
+        teacher, meta = get_or_train_teacher(bundle, path, epochs=args.teacher_epochs, seed=args.seed)
+        if existed:
+            src = f"teacher {path} (no --teacher given; reusing the one trained earlier on {meta.get('data', bundle.name)})"
+        else:
+            acc = meta.get("test_accuracy")
+            acc_s = f", test accuracy {acc:.4f}" if isinstance(acc, float) else ""
+            src = f"teacher {path} (no --teacher given; trained one on {bundle.name} for {args.teacher_epochs} epochs{acc_s} and saved it there)"
+    print(f"daqakd rank: {src}", file=sys.stderr)
+    if meta.get("data") not in (None, bundle.name):
+        print(f"daqakd rank: warning: the teacher was trained on {meta['data']!r}, ranking on {bundle.name!r}",
+              file=sys.stderr)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    ranking = rank_augmentations(
+        teacher, bundle, args.candidates, args.metric, metric_params=params, batch_size=args.batch_size,
+        seed=args.seed, repeats=args.repeats, per_class=args.per_class, device=args.device, progress=True,
+    )
+    print(ranking.to_markdown())
+    print(f"best: {ranking.best}  ({ranking.seconds:.1f} s)")
+    if args.json is not None:
+        ranking.save_json(args.json)
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.markdown is not None:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(ranking.to_markdown())
+        print(f"wrote {args.markdown}", file=sys.stderr)
+    return 0
