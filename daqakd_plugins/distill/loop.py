@@ -29,7 +29,7 @@ from ..errors import CheckpointError, ConfigError, DaqakdError, NonFiniteError, 
 from .checkpoint import CHECKPOINT_NAME, FORMAT, atomic_save, capture_rng, load_checkpoint, restore_rng
 from .distiller import Distiller, as_tensor, resolve_loss
 
-__all__ = ["DistillConfig", "run_distill", "load_student", "evaluate_student", "STUDENT_NAME"]
+__all__ = ["DistillConfig", "run_distill", "load_student", "evaluate_student", "load_state_keep_aliases", "STUDENT_NAME"]
 
 STUDENT_NAME = "student.pt"
 STUDENT_FORMAT = "daqakd-student/1"
@@ -188,14 +188,37 @@ def _build_student(cfg: DistillConfig, teacher: nn.Module, train_x: torch.Tensor
     fp = copy.deepcopy(teacher)
     for p in fp.parameters():
         p.requires_grad_(True)
-    student = backends.quantize(fp, cfg.backend, qcfg, example_input=example,
-                                calib_data=list(_calib_batches(train_x, cfg.batch_size, cfg.calib_batches)))
+    student = backends.quantize(fp, cfg.backend, qcfg, example_input=example)
+    # Calibrated on clean, unshuffled batches: deterministic, and the accuracy right after it is the
+    # post-training-quantization baseline the report calls "student_before".
     student = backends.calibrate(student, cfg.backend, list(_calib_batches(train_x, cfg.batch_size, cfg.calib_batches)),
                                  num_batches=cfg.calib_batches)
     student.to(cfg.device)
     for p in student.parameters():
         p.requires_grad_(True)
     return student
+
+
+def load_state_keep_aliases(model: nn.Module, state: dict[str, Any]) -> None:
+    """``model.load_state_dict(state)`` that keeps shared submodules shared.
+
+    Why: a submodule registered under two names (Brevitas graph mode gives both inputs of a residual
+    add one activation quantizer, so their scales stay equal) must stay one object. Brevitas re-creates
+    each quantizer proxy's ``tensor_quant`` while loading (``REINIT_ON_STATE_DICT_LOAD``), which splits
+    the shared quantizer into two copies that then drift apart in training ("Scaling factors are
+    different" at the add). Re-linking every alias group after the load restores the original graph;
+    both copies were loaded from equal values, so which one is kept does not matter.
+    """
+    groups: dict[int, list[str]] = {}
+    for name, mod in model.named_modules(remove_duplicate=False):
+        groups.setdefault(id(mod), []).append(name)
+    model.load_state_dict(state)
+    for names in sorted((g for g in groups.values() if len(g) > 1), key=lambda g: min(n.count(".") for n in g)):
+        names = sorted(names, key=lambda n: (n.count("."), n))
+        keep = model.get_submodule(names[0])
+        for other in names[1:]:
+            if model.get_submodule(other) is not keep:
+                model.set_submodule(other, keep)
 
 
 def _make_optimizer(cfg: DistillConfig, params: list[nn.Parameter], steps: int) -> tuple[torch.optim.Optimizer, Any]:
@@ -227,7 +250,7 @@ def _rank(cfg: DistillConfig, teacher: nn.Module, bundle: Any, train_x: torch.Te
 
     ranking = rank_augmentations(
         teacher, (train_x, train_y), cfg.candidates, cfg.metric, seed=cfg.seed, repeats=cfg.rank_repeats,
-        per_class=cfg.rank_per_class, device=cfg.device, progress=cfg.progress,
+        per_class=cfg.rank_per_class, device=cfg.device, num_classes=bundle.num_classes, progress=cfg.progress,
     )
     return str(ranking.best), json.loads(json.dumps(ranking.to_dict(), default=str))
 
@@ -235,7 +258,7 @@ def _rank(cfg: DistillConfig, teacher: nn.Module, bundle: Any, train_x: torch.Te
 def _ranking_rows(ranking: dict[str, Any] | None) -> list[Any]:
     if not ranking:
         return []
-    rows = ranking.get("entries", ranking.get("ranking", []))
+    rows = ranking.get("candidates", ranking.get("entries", []))
     return list(rows) if isinstance(rows, list) else []
 
 
@@ -310,7 +333,7 @@ def load_student(path: str | Path, *, example_input: torch.Tensor | None = None)
         example_input = torch.zeros(1, *rec["input_shape"])
     qcfg = QuantConfig(weight_bits=rec["weight_bits"], act_bits=rec["act_bits"], per_channel=rec["per_channel"])
     student = backends.quantize(fp, rec["backend"], qcfg, example_input=example_input)
-    student.load_state_dict(ck["state_dict"])
+    load_state_keep_aliases(student, ck["state_dict"])
     student.eval()
     return student, dict(ck.get("meta", {}))
 
@@ -358,6 +381,10 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
     from ..backends import count_quantizers
 
     student_before = evaluate_student(student, bundle.test_x, bundle.test_y, device=cfg.device)
+    if ck is not None:
+        # Before the optimizer exists: loading may replace parameter objects (Brevitas re-creates its
+        # quantizers on load), and the optimizer must hold the ones the model uses.
+        load_state_keep_aliases(student, ck["student"])
     kd = Distiller(teacher, student, loss=cfg.loss, augment=augmentation, num_classes=bundle.num_classes,
                    device=cfg.device)
     steps_per_epoch = math.ceil(len(train_y) / cfg.batch_size)
@@ -366,7 +393,6 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
     history: list[dict[str, Any]] = []
     start_epoch, prior_seconds = 0, 0.0
     if ck is not None:
-        student.load_state_dict(ck["student"])
         kd.load_state_dict(ck["distiller"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])

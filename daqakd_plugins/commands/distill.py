@@ -1,0 +1,103 @@
+"""``daqakd distill``: rank augmentations, quantize, distill, evaluate, export, report.
+
+With ``--resume DIR`` every setting not given on the command line is read from DIR's checkpoint, so
+``daqakd distill --resume runs/x`` continues a killed run exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+# argparse defaults are None so that --resume can tell what the user actually typed.
+_DEFAULTS: dict[str, Any] = {
+    "backend": "brevitas", "bits": 4, "act_bits": None, "data": "digits", "teacher": None, "epochs": 8,
+    "augment": "auto", "loss": "paper", "lr": 1e-3, "batch_size": 64, "seed": 0, "optimizer": "adam",
+    "weight_decay": 0.0, "candidates": None, "metric": "cmi", "rank_per_class": None, "rank_repeats": 1,
+    "train_per_class": None, "teacher_epochs": 15, "calib_batches": 8, "device": "cpu",
+}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "distill",
+        help="distill a quantized student with KD and a ranked data augmentation (DA-QAKD)",
+        description="Rank candidate augmentations with the teacher (or take --augment NAME), build a quantized "
+        "student through the backend adapter, train it with the KD loss chain, evaluate on clean test data, "
+        "export, and write OUT/report.json, OUT/report.md and OUT/student.pt. A checkpoint is written every "
+        "epoch; --resume OUT continues a stopped run.",
+    )
+    a = p.add_argument
+    a("--backend", help="quantization backend (see `daqakd plugins`); default brevitas")
+    a("--bits", type=int, help="weight bits (default 4)")
+    a("--act-bits", type=int, help="activation bits (default: same as --bits)")
+    a("--data", help="'digits' (embedded) or an ImageFolder directory; default digits")
+    a("--teacher", help="teacher model file from `daqakd teacher`; default: train one into OUT/teacher.pt")
+    a("--epochs", type=int, help="training epochs (default 8)")
+    a("--out", help="run directory (default: the --resume directory)")
+    a("--augment", help="augmentation name, 'none', or 'auto' = rank the candidates and use the best (default)")
+    a("--candidates", help="candidates for --augment auto: names or groups, comma-separated (default: the paper's 16)")
+    a("--metric", help="ranking metric for --augment auto (default cmi)")
+    a("--rank-per-class", type=int, help="rank on a class-stratified subset of this many images per class")
+    a("--rank-repeats", type=int, help="ranking repeats with different seeds (default 1)")
+    a("--loss", help="loss preset/component, or a+b (paper = 1*CE + 2*KD, sqakd, ce = plain QAT, mixed, dual_view)")
+    a("--lr", type=float, help="learning rate (default 1e-3)")
+    a("--optimizer", choices=["adam", "sgd"], help="optimizer (default adam), cosine schedule")
+    a("--weight-decay", type=float, help="weight decay (default 0)")
+    a("--batch-size", type=int, help="batch size (default 64)")
+    a("--seed", type=int, help="random seed (default 0)")
+    a("--train-per-class", type=int, help="train on a class-stratified subset of this many images per class")
+    a("--teacher-epochs", type=int, help="epochs when a teacher has to be trained (default 15)")
+    a("--calib-batches", type=int, help="calibration batches before training (default 8)")
+    a("--device", help="torch device (default cpu)")
+    a("--resume", help="continue the run in this directory from its last checkpoint")
+    a("--no-export", action="store_true", help="skip export and the exported-model measurement")
+    a("--json", action="store_true", help="print the whole report as JSON")
+    p.set_defaults(func=run)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from ..distill import DistillConfig, load_checkpoint
+
+    given = {k: getattr(args, k) for k in _DEFAULTS if getattr(args, k, None) is not None}
+    if args.resume:
+        old = json.loads(load_checkpoint(args.resume)["config"])
+        base = {k: old[k] for k in _DEFAULTS if k in old}
+    else:
+        base = dict(_DEFAULTS)
+    base.update(given)
+    return DistillConfig(
+        **base,
+        out=args.out or args.resume,
+        resume=args.resume,
+        export=not args.no_export,
+        progress=True,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..distill import run_distill
+
+    if not args.out and not args.resume:
+        from ..errors import ConfigError
+
+        raise ConfigError("pass --out DIR (where the report, checkpoint and student go), or --resume DIR")
+    report = run_distill(_config(args))
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    acc = report["accuracy"]
+    print(
+        f"{report['backend']} W{report['bits']}A{report['act_bits']}  augmentation={report['augmentation']}  "
+        f"loss={report['loss']}  epochs={report['epochs']}  {report['seconds']:.1f} s"
+    )
+    print(
+        f"accuracy: teacher (FP) {acc['teacher_fp']:.4f} | student after calibration {acc['student_before']:.4f} "
+        f"| student after KD {acc['student_after']:.4f}"
+    )
+    exp = report.get("export") or {}
+    if exp and not exp.get("skipped"):
+        print("export: " + json.dumps(exp, default=str)[:600])
+    print(f"report: {report['files']['report_md']}")
+    return 0
