@@ -536,5 +536,30 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines += [f"| {h['epoch']} | {h['loss']:.4f} | {h['test_accuracy']:.4f} |" for h in r["history"]]
     exp = r.get("export") or {}
     lines += ["", "## Export", ""]
-    lines.append("```json\n" + json.dumps(exp, indent=2, default=str)[:4000] + "\n```")
+    if exp.get("student"):
+        lines += [
+            "| model | format | runtime | accuracy | size (KiB) | latency ms/batch | size / FP | latency / FP |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for e in exp["student"]:
+            if "error" in e:
+                lines.append(f"| student | {e.get('format')} | {e.get('runtime')} | error: {e['error']} | | | | |")
+                continue
+            lines.append(
+                f"| student | {e['format']} | {e['runtime']} | {_f(e.get('accuracy'))} | {e['size_bytes'] / 1024:.1f} | "
+                f"{_f(e.get('latency_ms_per_batch'), 3)} | {_f(e.get('size_ratio_vs_fp'), 3)} | "
+                f"{_f(e.get('latency_ratio_vs_fp'), 3)} |"
+            )
+        t = exp.get("teacher") or {}
+        if t:
+            lines.append(f"| teacher | {t.get('format')} | {t.get('runtime')} | {_f(t.get('accuracy'))} | "
+                         f"{t.get('size_bytes', 0) / 1024:.1f} | {_f(t.get('latency_ms_per_batch'), 3)} | 1 | 1 |")
+        if exp.get("latency_method"):
+            lines += ["", f"Latency: {exp['latency_method']}."]
+    else:
+        lines.append(", ".join(f"{k}: {v}" for k, v in exp.items()) or "(none)")
     return "\n".join(lines) + "\n"
+
+
+def _f(v: Any, digits: int = 4) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, (int, float)) else "–"
