@@ -124,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--smoke", action="store_true", help="tiny run on digits for CI")
     p.add_argument("--teacher-only", action="store_true", help="stop after training the teacher")
+    p.add_argument("--rank-only", action="store_true", help="stop after the ranking passes")
+    p.add_argument("--shard", default="0/1", help="I/N: train only every N-th student run, starting at I, so N "
+                   "processes can share the work (run the ranking first with --rank-only); all append to --out")
     a = p.parse_args(argv)
     if a.smoke:
         a.data, a.candidates, a.configs = "digits", "none,autoaugment-cifar10,none+cutmix", "W2A4"
@@ -182,12 +185,17 @@ def main(argv: list[str] | None = None) -> int:
                      "scores": scores, "n": e.n, "seconds": e.seconds + tsd_by[e.name].seconds})
         print(f"[{time.perf_counter() - t0:7.0f}s] ranking pass {ps}: " + ", ".join(e.name for e in cmi.entries), flush=True)
 
+    if a.rank_only:
+        return 0
+    shard, nshards = (int(v) for v in a.shard.split("/"))
     train_idx = stratified_subset(bundle.train_y, a.train_per_class, seed=7)
+    job = -1
     for seed in range(a.seeds):  # seed-major order: a partial run still has every candidate at some seeds
         for cfg, wb, ab in configs:
             for c in cands:
+                job += 1
                 key = f"student/{cfg}/{c}/{seed}"
-                if key in res.done:
+                if key in res.done or job % nshards != shard:
                     continue
                 s0 = time.perf_counter()
                 acc = train_student(teacher, bundle, train_idx, c, wb, ab, seed, a.epochs, a.lr, a.batch_size)
