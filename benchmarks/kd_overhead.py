@@ -1,0 +1,206 @@
+"""What the plugin path costs per training step, measured side by side in one run.
+
+(a) ``Distiller.loss`` (augmentation hook, frozen teacher under inference_mode, LossContext, the
+    ``daqakd_compute_loss`` hook chain, the NaN check) versus a hand-written step doing the same
+    maths (teacher under no_grad, CE + 2·τ²·KL with τ = 4). Goal: ratio ≤ 1.03.
+(b) A DA-QAKD step (ranked augmentation + teacher + KD) versus the plain QAT step the user had
+    (CE only, no teacher, no augmentation), same backend student. This is the real price of DA-QAKD.
+
+Every variant trains its own copy of the same quantized student with its own optimizer on the same
+fixed batch. Timing is interleaved: each round runs ``--steps`` steps of every variant in turn
+(rotating the order), so background load on a shared machine hits all variants alike; the reported
+figure is the median of per-round means, and the ratios are of those medians.
+
+    python benchmarks/kd_overhead.py                       # digits-size and CIFAR-size models
+    python benchmarks/kd_overhead.py --shapes cifar --augment autoaugment-cifar10 --rounds 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+SHAPES = {
+    # name: (in_channels, size, SmallResNet kwargs)
+    "digits": (1, 8, {"width": 32, "stages": 1}),
+    "cifar": (3, 32, {"width": 16, "stages": 3}),
+}
+
+
+def _student(teacher: torch.nn.Module, backend: str, bits: int, act_bits: int, x: torch.Tensor) -> torch.nn.Module:
+    from daqakd_plugins import backends
+    from daqakd_plugins.config import QuantConfig
+
+    s = backends.quantize(copy.deepcopy(teacher), backend, QuantConfig(weight_bits=bits, act_bits=act_bits), example_input=x)
+    s = backends.calibrate(s, backend, [x], num_batches=1)
+    s.train()
+    return s
+
+
+def _make_variants(teacher: torch.nn.Module, base: torch.nn.Module, augment: str, lr: float) -> dict[str, Callable[[torch.Tensor, torch.Tensor], None]]:
+    from daqakd_plugins.distill import Distiller, as_tensor
+
+    variants: dict[str, Callable[[torch.Tensor, torch.Tensor], None]] = {}
+
+    def optim(model: torch.nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.Adam(model.parameters(), lr=lr)
+
+    # (a1) hand-written KD step, the same maths as loss="paper"
+    s_hand = copy.deepcopy(base)
+    o_hand = optim(s_hand)
+
+    def hand(x: torch.Tensor, y: torch.Tensor) -> None:
+        with torch.no_grad():
+            zt = teacher(x)
+        zs = as_tensor(s_hand(x))
+        tau = 4.0
+        kl = F.kl_div(F.log_softmax(zs / tau, 1), F.log_softmax(zt / tau, 1), reduction="batchmean", log_target=True)
+        loss = F.cross_entropy(zs, y) + 2.0 * kl * tau * tau
+        o_hand.zero_grad(set_to_none=True)
+        loss.backward()
+        o_hand.step()
+
+    variants["hand_kd"] = hand
+
+    # (a2) the plugin path: Distiller.loss through the hook chain
+    s_plug = copy.deepcopy(base)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kd_plain = Distiller(teacher, s_plug, loss="paper", augment=None)
+    o_plug = optim(s_plug)
+
+    def plugin(x: torch.Tensor, y: torch.Tensor) -> None:
+        loss = kd_plain.loss(x, y)
+        o_plug.zero_grad(set_to_none=True)
+        loss.backward()
+        o_plug.step()
+
+    variants["plugin_kd"] = plugin
+
+    # (b1) the user's plain QAT step: CE only, no teacher, no augmentation
+    s_qat = copy.deepcopy(base)
+    o_qat = optim(s_qat)
+
+    def plain_qat(x: torch.Tensor, y: torch.Tensor) -> None:
+        loss = F.cross_entropy(as_tensor(s_qat(x)), y)
+        o_qat.zero_grad(set_to_none=True)
+        loss.backward()
+        o_qat.step()
+
+    variants["plain_qat"] = plain_qat
+
+    # (b2) DA-QAKD: ranked augmentation + teacher + KD through the plugin path
+    s_da = copy.deepcopy(base)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kd_da = Distiller(teacher, s_da, loss="paper", augment=augment)
+    o_da = optim(s_da)
+
+    def da_qakd(x: torch.Tensor, y: torch.Tensor) -> None:
+        loss = kd_da.loss(x, y)
+        o_da.zero_grad(set_to_none=True)
+        loss.backward()
+        o_da.step()
+
+    variants["da_qakd"] = da_qakd
+    return variants
+
+
+def _measure(variants: dict[str, Callable[[torch.Tensor, torch.Tensor], None]], x: torch.Tensor, y: torch.Tensor,
+             rounds: int, steps: int, warmup: int) -> dict[str, list[float]]:
+    names = list(variants)
+    for n in names:  # warm-up: allocator, brevitas caches, first-call costs
+        for _ in range(warmup):
+            variants[n](x, y)
+    per_round: dict[str, list[float]] = {n: [] for n in names}
+    from tqdm.auto import trange
+
+    for r in trange(rounds, desc="rounds", leave=False, disable=None):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for n in order:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                variants[n](x, y)
+            per_round[n].append((time.perf_counter() - t0) / steps * 1e3)
+    return per_round
+
+
+def run_shape(shape: str, args: argparse.Namespace) -> dict[str, Any]:
+    from daqakd_plugins.models import SmallResNet
+
+    c, size, kw = SHAPES[shape]
+    torch.manual_seed(0)
+    teacher = SmallResNet(c, 10, **kw).eval()
+    teacher.requires_grad_(False)
+    x = torch.rand(args.batch_size, c, size, size)
+    y = torch.randint(0, 10, (args.batch_size,))
+    base = _student(teacher, args.backend, args.bits, args.act_bits, x)
+    variants = _make_variants(teacher, base, args.augment, args.lr)
+    per_round = _measure(variants, x, y, args.rounds, args.steps, args.warmup)
+    med = {n: statistics.median(v) for n, v in per_round.items()}
+    # Per-round ratios as well: both variants of a pair ran back to back in the same round.
+    def paired(a: str, b: str) -> float:
+        return statistics.median(pa / pb for pa, pb in zip(per_round[a], per_round[b]))
+
+    return {
+        "shape": shape,
+        "input": [args.batch_size, c, size, size],
+        "median_ms_per_step": med,
+        "ratio_plugin_vs_hand": med["plugin_kd"] / med["hand_kd"],
+        "ratio_plugin_vs_hand_paired": paired("plugin_kd", "hand_kd"),
+        "ratio_daqakd_vs_plain_qat": med["da_qakd"] / med["plain_qat"],
+        "ratio_daqakd_vs_plain_qat_paired": paired("da_qakd", "plain_qat"),
+        "ratio_kd_no_aug_vs_plain_qat": med["plugin_kd"] / med["plain_qat"],
+        "rounds": args.rounds,
+        "steps_per_round": args.steps,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backend", default="brevitas")
+    p.add_argument("--bits", type=int, default=2)
+    p.add_argument("--act-bits", type=int, default=4)
+    p.add_argument("--augment", default="autoaugment-cifar10", help="the DA used in variant (b); e.g. the ranked best")
+    p.add_argument("--shapes", default="digits,cifar")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=80)
+    p.add_argument("--steps", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=Path("runs/kd_overhead.json"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    results = [run_shape(s.strip(), args) for s in args.shapes.split(",") if s.strip()]
+    print(f"\nbackend {args.backend} W{args.bits}A{args.act_bits}, batch {args.batch_size}, DA = {args.augment}, "
+          f"{args.threads} thread(s), {args.rounds} interleaved rounds x {args.steps} steps")
+    print(f"{'shape':<8} {'hand KD':>9} {'plugin KD':>10} {'plain QAT':>10} {'DA-QAKD':>9}   "
+          f"{'plugin/hand':>11} {'DA-QAKD/QAT':>12} {'KD(no DA)/QAT':>14}")
+    for r in results:
+        m = r["median_ms_per_step"]
+        print(f"{r['shape']:<8} {m['hand_kd']:>8.2f}ms {m['plugin_kd']:>8.2f}ms {m['plain_qat']:>8.2f}ms "
+              f"{m['da_qakd']:>7.2f}ms   {r['ratio_plugin_vs_hand']:>11.3f} {r['ratio_daqakd_vs_plain_qat']:>12.3f} "
+              f"{r['ratio_kd_no_aug_vs_plain_qat']:>14.3f}")
+        print(f"{'':<8} paired per-round medians: plugin/hand {r['ratio_plugin_vs_hand_paired']:.3f}, "
+              f"DA-QAKD/QAT {r['ratio_daqakd_vs_plain_qat_paired']:.3f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"config": {k: str(v) for k, v in vars(args).items()}, "results": results,
+                                    "torch": torch.__version__, "python": platform.python_version()}, indent=2))
+    print(f"written {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
