@@ -125,18 +125,18 @@ def _decode(files: Sequence[Path], desc: str) -> torch.Tensor:
     size = None
     for f in tqdm(files, desc=desc, unit="img", leave=False, disable=None):
         try:
-            with Image.open(f) as im:
+            with Image.open(f) as raw:
                 if mode is None:
-                    mode = "L" if im.mode in ("L", "1", "I;16", "I") else "RGB"
-                im = im.convert(mode)
-                if size is None:
-                    size = im.size
-                elif im.size != size:
-                    raise DataError(
-                        f"{f} is {im.size[0]}x{im.size[1]} but earlier images are {size[0]}x{size[1]}; "
-                        "resize the folder to one size first (daqakd does not guess a resize)."
-                    )
-                arrs.append(np.asarray(im, dtype=np.uint8).copy())
+                    mode = "L" if raw.mode in ("L", "1", "I;16", "I") else "RGB"
+                im = raw.convert(mode)
+            if size is None:
+                size = im.size
+            elif im.size != size:
+                raise DataError(
+                    f"{f} is {im.size[0]}x{im.size[1]} but earlier images are {size[0]}x{size[1]}; "
+                    "resize the folder to one size first (daqakd does not guess a resize)."
+                )
+            arrs.append(np.asarray(im, dtype=np.uint8).copy())
         except DataError:
             raise
         except Exception as exc:  # noqa: BLE001
