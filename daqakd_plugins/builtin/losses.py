@@ -155,7 +155,7 @@ class _Projection(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.proj(x)
         if y.dim() == 4 and tuple(y.shape[2:]) != self.t_spatial:
-            y = F.adaptive_avg_pool2d(y, self.t_spatial)
+            y = F.adaptive_avg_pool2d(y, (self.t_spatial[0], self.t_spatial[1]))
         return y
 
 

@@ -88,7 +88,7 @@ def resolve_loss(spec: LossSpec) -> tuple[LossTerm, ...]:
                 )
         terms = tuple(out)
     elif isinstance(spec, Sequence) and all(isinstance(t, LossTerm) for t in spec):
-        terms = tuple(spec)
+        terms = tuple(t for t in spec if isinstance(t, LossTerm))
     else:
         raise ConfigError(
             f"loss must be a preset/component name, a LossPreset, or a list of LossTerm; got {type(spec).__name__}"
