@@ -54,6 +54,8 @@ _LAZY: dict[str, str] = {
     "rank_augmentations": "ranking",
     "Ranking": "ranking",
     "Distiller": "distill",
+    "DistillConfig": "distill",
+    "run_distill": "distill",
     # backends
     "quantize": "backends",
     "calibrate": "backends",
