@@ -167,3 +167,43 @@ def test_per_sample_uint8_round_trip() -> None:
     xa, _ = per_sample(inv, "invert8", uint8=True)(x, t)
     assert seen and set(seen) == {torch.uint8}
     assert xa.dtype == torch.float32 and torch.allclose(xa, 1 - x, atol=1 / 255)
+
+
+def test_third_party_plugin_candidates_and_metrics_rank_by_name(fresh_plugins, digits) -> None:
+    """A plugin registers a candidate and a metric through the hooks; both work by name."""
+    from daqakd_plugins import hookimpl
+    from daqakd_plugins.contracts import Metric, MetricResult
+    from daqakd_plugins.plugins import register_plugin
+    from daqakd_plugins.ranking import rank_augmentations
+
+    class MeanMax:
+        """Toy metric: mean max-probability (higher is better)."""
+
+        def __init__(self, num_classes: int) -> None:
+            self.total, self.n = 0.0, 0
+
+        def update(self, batch) -> None:  # noqa: ANN001
+            self.total += float(torch.softmax(batch.logits, 1).max(1).values.sum())
+            self.n += len(batch.logits)
+
+        def result(self) -> MetricResult:
+            return MetricResult(score=self.total / self.n, components={"conf": self.total / self.n}, n=self.n)
+
+    class ToyPlugin:
+        @hookimpl
+        def daqakd_register_augmentations(self, register) -> None:  # noqa: ANN001
+            register(Augmentation(name="invert", fn=lambda x, t: (1 - x, t), description="1 - x", family="user"))
+
+        @hookimpl
+        def daqakd_register_metrics(self, register) -> None:  # noqa: ANN001
+            register(Metric(name="meanmax", create=MeanMax, lower_is_better=False))
+
+    plugin = ToyPlugin()
+    register_plugin(plugin, name="toy")
+    assert "invert" in get_augmentations()
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    r = rank_augmentations(teacher, (digits.train_x[:100], digits.train_y[:100]), ["none", "invert", "invert+cutmix"],
+                           metric="meanmax", progress=False)
+    assert r.metric == "meanmax" and not r.lower_is_better
+    scores = [e.score for e in r.entries]
+    assert scores == sorted(scores, reverse=True)  # higher first for a higher-is-better metric

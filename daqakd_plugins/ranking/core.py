@@ -123,7 +123,9 @@ def prepare_data(data: Any, teacher: nn.Module, *, num_classes: int | None, per_
     missing = [k for k in range(c) if not bool((targets[:, k] > 0).any())]
     if missing:
         notes.append(f"classes {missing} have no samples in the data; they are excluded from D")
-    return RankData(x.contiguous(), targets.contiguous(), labels, c, name, notes)
+    # Keep the images' memory layout: ImageFolder data decodes channels-last, and on CPU the teacher ran
+    # ~1.5x faster on it than on an NCHW-contiguous copy (benchmarks/rank_speed.py, docs/ranking.md).
+    return RankData(x, targets.contiguous(), labels, c, name, notes)
 
 
 def resolve_metric(metric: str | Metric) -> Metric:
