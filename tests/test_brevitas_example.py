@@ -19,9 +19,16 @@ def _marked(src: str) -> list[str]:
 
 
 def _run(path: Path, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> float:
+    import torch
+
     monkeypatch.setattr(sys, "argv", [str(path), *argv])
-    ns = runpy.run_path(str(path), run_name="example")  # not "__main__": call main() ourselves
-    return float(ns["main"](argv))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # shared 2-core machine: one thread is several times faster under load
+    try:
+        ns = runpy.run_path(str(path), run_name="example")  # not "__main__": call main() ourselves
+        return float(ns["main"](argv))
+    finally:
+        torch.set_num_threads(n)
 
 
 def test_example_adds_at_most_three_lines() -> None:
