@@ -9,7 +9,8 @@ import pytest
 import torch
 
 os.environ.setdefault("TQDM_DISABLE", "1")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# one thread: on 2 shared cores, two torch threads made small-model training ~8x slower (oversubscription)
+torch.set_num_threads(1)
 
 
 @pytest.fixture
