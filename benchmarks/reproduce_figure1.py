@@ -52,27 +52,38 @@ def crop_flip(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 
 class Results:
-    """Append-only JSONL with the keys of finished work, so an interrupted run resumes."""
+    """Append-only JSONL with the keys of finished work, so an interrupted run resumes.
+
+    The file is never rewritten: several --shard processes append to it at once, and a rewrite by
+    one would race with the others (it once truncated a finished grid). Each row is one O_APPEND
+    write of a whole line; a line cut short by a kill is skipped when reading and its work redone.
+    """
 
     def __init__(self, path: Path) -> None:
+        from daqakd_plugins.evidence import read_results
+
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.rows: list[dict[str, Any]] = []
-        if path.exists():
-            from daqakd_plugins.evidence import read_results
-
-            self.rows = read_results(path)
-            # drop a truncated last line so appends stay valid JSONL
-            path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+        self.rows: list[dict[str, Any]] = read_results(path) if path.exists() else []
         self.done = {r.get("key") for r in self.rows}
 
     def add(self, row: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        line = json.dumps(row) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(fd).st_size and not self._ends_with_newline():
+                line = "\n" + line  # a killed writer left a partial line: start a fresh one
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         self.rows.append(row)
         self.done.add(row.get("key"))
+
+    def _ends_with_newline(self) -> bool:
+        with self.path.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
 
 
 def train_student(teacher: torch.nn.Module, bundle: Any, idx: torch.Tensor, cand: str, wb: int, ab: int,

@@ -34,21 +34,21 @@ NOT_A_PREDICTOR = ("I",)
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
-    """Parse the JSONL results; a truncated last line (an interrupted run) is ignored."""
+    """Parse the JSONL results; a line cut short by a killed writer is skipped (its work is redone)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"results file {path} does not exist; produce it with benchmarks/reproduce_figure1.py --out {path}")
     rows = []
-    lines = path.read_text().splitlines()
-    for i, line in enumerate(lines):
+    for line in path.read_text().splitlines():
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            if i == len(lines) - 1:
-                continue  # the run was killed while writing its last line; it will be redone
-            raise DataError(f"{path}:{i + 1} is not valid JSON ({exc}); remove that line and re-run.") from exc
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a writer killed mid-line; that unit of work has no row and is redone
+        if not isinstance(row, dict):
+            raise DataError(f"{path} holds {type(row).__name__} lines; expected one JSON object per line.")
+        rows.append(row)
     return rows
 
 
