@@ -99,6 +99,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
         QuantizeRequest,
     )
     from .data import DataBundle, load_data, load_digits, load_image_folder
+    from .distill import DistillConfig, Distiller, run_distill
     from .models import SmallResNet, load_model, save_model
     from .plugins import (
         get_augmentations,
@@ -110,4 +111,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs
         load_plugins,
         register_plugin,
     )
+    from .ranking import Ranking, rank_augmentations
     from .train import evaluate, train_teacher

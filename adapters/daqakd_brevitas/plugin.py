@@ -395,9 +395,10 @@ def _model_weight_bits(model: nn.Module, *, acts: bool = False) -> set[int]:
         WeightQuantProxyFromInjectorBase,)
     bits: set[int] = set()
     for m in model.modules():
-        if isinstance(m, kinds) and m.is_quant_enabled:
+        proxy: Any = m  # brevitas proxies: attributes mypy cannot see through nn.Module
+        if isinstance(m, kinds) and proxy.is_quant_enabled:
             with contextlib.suppress(Exception):
-                bits.add(int(m.bit_width()))
+                bits.add(int(proxy.bit_width()))
     return bits
 
 
@@ -488,7 +489,8 @@ def _reset_runtime_stats(model: nn.Module) -> None:
     multiplying the old scale by the new statistics."""
     import torch
 
-    for m in model.modules():
+    for mod in model.modules():
+        m: Any = mod  # brevitas stats-scaling modules; attributes mypy cannot see through nn.Module
         if hasattr(m, "counter") and hasattr(m, "collect_stats_steps") and isinstance(getattr(m, "value", None), torch.nn.Parameter):
             if m.counter == 0:
                 continue
