@@ -23,27 +23,6 @@ from daqakd_plugins.train import evaluate
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread while this module runs: on the shared 2-core machine two threads per process
-    made teacher training ~8× slower (27.8 s vs 3.3 s measured side by side)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def digits_teacher(_one_thread, digits):
-    """This module's own frozen FP teacher (trained under one thread; the conftest one may not be)."""
-    from daqakd_plugins.train import train_teacher
-
-    model, meta = train_teacher(digits, epochs=15, seed=0, progress=False)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model, meta
-
-
 def _quant_bits(model: nn.Module) -> tuple[list[int], dict[str, int]]:
     """Weight quantizer bit widths, and activation quantizer bit widths by module path."""
     from brevitas.proxy.parameter_quant import WeightQuantProxyFromInjectorBase

@@ -15,27 +15,6 @@ from daqakd_plugins.errors import DataError
 from daqakd_plugins.runtime import accuracy_of, export_and_measure, interleaved_latency
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread while this module runs: on the shared 2-core machine two threads per process
-    made teacher training ~8× slower (27.8 s vs 3.3 s measured side by side)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def digits_teacher(_one_thread, digits):
-    """This module's own frozen FP teacher (trained under one thread; the conftest one may not be)."""
-    from daqakd_plugins.train import train_teacher
-
-    model, meta = train_teacher(digits, epochs=15, seed=0, progress=False)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model, meta
-
-
 @pytest.fixture(scope="module")
 def student(digits_teacher, digits):
     teacher, _ = digits_teacher
