@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ModelError
 
-__all__ = ["SmallResNet", "build_model", "save_model", "load_model", "ARCHS"]
+__all__ = ["SmallResNet", "build_model", "save_model", "load_model", "as_tensor", "ARCHS"]
 
 
 class _Block(nn.Module):
@@ -103,3 +103,20 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     meta = dict(ck.get("meta", {}))
     meta["arch"] = ck["arch"]
     return model, meta
+
+
+def as_tensor(out: Any) -> torch.Tensor:
+    """Model outputs as a plain tensor: Brevitas ``QuantTensor`` (``.value``), HF-style objects
+    (``.logits``) and tuples (first element) are unwrapped."""
+    if isinstance(out, torch.Tensor):
+        return out
+    for attr in ("value", "logits"):
+        v = getattr(out, attr, None)
+        if isinstance(v, torch.Tensor):
+            return v
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise ModelError(
+        f"the model returned {type(out).__name__}; daqakd needs logits as a tensor [batch, classes] "
+        "(or an object with .value/.logits, or a tuple whose first item is the logits)."
+    )

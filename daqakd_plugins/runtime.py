@@ -103,11 +103,10 @@ def interleaved_latency(
 
 def _torch_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
     """Exact hits / n (a float32 mean would differ from the exported runtimes' count by ~1e-8)."""
-    from .train import predict_logits
+    from .train import evaluate
 
     dev = next((p.device for p in model.parameters()), torch.device("cpu"))
-    logits = predict_logits(model, x, batch_size=max(batch_size, 256), device=dev)
-    return int((logits.argmax(1) == y.cpu()).sum()) / max(1, len(y))
+    return evaluate(model, x, y, batch_size=max(batch_size, 256), device=dev)
 
 
 def export_and_measure(

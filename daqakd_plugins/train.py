@@ -12,7 +12,7 @@ from torch import nn
 
 from .data import DataBundle, make_loader
 from .errors import ConfigError
-from .models import load_model, save_model
+from .models import as_tensor, load_model, save_model
 
 __all__ = ["evaluate", "predict_logits", "train_teacher", "default_arch", "get_or_train_teacher", "seed_everything"]
 
@@ -34,15 +34,17 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512, dev
     was = model.training
     model.eval()
     try:
-        outs = [model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+        outs = [as_tensor(model(x[i : i + batch_size].to(device))).float().cpu() for i in range(0, len(x), batch_size)]
     finally:
         model.train(was)
     return torch.cat(outs)
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512, device: str | torch.device = "cpu") -> float:
-    """Top-1 accuracy of ``model`` on ``(x, y)``."""
-    return float((predict_logits(model, x, batch_size, device).argmax(1) == y).float().mean())
+    """Top-1 accuracy of ``model`` on ``(x, y)``: exact hits / n, so it equals the count an exported
+    runtime gets on the same predictions (a float32 mean can differ by ~1e-8)."""
+    hits = int((predict_logits(model, x, batch_size, device).argmax(1) == y.cpu()).sum())
+    return hits / max(1, len(y))
 
 
 def default_arch(bundle: DataBundle) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..contracts import Augmentation, LossComponent, LossContext, LossPreset, LossResult, LossTerm
 from ..errors import ConfigError, ModelError, NonFiniteError, PluginError, UnknownNameError
+from ..models import as_tensor
 
 __all__ = ["Distiller", "resolve_loss", "NoQuantizersWarning", "TeacherFrozenWarning", "as_tensor"]
 
@@ -39,23 +40,6 @@ class NoQuantizersWarning(UserWarning):
 
 class TeacherFrozenWarning(UserWarning):
     """The teacher's parameters required grad; the Distiller froze them."""
-
-
-def as_tensor(out: Any) -> torch.Tensor:
-    """Model outputs as a plain tensor: Brevitas ``QuantTensor`` (``.value``), HF-style objects
-    (``.logits``) and tuples (first element) are unwrapped."""
-    if isinstance(out, torch.Tensor):
-        return out
-    for attr in ("value", "logits"):
-        v = getattr(out, attr, None)
-        if isinstance(v, torch.Tensor):
-            return v
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    raise ModelError(
-        f"the model returned {type(out).__name__}; daqakd needs logits as a tensor [batch, classes] "
-        "(or an object with .value/.logits, or a tuple whose first item is the logits)."
-    )
 
 
 def _registered_losses() -> tuple[dict[str, LossComponent], dict[str, LossPreset]]:

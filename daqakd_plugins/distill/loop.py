@@ -153,20 +153,12 @@ def _bar(iterable: Any, *, desc: str, enabled: bool, **kw: Any) -> Any:
     return tqdm(iterable, desc=desc, disable=None if enabled else True, dynamic_ncols=True, leave=False, **kw)
 
 
-@torch.no_grad()
 def evaluate_student(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 512,
                      device: str | torch.device = "cpu") -> float:
-    """Top-1 accuracy on clean data in eval mode (restores the mode; unwraps QuantTensor outputs)."""
-    was = model.training
-    model.eval()
-    try:
-        correct = 0
-        for i in range(0, len(x), batch_size):
-            z = as_tensor(model(x[i : i + batch_size].to(device)))
-            correct += int((z.argmax(1).cpu() == y[i : i + batch_size]).sum())
-    finally:
-        model.train(was)
-    return correct / max(1, len(y))
+    """Top-1 accuracy on clean data (eval mode, no grad, QuantTensor outputs unwrapped): train.evaluate."""
+    from ..train import evaluate
+
+    return evaluate(model, x, y, batch_size=batch_size, device=device)
 
 
 def _calib_batches(x: torch.Tensor, batch_size: int, n: int) -> Iterator[torch.Tensor]:
