@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -175,15 +173,24 @@ class _ReweightAndAdd:
         return result
 
 
-class _Scale:
-    @hookimpl(wrapper=True)
-    def daqakd_compute_loss(self, ctx):
-        result = yield
-        result.terms = {k: 10 * v for k, v in result.terms.items()}
-        return result
+def _scale_plugin(where: str) -> object:
+    """Multiplies every term by 10. ``where`` is ``tryfirst`` (outermost wrapper: runs after every other
+    wrapper has returned, so it also scales their additions) or ``trylast`` (innermost: scales only what
+    the built-in implementation computed). pluggy orders wrappers by these marks, never by registration."""
+
+    class _Scale:
+        @hookimpl(wrapper=True, **{where: True})
+        def daqakd_compute_loss(self, ctx):
+            result = yield
+            result.terms = {k: 10 * v for k, v in result.terms.items()}
+            return result
+
+    return _Scale()
 
 
-def test_third_party_wrappers_stack_without_core_changes(fresh_plugins):
+@pytest.mark.parametrize("scale_first", [True, False], ids=["register-scale-first", "register-reweight-first"])
+@pytest.mark.parametrize("where", ["tryfirst", "trylast"])
+def test_third_party_wrappers_stack_without_core_changes(fresh_plugins, where, scale_first):
     from daqakd_plugins.models import SmallResNet
 
     torch.manual_seed(0)
@@ -195,9 +202,12 @@ def test_third_party_wrappers_stack_without_core_changes(fresh_plugins):
     student.eval()  # BN in eval: the same input gives the same logits in every call below
     base = kd.loss(x, y)
     base_terms = kd.last_terms
+    with torch.no_grad():
+        l2 = 1e-3 * float(student(x).pow(2).mean())
     plug = _ReweightAndAdd()
-    register_plugin(plug, name="reweight")
-    register_plugin(_Scale(), name="scale")
+    plugins = [("scale", _scale_plugin(where)), ("reweight", plug)]
+    for name, p in plugins if scale_first else plugins[::-1]:
+        register_plugin(p, name=name)
     try:
         wrapped = kd.loss(x, y)
         terms = kd.last_terms
@@ -206,12 +216,18 @@ def test_third_party_wrappers_stack_without_core_changes(fresh_plugins):
         get_plugin_manager().unregister(name="scale")
     assert plug.calls == 1
     assert set(terms) == {"ce", "kd", "logit_l2", "total"}
-    # both wrappers applied, whatever their nesting order: kd halved, everything scaled by 10 or not
-    scale = terms["ce"] / base_terms["ce"]
-    assert scale == pytest.approx(10.0, rel=1e-5) or scale == pytest.approx(1.0, rel=1e-5)
-    assert terms["kd"] == pytest.approx(0.5 * scale * base_terms["kd"], rel=1e-5)
-    assert float(wrapped) == pytest.approx(sum(v for k, v in terms.items() if k != "total"), rel=1e-5)
-    assert not math.isclose(float(wrapped), float(base))
+    # both wrappers applied: ce ×10, kd ×0.5 ×10, in either nesting order
+    assert terms["ce"] == pytest.approx(10.0 * base_terms["ce"], rel=1e-5)
+    assert terms["kd"] == pytest.approx(5.0 * base_terms["kd"], rel=1e-5)
+    # the nesting is set by tryfirst/trylast alone (both registration orders give the same result): an
+    # outermost (tryfirst) scaler also scales the L2 term added by the inner wrapper; an innermost
+    # (trylast) one runs before that term exists
+    assert terms["logit_l2"] == pytest.approx((10.0 if where == "tryfirst" else 1.0) * l2, rel=1e-5)
+    expect_total = 10.0 * base_terms["ce"] + 5.0 * base_terms["kd"] + terms["logit_l2"]
+    assert float(wrapped.detach()) == pytest.approx(expect_total, rel=1e-5)
+    assert terms["total"] == pytest.approx(expect_total, rel=1e-5)
+    assert float(base.detach()) == pytest.approx(base_terms["ce"] + base_terms["kd"], rel=1e-5)
     # gone again after unregistering
-    kd.loss(x, y)
+    again = kd.loss(x, y)
     assert set(kd.last_terms) == {"ce", "kd", "total"}
+    assert float(again.detach()) == pytest.approx(float(base.detach()), rel=1e-6)
