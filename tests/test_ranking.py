@@ -23,7 +23,7 @@ from daqakd_plugins.errors import (
     UnknownNameError,
 )
 from daqakd_plugins.plugins import get_augmentations
-from daqakd_plugins.ranking import Ranking, rank_augmentations
+from daqakd_plugins.ranking import RankEntry, Ranking, rank_augmentations
 from daqakd_plugins.train import seed_everything
 
 FAST = ["none", "randomerasing", "none+cutmix", "kornia-affine"]
@@ -73,8 +73,42 @@ def test_repeats_report_mean_and_spread(digits, teacher) -> None:
     two = rank_augmentations(teacher, digits, ["randaugment"], seed=0, repeats=2, progress=False)
     single = rank_augmentations(teacher, digits, ["randaugment"], seed=1, progress=False)
     assert single["randaugment"].score == two["randaugment"].scores[1]
-    assert r.differs("none", "randaugment") in (True, False)
+    # the 2-SE rule on real repeats (its boundary is pinned down in test_differs_is_the_two_standard_error_rule)
+    rn = r["none"]
+    se = math.sqrt((ra.score_std**2 + rn.score_std**2) / 3)
+    assert r.differs("none", "randaugment") is (abs(ra.score - rn.score) > 2 * se)
     assert "±" in r.to_markdown()
+
+
+def _two(a: float, b: float, std_a: float = 3.0, std_b: float = 4.0, repeats: int = 4) -> Ranking:
+    return Ranking(metric="cmi", repeats=repeats,
+                   entries=[RankEntry(name="a", score=a, score_std=std_a), RankEntry(name="b", score=b, score_std=std_b)])
+
+
+def test_differs_is_the_two_standard_error_rule() -> None:
+    """SE of the difference = sqrt((std_a² + std_b²) / repeats); "differs" means |Δ| strictly above 2 SE.
+    With std 3 and 4 over 4 repeats: SE = sqrt(25 / 4) = 2.5 exactly, so the threshold is |Δ| > 5."""
+    assert _two(10.0, 15.0).differs("a", "b") is False  # exactly 2 SE: not more than 2 SE
+    assert _two(10.0, 14.999).differs("a", "b") is False  # just inside
+    assert _two(10.0, 15.001).differs("a", "b") is True  # just outside
+    assert _two(10.0, 5.001).differs("a", "b") is False and _two(10.0, 4.999).differs("a", "b") is True  # |Δ|
+    for a, b in ((10.0, 14.999), (10.0, 15.001)):
+        r = _two(a, b)
+        assert r.differs("a", "b") is r.differs("b", "a")  # symmetric
+    # the standard error shrinks with the repeats: the same Δ and stds over 16 repeats clear 2 SE = 2.5
+    assert _two(10.0, 12.4, repeats=16).differs("a", "b") is False
+    assert _two(10.0, 12.6, repeats=16).differs("a", "b") is True
+    # k is the number of standard errors
+    assert _two(10.0, 12.4).differs("a", "b", k=1.0) is False and _two(10.0, 12.6).differs("a", "b", k=1.0) is True
+    assert _two(10.0, 17.4).differs("a", "b", k=3.0) is False and _two(10.0, 17.6).differs("a", "b", k=3.0) is True
+
+
+def test_differs_is_none_without_repeats() -> None:
+    """Fewer than two repeats (or no spread recorded): no standard error, so no verdict — None, not False."""
+    assert _two(10.0, 1000.0, repeats=1).differs("a", "b") is None  # even with finite stds and a huge Δ
+    assert _two(10.0, 1000.0, std_a=float("nan"), std_b=float("nan"), repeats=1).differs("a", "b") is None
+    assert _two(10.0, 1000.0, std_b=float("nan"), repeats=3).differs("a", "b") is None
+    assert _two(10.0, 1000.0, std_a=float("inf"), repeats=3).differs("a", "b") is None
 
 
 def test_per_class_subset(digits, teacher) -> None:
