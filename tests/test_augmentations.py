@@ -91,12 +91,28 @@ def test_cutmix_is_torchvisions_and_mixes_labels_by_area() -> None:
     seed_everything(3)
     xr, tr = v2.CutMix(alpha=1.0, num_classes=10)(x, torch.arange(10))
     assert torch.equal(xa, xr) and torch.allclose(ta, tr)
-    # the label weight of the pasted neighbour equals the pasted area fraction
-    pasted = (xa != x).flatten(1).any(1)
-    if bool(pasted.any()):
-        i = int(pasted.nonzero()[0])
-        frac_other = float(ta[i, (i - 1) % 10])
-        assert 0 < frac_other < 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cutmix_label_weight_is_the_pasted_area(seed: int) -> None:
+    """Every sample i is a constant image of its own value and class i; CutMix pastes a box from its
+    neighbour i-1, so each pixel is unambiguously its own or the neighbour's. The neighbour's label
+    weight must equal the fraction of pixels that came from the neighbour, and the rest stays on i."""
+    b, hw = 10, 8
+    values = (torch.arange(b, dtype=torch.float32) + 1) / (b + 1)
+    x = values.view(b, 1, 1, 1).expand(b, 1, hw, hw).contiguous()
+    t = torch.eye(b)
+    seed_everything(seed)
+    xa, ta = resolve_augmentation("none+cutmix")(x, t)
+    own = (xa == values.view(b, 1, 1, 1)).flatten(1)
+    other = (xa == values.roll(1).view(b, 1, 1, 1)).flatten(1)
+    assert bool((own ^ other).all()), "every pixel is the sample's own or its neighbour's"
+    frac = other.float().mean(1)  # pasted area fraction, per sample
+    assert 0 < float(frac[0]) < 1, f"seed {seed}: CutMix pasted an empty or full box ({float(frac[0])})"
+    prev = (torch.arange(b) - 1) % b
+    expect = (1 - frac).unsqueeze(1) * t + frac.unsqueeze(1) * t[prev]
+    assert torch.allclose(ta, expect, atol=1e-6), (ta, frac)
+    assert torch.allclose(ta[torch.arange(b), prev], frac, atol=1e-6)  # neighbour's weight = pasted area
 
 
 def test_single_image_batch_is_left_unmixed() -> None:
