@@ -53,7 +53,12 @@ def test_cli_end_to_end_ranks_trains_exports_and_reports(fresh_plugins, tmp_path
     assert [e["name"] for e in r["ranking"]] and {e["name"] for e in r["ranking"]} == {"none", "randomerasing"}
     assert r["augmentation"] == r["ranking"][0]["name"]  # the best-ranked candidate was used
     acc = r["accuracy"]
-    assert acc["teacher_fp"] > 0.95 and 0 <= acc["student_before"] <= 1 and acc["student_after"] > 0.3
+    assert acc["teacher_fp"] > 0.95 and acc["student_after"] > 0.3
+    # "before" is the calibrated (PTQ) W2A4 student, "after" the same student after 2 epochs of KD: the
+    # training must clearly help (measured 0.18 → 0.53), and "after" is the last epoch's test accuracy
+    assert acc["student_after"] > acc["student_before"] + 0.15, acc
+    assert r["history"][-1]["test_accuracy"] == pytest.approx(acc["student_after"], abs=1e-9)
+    assert f"| student after calibration (PTQ) | {acc['student_before']:.4f} |" in (out / "report.md").read_text()
     assert r["num_quantizers"] > 0 and len(r["history"]) == 2
     # the exported student runs and agrees with torch
     fmts = {e["format"]: e for e in r["export"]["student"]}
@@ -80,9 +85,11 @@ def test_ce_is_plain_qat_without_a_teacher_term(fresh_plugins, tmp_path, teacher
 
 
 def test_bad_configuration_is_refused_before_training(fresh_plugins, tmp_path, teacher_file):
-    with pytest.raises(ConfigError, match=r"weight bits \(--bits\) 9 .* brevitas' supports \(1\.\.8\)|1\.\.8"):
+    with pytest.raises(ConfigError, match=r"^weight bits \(--bits\) 9 are outside what backend 'brevitas' supports "
+                                          r"\(1\.\.8\); pass a value in that range\.$"):
         _cfg(tmp_path, teacher_file, bits=9)
-    with pytest.raises(ConfigError, match=r"activation bits.*2\.\.8"):
+    with pytest.raises(ConfigError, match=r"^activation bits \(--act-bits\) 1 are outside what backend 'brevitas' "
+                                          r"supports \(2\.\.8\); pass a value in that range\.$"):
         _cfg(tmp_path, teacher_file, act_bits=1)
     with pytest.raises(UnknownNameError, match="registered losss?: .*mixed.*paper.*sqakd"):
         _cfg(tmp_path, teacher_file, loss="hinton++")
@@ -100,7 +107,8 @@ def test_cli_prints_bad_input_and_exits_2(fresh_plugins, tmp_path, capsys):
     rc = main(["distill", "--bits", "12", "--out", str(tmp_path / "x")])
     assert rc == 2
     err = capsys.readouterr().err
-    assert "daqakd distill: error:" in err and "1..8" in err
+    assert ("daqakd distill: error: weight bits (--bits) 12 are outside what backend 'brevitas' supports (1..8); "
+            "pass a value in that range.") in err
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(fresh_plugins, tmp_path, teacher_file):
