@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plain_loop.py"
 MARK = re.compile(r"#\s*\[DA-QAKD (\d)/3\]")
 
@@ -50,5 +52,12 @@ def test_example_runs_with_kd_and_as_plain_qat(fresh_plugins, tmp_path, capsys):
     assert "student W2A4" in capsys.readouterr().out
     plain = tmp_path / "plain_loop_without_kd.py"
     plain.write_text(_plain_source())
-    res_plain = _load(plain, "plain_loop_without_kd").main(["--epochs", "1"])
-    assert 0.0 <= res_plain["student"] <= 1.0
+    plain_mod = _load(plain, "plain_loop_without_kd")
+    assert not hasattr(plain_mod, "Distiller")  # the KD import went with the marked lines
+    res_plain = plain_mod.main(["--epochs", "1"])
+    # plain QAT trains on its own: one epoch of CE takes the W2A4 student from chance (0.1) to ~0.4
+    assert res_plain["student"] > 0.3, res_plain
+    # and it is the same loop as the KD version with the CE-only recipe ("--loss ce"): measured equal;
+    # the tolerance (4 of 450 test images) leaves room only for float-rounding differences in the CE term
+    res_ce = _load(EXAMPLE, "plain_loop_example_ce").main(["--epochs", "1", "--loss", "ce"])
+    assert res_plain["student"] == pytest.approx(res_ce["student"], abs=0.01), (res_plain, res_ce)
