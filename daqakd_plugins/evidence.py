@@ -84,12 +84,19 @@ def analyse(rows: Iterable[dict[str, Any]], n_boot: int = 1000, seed: int = 0) -
     rows = list(rows)
     rng = np.random.default_rng(seed)
     scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
+    # One row per (candidate, pass), as for students one per (config, candidate, seed): two --shard
+    # processes started together both run a missing ranking pass and both append it; counting it twice
+    # leaves the mean as it is but shrinks the std and narrows the bootstrap over passes. The last row
+    # wins, in the position of the first (so a file without repeats is read in file order).
+    ranking: dict[Any, dict[str, Any]] = {}
+    for i, r in enumerate(rows):
         if r.get("kind") == "ranking":
-            for k, v in r["scores"].items():
-                scores[r["candidate"]][k].append(float(v))
-            if "I" in r["scores"]:
-                scores[r["candidate"]]["-I"].append(-float(r["scores"]["I"]))
+            ranking[(r.get("candidate"), r["pass"]) if r.get("pass") is not None else ("row", i)] = r
+    for r in ranking.values():
+        for k, v in r["scores"].items():
+            scores[r["candidate"]][k].append(float(v))
+        if "I" in r["scores"]:
+            scores[r["candidate"]]["-I"].append(-float(r["scores"]["I"]))
     accs: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for r in rows:
         if r.get("kind") == "student":
