@@ -12,7 +12,7 @@ from torch import nn
 
 from .config import QuantConfig
 from .contracts import CalibrateRequest, ExportedModel, ExportRequest, QuantizeRequest
-from .errors import BackendError, BackendUnavailableError, ConfigError
+from .errors import BackendError, BackendUnavailableError, ConfigError, ExportError
 from .plugins import backend_status, get_backend, get_plugin_manager
 
 __all__ = ["quantize", "calibrate", "export", "count_quantizers", "require_backend", "count_modules_from"]
@@ -86,7 +86,30 @@ def export(
     )
     if res is None:
         raise BackendError(f"no plugin implements export for backend {backend!r}; see `daqakd plugins`.")
-    return list(res)
+    exported = list(res)
+    _check_onnxruntime_encoding(backend, exported)
+    return exported
+
+
+def _check_onnxruntime_encoding(backend: str, exported: list[ExportedModel]) -> None:
+    """Refuse an onnxruntime artefact whose integer kernels would saturate on x86 CPUs without VNNI
+    (uint8 activations x full-range int8 weights): right on the machine that made it, silently wrong
+    on the next. A structural check, so it holds whatever CPU runs it."""
+    import onnx
+
+    from .onnx_qdq import u8s8_hazards
+
+    for e in exported:
+        if e.runtime != "onnxruntime" or Path(e.path).suffix != ".onnx":
+            continue
+        hazards = u8s8_hazards(onnx.load(str(e.path), load_external_data=False))
+        if hazards:
+            listed = "; ".join(str(h) for h in hazards[:3]) + (" ..." if len(hazards) > 3 else "")
+            raise ExportError(
+                f"backend {backend!r} wrote {Path(e.path).name} with the U8S8 pattern that onnxruntime computes "
+                f"wrongly on x86 CPUs without VNNI ({listed}). This is an adapter bug: the adapter must call "
+                "daqakd_plugins.onnx_qdq.make_u8s8_safe_file(path) on its ONNX files (see docs/backends/brevitas.md)."
+            )
 
 
 def count_quantizers(model: nn.Module) -> int:

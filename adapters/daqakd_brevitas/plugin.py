@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from daqakd_plugins import hookimpl
 from daqakd_plugins.contracts import BackendInfo, ExportedModel
 from daqakd_plugins.errors import BackendError, ConfigError, DataError, ExportError
+from daqakd_plugins.onnx_qdq import make_u8s8_safe_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -604,8 +605,13 @@ def _export_one(fmt: str, model: nn.Module, x: torch.Tensor, out_dir: Path) -> E
     if fmt == "onnx-qcdq":
         path = out_dir / "student.qcdq.onnx"
         export_onnx_qcdq(model, args=x, export_path=str(path), opset_version=13, **kw)
-        return ExportedModel(format=fmt, path=path, runtime="onnxruntime", predict=_ort_predict(path),
-                             notes="QuantizeLinear/Clip/DequantizeLinear; sub-8-bit ranges are int8 with Clip")
+        # uint8 ReLU outputs x full-range int8 weights saturate onnxruntime's x86 kernels on CPUs
+        # without VNNI: re-encode those weights as uint8 (exact; see daqakd_plugins.onnx_qdq)
+        n_u8u8 = make_u8s8_safe_file(path)
+        notes = "QuantizeLinear/Clip/DequantizeLinear; sub-8-bit ranges are int8 with Clip"
+        if n_u8u8:
+            notes += f"; {n_u8u8} weight tensor(s) after uint8 activations stored as uint8 (U8U8: exact on CPUs without VNNI)"
+        return ExportedModel(format=fmt, path=path, runtime="onnxruntime", predict=_ort_predict(path), notes=notes)
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 

@@ -1,0 +1,209 @@
+"""Host-independent checks and fixes for quantized (Q/DQ) ONNX exports, shared by every adapter.
+
+Why this exists: onnxruntime fuses ``DequantizeLinear → Conv/Gemm/MatMul → QuantizeLinear`` into
+integer kernels. With *uint8 activations and int8 weights* (U8S8) its x86 kernels multiply pairs of
+bytes with ``vpmaddubsw``, whose 16-bit pair sums saturate when ``2 · 255 · |w|`` exceeds 32767,
+i.e. for any weight with ``|w| > 64``. CPUs with VNNI use another instruction and are exact, so the
+same file is right on one machine and silently wrong on the next: a Brevitas W8A8 student scored
+99.6 % on the digits test split in torch and on a VNNI host, 35 % on an AVX2-only host (measured
+here under ``qemu-x86_64 -cpu Haswell``; 35.8 % on a real AMD EPYC without VNNI).
+
+onnxruntime's own quantization guide names the remedies: U8U8, 7-bit weights (``reduce_range``), or
+signed activations (S8S8). Measured under emulation of an AVX2-only CPU on that W8A8 student: U8U8
+99.6 % (exact), S8S8 with the activations' zero point moved to −128 98.7 % (still saturating, and
+unfused on a VNNI host), reduce_range needs retraining with 7-bit weights. :func:`make_u8s8_safe`
+therefore applies U8U8 *exactly* and only where needed: an int8 weight ``w`` with zero point ``z``
+feeding a hazardous Conv/Gemm becomes the uint8 weight ``w + 128`` with zero point ``z + 128``,
+the same real values, so the model computes what it computed before. :func:`u8s8_hazards` is the
+structural check (it reads the graph, not the CPU) that the core runs on every onnxruntime export
+of every adapter, so a test of it holds on every host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = ["QdqHazard", "u8s8_hazards", "make_u8s8_safe", "make_u8s8_safe_file"]
+
+#: ops whose integer kernels onnxruntime builds from a DQ → op → Q group (activation, weight inputs)
+_MATMUL_OPS = {"Conv": (0, 1), "Gemm": (0, 1), "MatMul": (0, 1), "ConvTranspose": (0, 1)}
+_PAIR_SUM_LIMIT = 32767  # int16: what vpmaddubsw's pair sum saturates at
+
+
+@dataclass(frozen=True)
+class QdqHazard:
+    """One Conv/Gemm/MatMul whose integer kernel can saturate on CPUs without VNNI."""
+
+    node: str
+    op: str
+    act_max: int  # largest activation integer the graph allows (255 unless clipped)
+    weight_max: int  # largest |weight integer| stored
+
+    def __str__(self) -> str:
+        return (f"{self.op} {self.node!r}: uint8 activations up to {self.act_max} × int8 weights up to "
+                f"|{self.weight_max}| (pair sum {2 * self.act_max * self.weight_max} > {_PAIR_SUM_LIMIT})")
+
+
+class _Graph:
+    """Name lookups over an ONNX graph: producers, consumers and constant values (initializers or
+    ``Constant`` nodes, which the TorchScript exporter emits for Brevitas' scales and zero points)."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        from onnx import numpy_helper
+
+        self.model = model
+        g = model.graph
+        self.producer = {o: n for n in g.node for o in n.output}
+        self.consumers: dict[str, list[Any]] = {}
+        for n in g.node:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+        self.consts: dict[str, Any] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        for n in g.node:
+            if n.op_type == "Constant":
+                for a in n.attribute:
+                    if a.name == "value":
+                        self.consts[n.output[0]] = numpy_helper.to_array(a.t)
+        self.outputs = {o.name for o in g.output}
+
+    def const(self, name: str) -> Any | None:
+        return self.consts.get(name)
+
+    def int_values(self, name: str) -> Any | None:
+        """The stored integers behind a DQ input: a constant, or a constant passed through Clip."""
+        v = self.const(name)
+        if v is not None:
+            return v
+        p = self.producer.get(name)
+        if p is not None and p.op_type == "Clip":
+            import numpy as np
+
+            x = self.int_values(p.input[0])
+            lo = self.const(p.input[1]) if len(p.input) > 1 and p.input[1] else None
+            hi = self.const(p.input[2]) if len(p.input) > 2 and p.input[2] else None
+            if x is not None:
+                return np.clip(x, lo if lo is not None else x.min(), hi if hi is not None else x.max())
+        return None
+
+
+def _dq_zero_point(g: _Graph, dq: Any) -> Any | None:
+    return g.const(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else None
+
+
+def _act_range_max(g: _Graph, dq: Any) -> int:
+    """The largest integer a uint8 activation DQ can see: 255, or a Clip's upper bound before it."""
+    p = g.producer.get(dq.input[0])
+    if p is not None and p.op_type == "Clip" and len(p.input) > 2 and p.input[2]:
+        hi = g.const(p.input[2])
+        if hi is not None:
+            return int(hi)
+    return 255
+
+
+def u8s8_hazards(model: onnx.ModelProto) -> list[QdqHazard]:
+    """Every Conv/Gemm/MatMul fed by a *uint8* activation DequantizeLinear and an *int8* weight
+    DequantizeLinear whose largest product pair can exceed int16 — the pattern onnxruntime runs with
+    saturating U8S8 kernels on x86 CPUs without VNNI. An empty list means the export is exact on every
+    x86 host (signed activations, U8U8, or weights narrow enough)."""
+    import numpy as np
+
+    g = _Graph(model)
+    out: list[QdqHazard] = []
+    for n in model.graph.node:
+        if n.op_type not in _MATMUL_OPS:
+            continue
+        ai, wi = _MATMUL_OPS[n.op_type]
+        if len(n.input) <= wi:
+            continue
+        adq, wdq = g.producer.get(n.input[ai]), g.producer.get(n.input[wi])
+        if adq is None or wdq is None or adq.op_type != "DequantizeLinear" or wdq.op_type != "DequantizeLinear":
+            continue
+        azp, wzp = _dq_zero_point(g, adq), _dq_zero_point(g, wdq)
+        if azp is None or azp.dtype != np.uint8:
+            continue
+        w = g.int_values(wdq.input[0])
+        if w is None or w.dtype != np.int8 or (wzp is not None and wzp.dtype != np.int8):
+            continue
+        wmax = int(np.abs(w.astype(np.int32)).max()) if w.size else 0
+        amax = _act_range_max(g, adq)
+        if 2 * amax * wmax > _PAIR_SUM_LIMIT:
+            out.append(QdqHazard(node=n.name or n.output[0], op=n.op_type, act_max=amax, weight_max=wmax))
+    return out
+
+
+def make_u8s8_safe(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Re-encode the weights of every :func:`u8s8_hazards` node as uint8 (U8U8), in place.
+
+    An int8 weight ``w`` with zero point ``z`` becomes the uint8 weight ``w + 128`` with zero point
+    ``z + 128``: the same real values, so outputs do not change, and onnxruntime then runs its U8U8
+    kernels, which widen to 16 bits before multiplying and cannot saturate on any x86 CPU. Only the
+    flagged nodes change; layers fed by signed activations keep their faster int8 weights. Returns
+    the model and the number of weight tensors re-encoded.
+    """
+    import numpy as np
+    from onnx import numpy_helper
+
+    hazards = {h.node for h in u8s8_hazards(model)}
+    if not hazards:
+        return model, 0
+    g = _Graph(model)
+    graph = model.graph
+    changed = 0
+    for n in graph.node:
+        if (n.name or n.output[0]) not in hazards:
+            continue
+        wdq = g.producer[n.input[_MATMUL_OPS[n.op_type][1]]]
+        w = g.int_values(wdq.input[0])
+        scale = g.const(wdq.input[1])
+        zp = g.const(wdq.input[2]) if len(wdq.input) > 2 and wdq.input[2] else np.zeros_like(scale, dtype=np.int8)
+        base = f"daqakd_u8u8/{n.name or n.output[0]}"
+        graph.initializer.append(numpy_helper.from_array((w.astype(np.int16) + 128).astype(np.uint8), base + "/w"))
+        graph.initializer.append(numpy_helper.from_array((zp.astype(np.int16) + 128).astype(np.uint8), base + "/zp"))
+        wdq.input[0] = base + "/w"
+        if len(wdq.input) > 2:
+            wdq.input[2] = base + "/zp"
+        else:
+            wdq.input.append(base + "/zp")
+        changed += 1
+    _drop_dead_nodes(model)
+    return model, changed
+
+
+def _drop_dead_nodes(model: onnx.ModelProto) -> None:
+    """Remove nodes whose outputs nothing reads (the int8 weights' Constant/Clip nodes a rewrite
+    replaced), repeatedly, so the file holds each weight once."""
+    graph = model.graph
+    while True:
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        keep = [n for n in graph.node if any(o in used for o in n.output)]
+        if len(keep) == len(graph.node):
+            break
+        del graph.node[:]
+        graph.node.extend(keep)
+    used = {i for n in graph.node for i in n.input}
+    dead = {t.name for t in graph.initializer if t.name not in used}
+    if dead:
+        inits = [t for t in graph.initializer if t.name not in dead]
+        del graph.initializer[:]
+        graph.initializer.extend(inits)
+        inputs = [i for i in graph.input if i.name not in dead]  # exporters may list initializers as inputs
+        del graph.input[:]
+        graph.input.extend(inputs)
+
+
+def make_u8s8_safe_file(path: str | Path) -> int:
+    """:func:`make_u8s8_safe` on an ONNX file, rewritten in place only when something changed;
+    returns the number of weight tensors re-encoded."""
+    import onnx
+
+    model = onnx.load(str(path))
+    model, n = make_u8s8_safe(model)
+    if n:
+        onnx.checker.check_model(model)
+        onnx.save(model, str(path))
+    return n

@@ -1,0 +1,159 @@
+"""The U8S8 guard: a structural check of Q/DQ ONNX graphs that holds on every CPU.
+
+onnxruntime's U8S8 integer kernels saturate on x86 CPUs without VNNI, so an accuracy test of an
+8-bit export passes or fails depending on the machine. These tests read the graph instead: which
+Conv/Gemm pairs uint8 activations with full-range int8 weights, and whether the exact U8U8
+re-encoding removes every such pair without changing the outputs (compared in onnxruntime with
+graph optimisations off, where Q/DQ run as float arithmetic on every host).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from daqakd_plugins import backends
+from daqakd_plugins.config import QuantConfig
+from daqakd_plugins.contracts import ExportedModel
+from daqakd_plugins.errors import ExportError
+from daqakd_plugins.onnx_qdq import make_u8s8_safe, make_u8s8_safe_file, u8s8_hazards
+
+
+def _conv_model(*, act_dtype: type = np.uint8, w_max: int = 127, act_clip: int | None = None,
+                op: str = "Conv", seed: int = 0) -> onnx.ModelProto:
+    """x -> Q(act) [-> Clip] -> DQ -> Conv/Gemm(DQ(int8 w)) -> y, like an exporter writes it."""
+    rng = np.random.default_rng(seed)
+    zp = np.array(0 if act_dtype is np.uint8 else -128, dtype=act_dtype)
+    if op == "Conv":
+        w = rng.integers(-w_max, w_max + 1, size=(4, 3, 3, 3)).astype(np.int8)
+        wscale = np.full(4, 0.01, dtype=np.float32)
+        x_shape, y_shape = [1, 3, 6, 6], [1, 4, 4, 4]
+    else:
+        w = rng.integers(-w_max, w_max + 1, size=(8, 5)).astype(np.int8)
+        wscale = np.array(0.01, dtype=np.float32)
+        x_shape, y_shape = [1, 8], [1, 5]
+    inits = [
+        numpy_helper.from_array(np.array(0.02, dtype=np.float32), "a_scale"),
+        numpy_helper.from_array(zp, "a_zp"),
+        numpy_helper.from_array(w, "w_int"),
+        numpy_helper.from_array(wscale, "w_scale"),
+        numpy_helper.from_array(np.zeros(wscale.shape, dtype=np.int8), "w_zp"),
+    ]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "a_scale", "a_zp"], ["xq"])]
+    dq_in = "xq"
+    if act_clip is not None:
+        inits += [numpy_helper.from_array(np.array(0, dtype=act_dtype), "c_lo"),
+                  numpy_helper.from_array(np.array(act_clip, dtype=act_dtype), "c_hi")]
+        nodes.append(helper.make_node("Clip", ["xq", "c_lo", "c_hi"], ["xc"]))
+        dq_in = "xc"
+    axis = 0 if op == "Conv" else 1
+    nodes += [
+        helper.make_node("DequantizeLinear", [dq_in, "a_scale", "a_zp"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w_int", "w_scale", "w_zp"], ["wd"], axis=axis),
+        helper.make_node(op, ["xd", "wd"], ["y"], name="the_op"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """Float reference semantics on every host: no fusion into integer kernels."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return np.asarray(sess.run(None, {"x": x})[0])
+
+
+@pytest.mark.parametrize("op", ["Conv", "Gemm"])
+def test_hazard_is_uint8_activations_times_full_range_int8_weights(op: str) -> None:
+    hz = u8s8_hazards(_conv_model(op=op))
+    assert [(h.node, h.op, h.act_max) for h in hz] == [("the_op", op, 255)]
+    assert hz[0].weight_max > 64 and "pair sum" in str(hz[0])
+    # the safe patterns: weights within 7 bits, signed activations, activations clipped to 7 bits
+    assert u8s8_hazards(_conv_model(op=op, w_max=64)) == []
+    assert u8s8_hazards(_conv_model(op=op, act_dtype=np.int8)) == []
+    assert u8s8_hazards(_conv_model(op=op, act_clip=127)) == []
+    assert len(u8s8_hazards(_conv_model(op=op, act_clip=200))) == 1  # 2·200·127 > 32767
+
+
+@pytest.mark.parametrize("op", ["Conv", "Gemm"])
+@pytest.mark.parametrize("clip", [None, 15])
+def test_u8u8_rewrite_removes_the_hazard_and_keeps_outputs_bit_exact(op: str, clip: int | None) -> None:
+    model = _conv_model(op=op, act_clip=clip)
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(1).uniform(0, 6, size=shape).astype(np.float32)
+    before = _run(model, x)
+    fixed, n = make_u8s8_safe(onnx.ModelProto.FromString(model.SerializeToString()))
+    onnx.checker.check_model(fixed)
+    assert u8s8_hazards(fixed) == []
+    if clip is None:
+        assert n == 1
+        w = {t.name: numpy_helper.to_array(t) for t in fixed.graph.initializer}
+        wdq = next(nd for nd in fixed.graph.node if nd.op_type == "DequantizeLinear" and "x" not in nd.input[0])
+        assert w[wdq.input[0]].dtype == np.uint8 and w[wdq.input[2]].dtype == np.uint8
+        assert "w_int" not in w  # the int8 copy is gone, the file holds each weight once
+    else:
+        assert n == 0  # a 4-bit activation (≤ 15) cannot saturate: nothing to change
+    np.testing.assert_array_equal(_run(fixed, x), before)
+
+
+def test_rewrite_of_a_real_brevitas_w8a8_export(digits_teacher, digits, tmp_path: Path) -> None:
+    """Brevitas writes uint8 ReLU outputs into full-range int8 convs (the saturating pattern); the
+    adapter's file must come out without it and compute what the raw export computed."""
+    from brevitas.export import export_onnx_qcdq
+
+    teacher, _ = digits_teacher
+    s = backends.quantize(teacher, "brevitas", QuantConfig(weight_bits=8, act_bits=8),
+                          example_input=digits.train_x[:4], calib_data=digits.train_x[:512]).eval()
+    raw = tmp_path / "raw.onnx"
+    export_onnx_qcdq(s, args=digits.test_x[:1], export_path=str(raw), opset_version=13, dynamo=False,
+                     input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}})
+    raw_model = onnx.load(str(raw))
+    assert len(u8s8_hazards(raw_model)) >= 1  # what Brevitas itself writes
+    fixed = tmp_path / "fixed.onnx"
+    onnx.save(raw_model, str(fixed))
+    assert make_u8s8_safe_file(fixed) >= 1
+    assert u8s8_hazards(onnx.load(str(fixed))) == []
+    x = digits.test_x[:64].numpy()
+    np.testing.assert_array_equal(_run(onnx.load(str(fixed)), x), _run(raw_model, x))
+    exported = backends.export(s, "brevitas", example_input=digits.test_x[:1], out_dir=tmp_path / "e",
+                               formats=("onnx-qcdq",))
+    assert u8s8_hazards(onnx.load(str(exported[0].path))) == []
+    assert "U8U8" in exported[0].notes
+
+
+def test_core_refuses_an_adapter_file_with_the_hazard(tmp_path: Path) -> None:
+    path = tmp_path / "bad.onnx"
+    onnx.save(_conv_model(), str(path))
+    bad = ExportedModel(format="onnx-qdq", path=path, runtime="onnxruntime", predict=lambda a: a)
+    with pytest.raises(ExportError, match=r"U8S8 pattern.*without VNNI.*make_u8s8_safe_file"):
+        backends._check_onnxruntime_encoding("somebackend", [bad])
+    # another runtime's file (OpenVINO, qonnx) is not onnxruntime's concern
+    backends._check_onnxruntime_encoding("somebackend", [ExportedModel(
+        format="qonnx", path=path, runtime="qonnx", predict=lambda a: a)])
+    make_u8s8_safe_file(path)
+    backends._check_onnxruntime_encoding("somebackend", [bad])
+
+
+def test_torch_and_exported_w8a8_agree_in_default_session(digits_teacher, digits, tmp_path: Path) -> None:
+    """The acceptance check on this host (default onnxruntime session, every optimisation on). On a
+    VNNI host it would pass without the rewrite too; the structural tests above are what hold
+    everywhere, and `python benchmarks/no_vnni_check.py` runs this under an emulated AVX2-only CPU."""
+    teacher, _ = digits_teacher
+    s = backends.quantize(teacher, "brevitas", QuantConfig(weight_bits=8, act_bits=8),
+                          example_input=digits.train_x[:4], calib_data=digits.train_x[:512]).eval()
+    e = backends.export(s, "brevitas", example_input=digits.test_x[:1], out_dir=tmp_path, formats=("onnx-qcdq",))[0]
+    with torch.no_grad():
+        ref = float((s(digits.test_x).argmax(1) == digits.test_y).double().mean())
+    acc = float((e.predict(digits.test_x.numpy()).argmax(1) == digits.test_y.numpy()).mean())
+    assert abs(acc - ref) <= 0.005
