@@ -6,9 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..ranking.result import Separation
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -66,6 +69,19 @@ def _list() -> int:
     return 0
 
 
+def _verdict(sep: Separation) -> str:
+    """The pick's separation in a few words for the last line (the table's footer has the full sentence)."""
+    again = f"; rerun with {sep.option} {sep.suggested_repeats}" if sep.suggested_repeats else ""
+    if sep.separated:
+        return f" - separated from runner-up {sep.runner_up}"
+    if sep.separated is False:
+        return f" - NOT separated from runner-up {sep.runner_up}" + (f", tied with {len(sep.tied) - 1} other(s)"
+                                                                      if len(sep.tied) > 2 else "") + again
+    if sep.reason == "one_pass":
+        return f" - one pass: separation from runner-up {sep.runner_up} not judged{again}"
+    return ""
+
+
 def run(args: argparse.Namespace) -> int:
     if args.list:
         return _list()
@@ -99,8 +115,8 @@ def run(args: argparse.Namespace) -> int:
         teacher, bundle, args.candidates, args.metric, metric_params=params, batch_size=args.batch_size,
         seed=args.seed, repeats=args.repeats, per_class=args.per_class, device=args.device, progress=True,
     )
-    print(ranking.to_markdown())
-    print(f"best: {ranking.best}  ({ranking.seconds:.1f} s)")
+    print(ranking.to_markdown())  # its footer says whether the pick is separated (Ranking.separation)
+    print(f"best: {ranking.best}  ({ranking.seconds:.1f} s){_verdict(ranking.separation(option='--repeats'))}")
     if args.json is not None:
         ranking.save_json(args.json)
         print(f"wrote {args.json}", file=sys.stderr)

@@ -254,6 +254,16 @@ def _ranking_rows(ranking: dict[str, Any] | None) -> list[Any]:
     return list(rows) if isinstance(rows, list) else []
 
 
+def _pick(ranking: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Is the ranked pick separated from the runner-up? :meth:`Ranking.separation` on the stored ranking
+    (so a resumed run gets it too), its advice naming ``--rank-repeats``; ``None`` when nothing was ranked."""
+    if not ranking or not isinstance(ranking.get("candidates"), list):
+        return None
+    from ..ranking import Ranking
+
+    return Ranking.from_dict(ranking).separation(option="--rank-repeats").to_dict()
+
+
 def _teacher(cfg: DistillConfig, bundle: Any, out: Path) -> tuple[nn.Module, dict[str, Any], str]:
     from ..models import load_model
     from ..train import get_or_train_teacher
@@ -456,6 +466,7 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
     )
     export = _export(cfg, student, teacher, example, bundle, out) if cfg.export else {"skipped": "--no-export"}
     kd.remove_hooks()
+    pick = _pick(ranking)
     report: dict[str, Any] = {
         "backend": cfg.backend,
         "bits": cfg.bits,
@@ -465,7 +476,8 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
         "loss_terms": [{"component": t.component, "weight": t.weight, "params": dict(t.params), "key": t.key}
                        for t in kd.terms],
         "ranking": _ranking_rows(ranking),
-        "ranking_detail": ranking,
+        "pick": pick,
+        "ranking_detail": {**ranking, "pick": pick} if ranking and pick is not None else ranking,
         "accuracy": {"teacher_fp": teacher_fp, "student_before": student_before, "student_after": student_after},
         "epochs": cfg.epochs,
         "seconds": round(train_seconds, 3),
@@ -520,10 +532,16 @@ def render_markdown(r: dict[str, Any]) -> str:
                 name = e.get("name", e.get("candidate", "?"))
                 score = e.get("score", e.get("mean", ""))
                 score = f"{score:.4f}" if isinstance(score, (int, float)) else str(score)
+                std = e.get("score_std")
+                if isinstance(std, (int, float)) and len(e.get("scores") or []) > 1:
+                    score += f" ± {std:.4f}"
             else:
                 name, score = str(e), ""
             lines.append(f"| {i} | {name} | {score} |")
         lines.append("")
+        pick = r.get("pick")
+        if isinstance(pick, dict) and pick.get("message"):
+            lines += [f"**Is the pick separated?** {pick['message']}", ""]
     lines += ["## Epochs", "", "| epoch | loss | test accuracy |", "|---|---|---|"]
     lines += [f"| {h['epoch']} | {h['loss']:.4f} | {h['test_accuracy']:.4f} |" for h in r["history"]]
     exp = r.get("export") or {}

@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import ConfigError, UnknownNameError
 
-__all__ = ["RankEntry", "Ranking"]
+__all__ = ["RankEntry", "Ranking", "Separation"]
+
+#: Repeats suggested when a ranking had one pass (enough for a first estimate of the spread).
+SUGGESTED_FIRST_REPEATS = 5
+
+SeparationReason = Literal["separated", "not_separated", "one_pass", "one_candidate", "no_score"]
 
 
 def _num(v: float) -> float | None:
@@ -76,6 +82,74 @@ class RankEntry:
         )
 
 
+def _fmt(v: float) -> str:
+    return f"{v:.4g}" if math.isfinite(v) else "–"
+
+
+@dataclass(frozen=True)
+class Separation:
+    """Is the best candidate ahead of the runner-up by more than the ranking's own noise?
+
+    ``separated`` is ``True`` when the runner-up is more than ``k`` standard errors of the difference
+    behind (over the repeats, :meth:`Ranking.differs`), ``False`` when it is not, and ``None`` when it
+    cannot be judged: one pass (no spread measured), one candidate, or no finite score. ``gap`` is how
+    far the runner-up is behind in the metric's units (≥ 0), ``se`` the standard error of that
+    difference (NaN with one pass). ``tied`` lists the candidates not distinguishable from the best
+    (the best first; empty when it cannot be judged). ``suggested_repeats`` is the ``repeats`` to rerun
+    with (``None`` when more repeats would not help); ``message`` says all of it in one sentence, naming
+    ``option`` (the command-line flag of the caller, e.g. ``--repeats`` or ``--rank-repeats``).
+    """
+
+    best: str | None
+    runner_up: str | None
+    separated: bool | None
+    reason: SeparationReason
+    gap: float
+    se: float
+    k: float
+    repeats: int
+    tied: tuple[str, ...]
+    suggested_repeats: int | None
+    option: str
+    message: str
+
+    @property
+    def z(self) -> float:
+        """The gap in standard errors (inf when the repeats had no spread, NaN with one pass)."""
+        if not (math.isfinite(self.gap) and math.isfinite(self.se)):
+            return float("nan")
+        if self.se == 0:
+            return float("inf") if self.gap > 0 else float("nan")
+        return self.gap / self.se
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "best": self.best,
+            "runner_up": self.runner_up,
+            "separated": self.separated,
+            "reason": self.reason,
+            "gap": _num(self.gap),
+            "se": _num(self.se),
+            "z": _num(self.z),
+            "k": self.k,
+            "repeats": self.repeats,
+            "tied": list(self.tied),
+            "suggested_repeats": self.suggested_repeats,
+            "message": self.message,
+        }
+
+
+def _repeats_to_separate(repeats: int, gap: float, se: float, k: float) -> int | None:
+    """Repeats at which ``gap`` would exceed ``k`` standard errors if the spread stays as measured (the
+    standard error shrinks as 1/sqrt(repeats)); for equal means, four times the repeats (half the standard
+    error); ``None`` when the repeats had no spread (more of them cannot change anything)."""
+    if not (math.isfinite(se) and se > 0 and math.isfinite(gap)):
+        return None
+    if gap <= 0:
+        return 4 * repeats
+    return max(repeats + 1, math.floor(repeats * (k * se / gap) ** 2) + 1)
+
+
 def _sort_key(lower_is_better: bool) -> Any:
     def key(e: RankEntry) -> tuple[int, float]:
         if not math.isfinite(e.score):
@@ -119,25 +193,114 @@ class Ranking:
         return [e.name for e in self.entries]
 
     def __getitem__(self, name: str) -> RankEntry:
+        """The entry of candidate ``name`` (``ranking["none"]``)."""
+        if not isinstance(name, str):
+            raise TypeError(
+                f"Ranking is indexed by candidate name, got {type(name).__name__}; use ranking.entries[{name!r}] "
+                "for the entry at a rank, or iterate the ranking (best first)."
+            )
         for e in self.entries:
             if e.name == name:
                 return e
         raise UnknownNameError("candidate", name, self.names, "Use a name from Ranking.names.")
 
+    def __iter__(self) -> Iterator[RankEntry]:
+        """The entries, best first."""
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, item: object) -> bool:
+        """``"name" in ranking`` (a candidate name) or ``entry in ranking``."""
+        if isinstance(item, str):
+            return item in self.names
+        return any(e is item or e == item for e in self.entries)
+
+    def _diff_se(self, ea: RankEntry, eb: RankEntry) -> float | None:
+        """Standard error of ``ea.score - eb.score`` over the repeats; ``None`` without a measured spread."""
+        if self.repeats < 2 or not (math.isfinite(ea.score_std) and math.isfinite(eb.score_std)):
+            return None
+        return math.sqrt((ea.score_std**2 + eb.score_std**2) / self.repeats)
+
     def differs(self, a: str, b: str, k: float = 2.0) -> bool | None:
         """Whether ``a`` and ``b`` differ by more than ``k`` standard errors of their difference
         (from the repeats); ``None`` with fewer than two repeats."""
-        ea, eb = self[a], self[b]
-        if self.repeats < 2 or not (math.isfinite(ea.score_std) and math.isfinite(eb.score_std)):
+        return self._differs(self[a], self[b], k)
+
+    def _differs(self, ea: RankEntry, eb: RankEntry, k: float) -> bool | None:
+        se = self._diff_se(ea, eb)
+        if se is None:
             return None
-        se = math.sqrt((ea.score_std**2 + eb.score_std**2) / self.repeats)
         return abs(ea.score - eb.score) > k * se
 
-    def to_dict(self) -> dict[str, Any]:
+    def separation(self, k: float = 2.0, *, option: str = "--repeats") -> Separation:
+        """Whether the pick (:attr:`best`) is separated from the runner-up by more than ``k`` standard
+        errors over the repeats (:meth:`differs`), with a one-sentence verdict that recommends rerunning
+        with ``option`` (the caller's flag for repeats) when it is not, or when one pass cannot tell."""
+        scored = [e for e in self.entries if math.isfinite(e.score)]  # sorted: finite scores come first
+        nan = float("nan")
+
+        def make(reason: SeparationReason, message: str, *, best: str | None = None, runner_up: str | None = None,
+                 separated: bool | None = None, gap: float = nan, se: float = nan, tied: tuple[str, ...] = (),
+                 suggested: int | None = None) -> Separation:
+            return Separation(best=best, runner_up=runner_up, separated=separated, reason=reason, gap=gap, se=se,
+                              k=k, repeats=self.repeats, tied=tied, suggested_repeats=suggested, option=option,
+                              message=message)
+
+        if not scored:
+            return make("no_score", "No candidate has a finite score, so there is no pick.")
+        b = scored[0]
+        if len(scored) == 1:
+            alone = "Only one candidate was ranked" if len(self.entries) == 1 else \
+                f"`{b.name}` is the only candidate with a finite score"
+            return make("one_candidate", f"{alone}; there is no runner-up to separate it from.", best=b.name)
+        r = scored[1]
+        gap = (r.score - b.score) if self.lower_is_better else (b.score - r.score)
+        se = self._diff_se(b, r)
+        if se is None:
+            n = SUGGESTED_FIRST_REPEATS
+            return make(
+                "one_pass",
+                f"One ranking pass: whether `{b.name}` is really ahead of runner-up `{r.name}` (by {_fmt(gap)}) "
+                f"cannot be judged without a spread; rerun with {option} {n} to measure it.",
+                best=b.name, runner_up=r.name, gap=gap, suggested=n,
+            )
+        tied = tuple([b.name] + [e.name for e in scored[1:] if self._differs(b, e, k) is False])
+        if self._differs(b, r, k):
+            by = (f"the {self.repeats} repeats have no spread" if se == 0 else
+                  f"{gap / se:.1f} standard errors over {self.repeats} repeats; the rule is > {k:g}")
+            return make(
+                "separated",
+                f"The pick is separated: `{b.name}` leads runner-up `{r.name}` by {_fmt(gap)} ({by}).",
+                best=b.name, runner_up=r.name, separated=True, gap=gap, se=se, tied=tied,
+            )
+        need = _repeats_to_separate(self.repeats, gap, se, k)
+        others = list(tied[2:])
+        also = ""
+        if others:
+            who = ", ".join(f"`{n}`" for n in others)
+            also = f" {who} {'is' if len(others) == 1 else 'are'} not distinguishable from `{b.name}` either."
+        if need is None:
+            advice = (f"They tie exactly with no spread over the repeats: treat them as equally good (more repeats, "
+                      f"{option}, cannot separate them).")
+        else:
+            advice = (f"Treat them as equally good, or rerun with {option} {need} (estimated from this spread) "
+                      "to try to separate them.")
+        return make(
+            "not_separated",
+            f"The pick is NOT separated: `{b.name}` leads runner-up `{r.name}` by only {_fmt(gap)}, within "
+            f"{k:g} standard errors over {self.repeats} repeats (standard error {_fmt(se)}).{also} {advice}",
+            best=b.name, runner_up=r.name, separated=False, gap=gap, se=se, tied=tied, suggested=need,
+        )
+
+    def to_dict(self, *, option: str = "--repeats") -> dict[str, Any]:
+        """Everything as JSON-ready values; ``pick`` is :meth:`separation` (its advice names ``option``)."""
         return {
             "metric": self.metric,
             "lower_is_better": self.lower_is_better,
             "best": self.best if self.entries else None,
+            "pick": self.separation(option=option).to_dict(),
             "candidates": [e.to_dict() for e in self.entries],
             "seed": self.seed,
             "repeats": self.repeats,
@@ -186,8 +349,9 @@ class Ranking:
     def load_json(cls, path: str | Path) -> Ranking:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
-    def to_markdown(self) -> str:
-        """A table, best first: score (± std over repeats), every component, n, classes, seconds."""
+    def to_markdown(self, *, option: str = "--repeats") -> str:
+        """A table, best first: score (± std over repeats), every component, n, classes, seconds; then
+        whether the pick is separated from the runner-up (:meth:`separation`, advice naming ``option``)."""
         comp_keys: list[str] = []
         for e in self.entries:
             for k in e.components:
@@ -218,12 +382,8 @@ class Ranking:
             f"batch {self.batch_size}, seed {self.seed}, {self.repeats} repeat(s)"
             + (" (± = std over repeats)" if show_std else "") + ".",
         ]
-        if show_std and len(self.entries) >= 2:
-            a, b = self.entries[0].name, self.entries[1].name
-            d = self.differs(a, b)
-            if d is not None:
-                foot.append(f"Best `{a}` vs runner-up `{b}`: {'different' if d else 'NOT distinguishable'} "
-                            "at 2 standard errors over the repeats.")
+        if self.entries:
+            foot.append(self.separation(option=option).message)
         notes = list(self.notes)
         by_note: dict[str, list[str]] = {}
         for e in self.entries:
