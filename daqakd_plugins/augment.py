@@ -10,6 +10,7 @@ what the paper ranked.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -172,8 +173,11 @@ def candidate_groups() -> dict[str, tuple[str, ...]]:
 
 
 def resolve_augmentation(spec: str | Augmentation | Callable[..., Any]) -> Augmentation:
-    """A registered name, an :class:`Augmentation`, or a callable ``fn(images, targets) -> (images,
-    targets)`` as an :class:`Augmentation`.
+    """A registered name, an :class:`Augmentation`, an image-only callable ``fn(images) -> images`` (e.g. a
+    torchvision v2 transform instance or ``lambda x: x.flip(-1)``; one call per batch, targets unchanged)
+    or a callable ``fn(images, targets) -> (images, targets)`` as an :class:`Augmentation`. Which of the
+    two a callable is comes from its signature (:meth:`Augmentation.takes_targets`); one that cannot be
+    told apart raises :class:`~daqakd_plugins.errors.DataError`.
 
     A name ``A+B`` that is not registered itself is composed from registered parts or the batch mixes
     ``cutmix``/``mixup`` (e.g. ``kornia-affine+cutmix``). Unknown names raise
@@ -209,16 +213,39 @@ def resolve_augmentation(spec: str | Augmentation | Callable[..., Any]) -> Augme
         raise UnknownNameError(
             "augmentation", name, list(regs),
             "Append +cutmix or +mixup to any of them, pass a group (paper, kornia, torchvision, all), a "
-            "callable fn(images, targets) -> (images, targets), or register one with the "
+            "callable fn(images) -> images or fn(images, targets) -> (images, targets), or register one with the "
             "daqakd_register_augmentations hook.",
         )
     if callable(spec):
-        name = getattr(spec, "__name__", None) or type(spec).__name__
-        return Augmentation(name=name, fn=spec, description=f"user callable {name}", family="user")
+        return _from_callable(spec)
     raise ConfigError(
-        f"cannot use {type(spec).__name__} as an augmentation; pass a registered name, an Augmentation "
-        "or a callable fn(images, targets) -> (images, targets)."
+        f"cannot use {type(spec).__name__} as an augmentation; pass a registered name, an Augmentation, "
+        "an image-only callable fn(images) -> images or a callable fn(images, targets) -> (images, targets)."
     )
+
+
+def _from_callable(fn: Callable[..., Any]) -> Augmentation:
+    """A user callable as a candidate, classified by its signature alone (:meth:`Augmentation.takes_targets`):
+    one required positional parameter → image-only ``fn(images)`` (targets pass through unchanged), two →
+    ``fn(images, targets) -> (images, targets)``. It is never called to find out."""
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    takes_targets = Augmentation.takes_targets(fn)
+    if takes_targets is None:
+        try:
+            sig = str(inspect.signature(fn.forward if isinstance(fn, torch.nn.Module) else fn))
+        except (TypeError, ValueError):
+            sig = "(signature unavailable)"
+        raise DataError(
+            f"cannot tell how to call augmentation {name!r} {sig}: daqakd calls a candidate as fn(images) -> images "
+            "when it has exactly one required positional parameter (targets pass through unchanged), or as "
+            "fn(images, targets) -> (images, targets) when it has exactly two. Wrap it, e.g. "
+            "lambda images: f(images) or lambda images, targets: f(images, targets), or pass "
+            "Augmentation(name=..., fn=f, image_only=True or False)."
+        )
+    if takes_targets:
+        return Augmentation(name=name, fn=fn, description=f"user callable {name}", family="user", image_only=False)
+    return Augmentation(name=name, fn=fn, description=f"user callable {name} (image-only; targets unchanged)",
+                        family="user", image_only=True)
 
 
 def resolve_candidates(candidates: str | Augmentation | Callable[..., Any] | Iterable[Any] | None) -> list[Augmentation]:

@@ -6,11 +6,13 @@ every plugin that implements it.
 
 from __future__ import annotations
 
+import inspect
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .errors import DataError
 
@@ -40,6 +42,37 @@ __all__ = [
 ]
 
 AugmentFn = Callable[["torch.Tensor", "torch.Tensor"], "tuple[torch.Tensor, torch.Tensor]"]
+ImageFn = Callable[["torch.Tensor"], "torch.Tensor"]
+
+
+def _call_target(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """What to inspect: an ``nn.Module``'s ``forward`` (its ``__call__`` is ``(*args, **kwargs)``)."""
+    torch_mod = sys.modules.get("torch")  # a Module instance implies torch is imported; never import it here
+    if torch_mod is not None and isinstance(fn, torch_mod.nn.Module):
+        return fn.forward  # type: ignore[no-any-return]
+    return fn
+
+
+def _takes_targets(fn: Callable[..., Any]) -> bool | None:
+    """``True`` for ``fn(images, targets)``, ``False`` for an image-only ``fn(images)``, ``None`` when the
+    signature cannot tell (see :meth:`Augmentation.takes_targets`)."""
+    tv2 = sys.modules.get("torchvision.transforms.v2")
+    if tv2 is not None and isinstance(fn, tv2.Transform):
+        return False  # forward(*inputs): one image (or batch) in, one out; daqakd passes the images only
+    try:
+        sig = inspect.signature(_call_target(fn))
+    except (TypeError, ValueError):  # builtins / C callables without a signature
+        return None
+    params = list(sig.parameters.values())
+    if any(p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in params):
+        return None  # a required keyword-only argument: cannot be called as fn(images[, targets])
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is p.empty]
+    if len(required) == 1:
+        return False
+    if len(required) == 2:
+        return True
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -53,22 +86,63 @@ class Augmentation:
     with values in ``[0, 1]`` on any device, and ``targets`` a float tensor ``[B, K]`` of label
     distributions (one-hot for plain labels). Label-mixing candidates (CutMix, MixUp) return soft
     targets. Randomness comes from torch's global RNG, which the caller seeds.
+
+    An image-only ``fn(images) -> images`` (most transforms) works too: the targets then pass through
+    unchanged. ``image_only=None`` (the default) decides from ``fn``'s signature
+    (:meth:`takes_targets`): exactly one required positional parameter means image-only; anything
+    undecidable is called as ``fn(images, targets)``, the contract above. Pass ``image_only=True`` or
+    ``False`` to say it yourself. An image-only ``fn`` gets the whole batch in one call, so a torchvision
+    random transform draws its parameters once per batch; wrap it with
+    :func:`daqakd_plugins.augment.per_sample` for one draw per image.
     """
 
     name: str
-    fn: AugmentFn
+    fn: Callable[..., Any]  # an AugmentFn, or an ImageFn when image_only
     description: str = ""
     family: str = "user"  # "none", "torchvision", "kornia", "user"
     mixes_labels: bool = False
+    image_only: bool | None = None  # None: decided from fn's signature in __post_init__ (always a bool after)
+
+    def __post_init__(self) -> None:
+        if self.image_only is None:
+            object.__setattr__(self, "image_only", _takes_targets(self.fn) is False)
+
+    @staticmethod
+    def takes_targets(fn: Callable[..., Any]) -> bool | None:
+        """How daqakd calls a candidate callable, decided from its signature alone (never by calling it):
+        ``False`` (image-only, ``fn(images) -> images``) for exactly one required positional parameter
+        (for an ``nn.Module``, of its ``forward``) and for torchvision v2 transforms; ``True``
+        (``fn(images, targets) -> (images, targets)``) for exactly two; ``None`` when it cannot tell
+        (only ``*args``, no or more than two required positional parameters, a required keyword-only
+        parameter, or no signature)."""
+        return _takes_targets(fn)
 
     def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.fn(images, targets)
-        if not (isinstance(out, tuple) and len(out) == 2):
+        if self.image_only:
+            x: Any = cast(ImageFn, self.fn)(images)
+            if isinstance(x, tuple):
+                raise DataError(
+                    f"augmentation {self.name!r} is called as fn(images) (image-only: its signature has one "
+                    f"required positional parameter) but returned a {len(x)}-tuple; return the images only, or "
+                    "if it takes targets give it two required parameters fn(images, targets) or pass "
+                    "Augmentation(..., image_only=False)."
+                )
+            t = targets
+        else:
+            out = cast(AugmentFn, self.fn)(images, targets)
+            if not (isinstance(out, tuple) and len(out) == 2):
+                raise DataError(
+                    f"augmentation {self.name!r} returned {type(out).__name__}; called as fn(images, targets) it "
+                    "must return the pair (images, targets). For an image-only transform pass "
+                    "Augmentation(..., image_only=True); to draw per image wrap it with "
+                    "daqakd_plugins.augment.per_sample()."
+                )
+            x, t = out
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
             raise DataError(
-                f"augmentation {self.name!r} returned {type(out).__name__}; it must return the pair "
-                "(images, targets). Wrap a torchvision transform with daqakd_plugins.augment.per_sample()."
+                f"augmentation {self.name!r} returned {type(x).__name__} as images; it must return an image "
+                "tensor [B, C, H, W] (a PIL-only transform needs daqakd_plugins.augment.per_sample)."
             )
-        x, t = out
         if x.shape != images.shape or x.dtype != images.dtype:
             raise DataError(
                 f"augmentation {self.name!r} changed the batch from {tuple(images.shape)} {images.dtype} "

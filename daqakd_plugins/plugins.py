@@ -10,7 +10,8 @@ Environment:
 ``DAQAKD_PLUGINS=mod_a,mod_b``
     import and register these modules as plugins (also when autoloading is disabled);
 ``DAQAKD_TRACE=1``
-    log every hook call at DEBUG level on the ``daqakd.hooks`` logger.
+    log every hook call at DEBUG level on the ``daqakd.hooks`` logger (``1/on/true/yes`` turn it on,
+    ``0/off/false/no`` or unset leave it off, any case; another value warns and leaves it off).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import logging
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -86,10 +88,27 @@ _loaded = False
 _cache: dict[str, Any] = {}
 
 
+#: Values of ``DAQAKD_TRACE`` (any case, surrounding spaces ignored); anything else warns and leaves tracing off.
+TRACE_ON = ("1", "on", "true", "yes")
+TRACE_OFF = ("", "0", "off", "false", "no")
+
+
+def _trace_enabled(value: str | None) -> bool:
+    """Whether ``DAQAKD_TRACE=value`` turns hook tracing on; an unknown value warns, naming the accepted ones."""
+    v = (value or "").strip().lower()
+    if v in TRACE_ON:
+        return True
+    if v not in TRACE_OFF:
+        msg = (f"{TRACE_ENV}={value!r} is not understood, so hook tracing stays off; use one of "
+               f"{', '.join(TRACE_ON)} to turn it on or {', '.join(x for x in TRACE_OFF if x)} (or unset it) for off.")
+        warnings.warn(msg, UserWarning, stacklevel=2)
+    return False
+
+
 def _new_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    if os.environ.get(TRACE_ENV, "").strip() not in ("", "0", "false", "no"):
+    if _trace_enabled(os.environ.get(TRACE_ENV)):
         pm.trace.root.setwriter(lambda msg: hook_log.debug(msg.rstrip()))
         pm.enable_tracing()
     return pm
