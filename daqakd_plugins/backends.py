@@ -108,7 +108,7 @@ def _check_onnxruntime_encoding(backend: str, exported: list[ExportedModel]) -> 
             raise ExportError(
                 f"backend {backend!r} wrote {Path(e.path).name} with the U8S8 pattern that onnxruntime computes "
                 f"wrongly on x86 CPUs without VNNI ({listed}). This is an adapter bug: the adapter must call "
-                "daqakd_plugins.onnx_qdq.make_u8s8_safe_file(path) on its ONNX files (see docs/backends/brevitas.md)."
+                "daqakd_plugins.onnx_qdq.prepare_for_onnxruntime(path) on its ONNX files (see docs/backends/brevitas.md)."
             )
 
 

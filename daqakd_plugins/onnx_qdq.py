@@ -16,7 +16,9 @@ therefore applies U8U8 *exactly* and only where needed: an int8 weight ``w`` wit
 feeding a hazardous Conv/Gemm becomes the uint8 weight ``w + 128`` with zero point ``z + 128``,
 the same real values, so the model computes what it computed before. :func:`u8s8_hazards` is the
 structural check (it reads the graph, not the CPU) that the core runs on every onnxruntime export
-of every adapter, so a test of it holds on every host.
+of every adapter, so a test of it holds on every host. :func:`unsign_clipped_activations` fixes the
+other onnxruntime surprise, speed: sub-8-bit signed activations kept layers out of its integer
+kernels. Adapters call :func:`prepare_for_onnxruntime` on each file, which does both.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["QdqHazard", "u8s8_hazards", "make_u8s8_safe", "make_u8s8_safe_file"]
+__all__ = ["QdqHazard", "u8s8_hazards", "make_u8s8_safe", "unsign_clipped_activations", "prepare_for_onnxruntime"]
 
 #: ops whose integer kernels onnxruntime builds from a DQ → op → Q group (activation, weight inputs)
 _MATMUL_OPS = {"Conv": (0, 1), "Gemm": (0, 1), "MatMul": (0, 1), "ConvTranspose": (0, 1)}
@@ -158,9 +160,13 @@ def make_u8s8_safe(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         if (n.name or n.output[0]) not in hazards:
             continue
         wdq = g.producer[n.input[_MATMUL_OPS[n.op_type][1]]]
-        w = g.int_values(wdq.input[0])
+        w = g.int_values(wdq.input[0])  # not None: u8s8_hazards read it
         scale = g.const(wdq.input[1])
-        zp = g.const(wdq.input[2]) if len(wdq.input) > 2 and wdq.input[2] else np.zeros_like(scale, dtype=np.int8)
+        zp = g.const(wdq.input[2]) if len(wdq.input) > 2 and wdq.input[2] else None
+        if w is None or (zp is None and scale is None):
+            continue
+        if zp is None:
+            zp = np.zeros_like(scale, dtype=np.int8)
         base = f"daqakd_u8u8/{n.name or n.output[0]}"
         graph.initializer.append(numpy_helper.from_array((w.astype(np.int16) + 128).astype(np.uint8), base + "/w"))
         graph.initializer.append(numpy_helper.from_array((zp.astype(np.int16) + 128).astype(np.uint8), base + "/zp"))
@@ -196,14 +202,72 @@ def _drop_dead_nodes(model: onnx.ModelProto) -> None:
         graph.input.extend(inputs)
 
 
-def make_u8s8_safe_file(path: str | Path) -> int:
-    """:func:`make_u8s8_safe` on an ONNX file, rewritten in place only when something changed;
-    returns the number of weight tensors re-encoded."""
+def unsign_clipped_activations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Re-encode sub-8-bit *signed* activations (int8 ``QuantizeLinear → Clip → DequantizeLinear``)
+    as uint8 with zero point, Clip bounds and the consumers' zero points moved up by 128, in place.
+
+    Why: on x86 onnxruntime turns int8 activations into uint8 before fusing Q/DQ into integer kernels,
+    but it cannot do so through the Clip that a sub-8-bit range needs, so every layer fed or followed
+    by such an activation stayed in float: a Brevitas W4A4 student ran 3.3x slower than its W8A8 twin
+    in onnxruntime (1.80 against 0.51 ms per batch of 64 on digits) with 1 of 3 Conv, the residual
+    Add and the Gemm unfused. The stored integers move by exactly 128 and dequantize to the same
+    values, so outputs do not change. Returns the model and the number of quantizers changed.
+    """
+    import numpy as np
+    from onnx import numpy_helper
+
+    g = _Graph(model)
+    graph = model.graph
+    changed = 0
+
+    def shifted(name: str, hint: str) -> str:
+        new = f"daqakd_u8act/{hint}_{len(graph.initializer)}"
+        v = (np.asarray(g.const(name)).astype(np.int16) + 128).astype(np.uint8)
+        graph.initializer.append(numpy_helper.from_array(v, new))
+        return new
+
+    for q in list(graph.node):
+        if q.op_type != "QuantizeLinear" or len(q.input) < 3 or not q.input[2]:
+            continue
+        zp = g.const(q.input[2])
+        if zp is None or zp.dtype != np.int8 or q.output[0] in g.outputs:
+            continue
+        consumers = g.consumers.get(q.output[0], [])
+        if len(consumers) != 1 or consumers[0].op_type != "Clip":
+            continue
+        clip = consumers[0]
+        bounds = [i for i in clip.input[1:] if i]
+        dqs = g.consumers.get(clip.output[0], [])
+        if (not bounds or any(g.const(i) is None for i in bounds) or clip.output[0] in g.outputs or not dqs
+                or any(d.op_type != "DequantizeLinear" or len(d.input) < 3 or g.const(d.input[2]) is None for d in dqs)):
+            continue
+        q.input[2] = shifted(q.input[2], "zero_point")
+        for k in (1, 2):
+            if len(clip.input) > k and clip.input[k]:
+                clip.input[k] = shifted(clip.input[k], "clip")
+        for d in dqs:
+            d.input[2] = shifted(d.input[2], "zero_point")
+        changed += 1
+    if changed:
+        names = {n.output[0] for n in graph.node if n.op_type in ("QuantizeLinear", "Clip")}
+        keep = [vi for vi in graph.value_info if vi.name not in names]  # stale int8 annotations
+        del graph.value_info[:]
+        graph.value_info.extend(keep)
+        _drop_dead_nodes(model)
+    return model, changed
+
+
+def prepare_for_onnxruntime(path: str | Path) -> dict[str, int]:
+    """What every adapter does to a Q/DQ ONNX file meant for onnxruntime, in place: sub-8-bit signed
+    activations re-encoded so onnxruntime can fuse them (:func:`unsign_clipped_activations`), then
+    U8S8 hazards removed (:func:`make_u8s8_safe`). Both are exact. Returns what changed, e.g.
+    ``{"unsigned_activations": 2, "u8u8_weights": 2}``; the file is rewritten only when something did."""
     import onnx
 
     model = onnx.load(str(path))
-    model, n = make_u8s8_safe(model)
-    if n:
+    model, n_act = unsign_clipped_activations(model)
+    model, n_w = make_u8s8_safe(model)
+    if n_act or n_w:
         onnx.checker.check_model(model)
         onnx.save(model, str(path))
-    return n
+    return {"unsigned_activations": n_act, "u8u8_weights": n_w}

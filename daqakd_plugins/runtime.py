@@ -23,7 +23,7 @@ from torch import nn
 
 from .errors import DataError, ExportError
 
-__all__ = ["export_and_measure", "export_fp_onnx", "accuracy_of", "interleaved_latency"]
+__all__ = ["export_and_measure", "export_fp_onnx", "accuracy_of", "interleaved_latency", "ort_integer_kernels"]
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -60,6 +60,32 @@ def export_fp_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Pa
         return np.asarray(sess.run(None, {iname: np.ascontiguousarray(a, dtype=np.float32)})[0])
 
     return path, predict
+
+
+_COMPUTE_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+_INTEGER_OPS = {"QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat",
+                "DynamicQuantizeMatMul", "QLinearConvTranspose"}
+
+
+def ort_integer_kernels(path: str | Path) -> dict[str, int]:
+    """How many of the model's Conv/Gemm/MatMul onnxruntime runs as integer kernels once it has
+    optimised the graph (default session options), e.g. ``{"compute_ops": 4, "integer": 4}``. A Q/DQ
+    model whose layers stay in float pays for quantize/dequantize and gains nothing: this is what
+    explains a quantized export that runs slower than the float model."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    total = sum(1 for n in onnx.load(str(path), load_external_data=False).graph.node if n.op_type in _COMPUTE_OPS)
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.intra_op_num_threads = 1
+        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+        integer = sum(1 for n in onnx.load(so.optimized_model_filepath).graph.node if n.op_type in _INTEGER_OPS)
+    return {"compute_ops": total, "integer": integer}
 
 
 def accuracy_of(predict: Predict, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64) -> float:
@@ -128,7 +154,8 @@ def export_and_measure(
 
         {"backend", "batch_size", "student_torch_accuracy", "teacher_torch_accuracy",
          "student": [{"format", "runtime", "path", "size_bytes", "accuracy", "accuracy_abs_diff",
-                      "latency_ms_per_batch", "latency", "size_ratio_vs_fp", "latency_ratio_vs_fp", "notes"}],
+                      "latency_ms_per_batch", "latency", "size_ratio_vs_fp", "latency_ratio_vs_fp", "notes",
+                      "ort_integer_kernels" (onnxruntime files: Conv/Gemm/MatMul run as integer kernels)}],
          "teacher": {"format": "onnx-fp32", "runtime": "onnxruntime", "path", "size_bytes", "accuracy",
                      "latency_ms_per_batch", "latency"},
          "max_accuracy_abs_diff", "latency_method"}
@@ -164,6 +191,8 @@ def export_and_measure(
             entries.append(entry)
             continue
         entry.update(accuracy=acc, accuracy_abs_diff=abs(acc - student_torch))
+        if e.runtime == "onnxruntime" and Path(e.path).suffix == ".onnx":
+            entry["ort_integer_kernels"] = ort_integer_kernels(e.path)
         entries.append(entry)
         predicts[key] = e.predict
     teacher_acc = accuracy_of(fp_predict, test_x, test_y, batch_size)

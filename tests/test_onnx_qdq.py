@@ -22,14 +22,14 @@ from daqakd_plugins import backends
 from daqakd_plugins.config import QuantConfig
 from daqakd_plugins.contracts import ExportedModel
 from daqakd_plugins.errors import ExportError
-from daqakd_plugins.onnx_qdq import make_u8s8_safe, make_u8s8_safe_file, u8s8_hazards
+from daqakd_plugins.onnx_qdq import make_u8s8_safe, prepare_for_onnxruntime, u8s8_hazards, unsign_clipped_activations
 
 
 def _conv_model(*, act_dtype: type = np.uint8, w_max: int = 127, act_clip: int | None = None,
                 op: str = "Conv", seed: int = 0) -> onnx.ModelProto:
     """x -> Q(act) [-> Clip] -> DQ -> Conv/Gemm(DQ(int8 w)) -> y, like an exporter writes it."""
     rng = np.random.default_rng(seed)
-    zp = np.array(0 if act_dtype is np.uint8 else -128, dtype=act_dtype)
+    zp = np.array(0 if act_dtype is np.uint8 else (-128 if act_clip is None else 0), dtype=act_dtype)
     if op == "Conv":
         w = rng.integers(-w_max, w_max + 1, size=(4, 3, 3, 3)).astype(np.int8)
         wscale = np.full(4, 0.01, dtype=np.float32)
@@ -48,7 +48,7 @@ def _conv_model(*, act_dtype: type = np.uint8, w_max: int = 127, act_clip: int |
     nodes = [helper.make_node("QuantizeLinear", ["x", "a_scale", "a_zp"], ["xq"])]
     dq_in = "xq"
     if act_clip is not None:
-        inits += [numpy_helper.from_array(np.array(0, dtype=act_dtype), "c_lo"),
+        inits += [numpy_helper.from_array(np.array(0 if act_dtype is np.uint8 else -act_clip - 1, dtype=act_dtype), "c_lo"),
                   numpy_helper.from_array(np.array(act_clip, dtype=act_dtype), "c_hi")]
         nodes.append(helper.make_node("Clip", ["xq", "c_lo", "c_hi"], ["xc"]))
         dq_in = "xc"
@@ -107,6 +107,25 @@ def test_u8u8_rewrite_removes_the_hazard_and_keeps_outputs_bit_exact(op: str, cl
     np.testing.assert_array_equal(_run(fixed, x), before)
 
 
+def test_clipped_signed_activations_become_uint8_bit_exact() -> None:
+    """A sub-8-bit signed activation (int8 Q -> Clip(-8, 7) -> DQ, Brevitas' 4-bit form) is stored as
+    uint8 (zero point, bounds and DQ zero point + 128), so onnxruntime can fuse it; same outputs."""
+    model = _conv_model(act_dtype=np.int8, act_clip=7, w_max=7)
+    x = np.random.default_rng(2).uniform(-0.3, 0.3, size=(1, 3, 6, 6)).astype(np.float32)
+    before = _run(model, x)
+    fixed, n = unsign_clipped_activations(onnx.ModelProto.FromString(model.SerializeToString()))
+    onnx.checker.check_model(fixed)
+    assert n == 1
+    consts = {t.name: numpy_helper.to_array(t) for t in fixed.graph.initializer}
+    q = next(nd for nd in fixed.graph.node if nd.op_type == "QuantizeLinear")
+    clip = next(nd for nd in fixed.graph.node if nd.op_type == "Clip")
+    assert consts[q.input[2]].dtype == np.uint8 and int(consts[q.input[2]]) == 128
+    assert (int(consts[clip.input[1]]), int(consts[clip.input[2]])) == (120, 135)
+    np.testing.assert_array_equal(_run(fixed, x), before)
+    # 8-bit signed activations (no Clip) are onnxruntime's own business: left alone
+    assert unsign_clipped_activations(_conv_model(act_dtype=np.int8))[1] == 0
+
+
 def test_rewrite_of_a_real_brevitas_w8a8_export(digits_teacher, digits, tmp_path: Path) -> None:
     """Brevitas writes uint8 ReLU outputs into full-range int8 convs (the saturating pattern); the
     adapter's file must come out without it and compute what the raw export computed."""
@@ -122,7 +141,7 @@ def test_rewrite_of_a_real_brevitas_w8a8_export(digits_teacher, digits, tmp_path
     assert len(u8s8_hazards(raw_model)) >= 1  # what Brevitas itself writes
     fixed = tmp_path / "fixed.onnx"
     onnx.save(raw_model, str(fixed))
-    assert make_u8s8_safe_file(fixed) >= 1
+    assert prepare_for_onnxruntime(fixed)["u8u8_weights"] >= 1
     assert u8s8_hazards(onnx.load(str(fixed))) == []
     x = digits.test_x[:64].numpy()
     np.testing.assert_array_equal(_run(onnx.load(str(fixed)), x), _run(raw_model, x))
@@ -136,12 +155,12 @@ def test_core_refuses_an_adapter_file_with_the_hazard(tmp_path: Path) -> None:
     path = tmp_path / "bad.onnx"
     onnx.save(_conv_model(), str(path))
     bad = ExportedModel(format="onnx-qdq", path=path, runtime="onnxruntime", predict=lambda a: a)
-    with pytest.raises(ExportError, match=r"U8S8 pattern.*without VNNI.*make_u8s8_safe_file"):
+    with pytest.raises(ExportError, match=r"U8S8 pattern.*without VNNI.*prepare_for_onnxruntime"):
         backends._check_onnxruntime_encoding("somebackend", [bad])
     # another runtime's file (OpenVINO, qonnx) is not onnxruntime's concern
     backends._check_onnxruntime_encoding("somebackend", [ExportedModel(
         format="qonnx", path=path, runtime="qonnx", predict=lambda a: a)])
-    make_u8s8_safe_file(path)
+    prepare_for_onnxruntime(path)
     backends._check_onnxruntime_encoding("somebackend", [bad])
 
 

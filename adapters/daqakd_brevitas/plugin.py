@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from daqakd_plugins import hookimpl
 from daqakd_plugins.contracts import BackendInfo, ExportedModel
 from daqakd_plugins.errors import BackendError, ConfigError, DataError, ExportError
-from daqakd_plugins.onnx_qdq import make_u8s8_safe_file
+from daqakd_plugins.onnx_qdq import prepare_for_onnxruntime
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -605,12 +605,14 @@ def _export_one(fmt: str, model: nn.Module, x: torch.Tensor, out_dir: Path) -> E
     if fmt == "onnx-qcdq":
         path = out_dir / "student.qcdq.onnx"
         export_onnx_qcdq(model, args=x, export_path=str(path), opset_version=13, **kw)
-        # uint8 ReLU outputs x full-range int8 weights saturate onnxruntime's x86 kernels on CPUs
-        # without VNNI: re-encode those weights as uint8 (exact; see daqakd_plugins.onnx_qdq)
-        n_u8u8 = make_u8s8_safe_file(path)
-        notes = "QuantizeLinear/Clip/DequantizeLinear; sub-8-bit ranges are int8 with Clip"
-        if n_u8u8:
-            notes += f"; {n_u8u8} weight tensor(s) after uint8 activations stored as uint8 (U8U8: exact on CPUs without VNNI)"
+        # exact re-encodings: sub-8-bit activations onnxruntime can fuse, and no U8S8 pattern that
+        # saturates on CPUs without VNNI (see daqakd_plugins.onnx_qdq)
+        prep = prepare_for_onnxruntime(path)
+        notes = "QuantizeLinear/Clip/DequantizeLinear; sub-8-bit ranges are 8-bit types with Clip"
+        if prep["unsigned_activations"]:
+            notes += f"; {prep['unsigned_activations']} clipped int8 activation(s) stored as uint8 (fusable)"
+        if prep["u8u8_weights"]:
+            notes += f"; {prep['u8u8_weights']} weight tensor(s) after uint8 activations stored as uint8 (U8U8: exact on CPUs without VNNI)"
         return ExportedModel(format=fmt, path=path, runtime="onnxruntime", predict=_ort_predict(path), notes=notes)
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
