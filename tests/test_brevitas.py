@@ -124,9 +124,16 @@ def test_graph_mode_quantize_sets_bits_and_leaves_fp_model_alone(digits_teacher,
     assert ab.pop("x_quant.act_quant") == 8 and ab.pop("fc_output_quant.act_quant") == 8  # input, logits
     assert ab and set(ab.values()) == {a}
     assert backends.count_quantizers(s) == 4 + 2 + len(ab)
+    # PTQ (calibration only) accuracy, measured with the seed-0 teacher at 99.6 %: W8A8 99.6, W4A4 96.4,
+    # W2A4 20.2 — 8-bit is near-lossless, 4-bit within a few points, 2-bit collapses (why QAT exists)
     acc = evaluate(s, digits.test_x, digits.test_y)
+    fp = meta["test_accuracy"]
     if w == 8:
-        assert acc >= meta["test_accuracy"] - 0.02  # 8-bit PTQ is near-lossless
+        assert acc >= fp - 0.01
+    elif w == 4:
+        assert fp - 0.08 <= acc < fp
+    else:
+        assert 0.1 <= acc <= fp - 0.5, acc  # collapsed, yet no worse than chance: the scales are sane
 
 
 def test_per_channel_scales_by_default(digits_teacher, digits) -> None:

@@ -22,7 +22,12 @@ from daqakd_plugins import backends
 from daqakd_plugins.config import QuantConfig
 from daqakd_plugins.contracts import ExportedModel
 from daqakd_plugins.errors import ExportError
-from daqakd_plugins.onnx_qdq import make_u8s8_safe, prepare_for_onnxruntime, u8s8_hazards, unsign_clipped_activations
+from daqakd_plugins.onnx_qdq import (
+    make_u8s8_safe,
+    prepare_for_onnxruntime,
+    u8s8_hazards,
+    unsign_clipped_activations,
+)
 
 
 def _conv_model(*, act_dtype: type = np.uint8, w_max: int = 127, act_clip: int | None = None,
