@@ -27,8 +27,10 @@ __all__ = [
     "resolve_candidates",
     "candidate_groups",
     "candidate_notes",
+    "mix_augmentation",
     "PAPER_CANDIDATES",
     "MIX_SUFFIXES",
+    "MIX_DESCRIPTIONS",
 ]
 
 #: The 16 torchvision v2 candidates the paper ranked (each policy with and without CutMix).
@@ -46,6 +48,10 @@ PAPER_CANDIDATES: tuple[str, ...] = PAPER_BASES + tuple(f"{b}+cutmix" for b in P
 
 #: Batch-level label-mixing steps that may be appended to any candidate name with ``+``.
 MIX_SUFFIXES: tuple[str, ...] = ("cutmix", "mixup")
+MIX_DESCRIPTIONS: dict[str, str] = {
+    "cutmix": "torchvision v2 CutMix (alpha 1): paste a box from the neighbouring image, mix labels by area",
+    "mixup": "torchvision v2 MixUp (alpha 1): blend with the neighbouring image, mix labels alike",
+}
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -138,7 +144,6 @@ def compose(name: str, parts: Sequence[Augmentation], *, description: str = "", 
         return images, targets
 
     fn.__name__ = f"compose_{name.replace('+', '_')}"
-    fn.daqakd_notes = lambda shape: [n for p in parts for n in candidate_notes(p, shape)]  # type: ignore[attr-defined]
     fam = family or next((p.family for p in parts if p.family != "none"), parts[0].family)
     return Augmentation(
         name=name,
@@ -146,15 +151,44 @@ def compose(name: str, parts: Sequence[Augmentation], *, description: str = "", 
         description=description or " then ".join(p.name for p in parts),
         family=fam,
         mixes_labels=any(p.mixes_labels for p in parts),
+        notes=lambda shape: [n for p in parts for n in candidate_notes(p, shape)],
     )
 
 
 def candidate_notes(aug: Augmentation, image_shape: tuple[int, ...]) -> list[str]:
     """What a candidate cannot fully do on images of ``image_shape`` = (C, H, W), e.g. a colour op that
-    is the identity on 1-channel images. A candidate's ``fn`` may expose ``daqakd_notes(shape) ->
-    list[str]``; the ranking copies the notes into the report."""
-    notes_fn = getattr(aug.fn, "daqakd_notes", None)
-    return list(notes_fn(tuple(image_shape))) if callable(notes_fn) else []
+    is the identity on 1-channel images: its :attr:`Augmentation.notes` (none when it has no ``notes``).
+    The ranking copies the notes into the report."""
+    return list(aug.notes(tuple(image_shape))) if aug.notes is not None else []
+
+
+class _BatchMix:
+    """torchvision's batch CutMix/MixUp (alpha 1) on label distributions; pairs each image with its
+    neighbour in the batch (the ranking shuffles samples first, as a loader would). torchvision is
+    imported on first use."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._t: Any = None
+        self.__name__ = kind
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._t is None:
+            from torchvision.transforms import v2
+
+            self._t = v2.CutMix(alpha=1.0) if self.kind == "cutmix" else v2.MixUp(alpha=1.0)
+        if images.shape[0] < 2:
+            return images, targets  # nothing to mix with
+        x, t = self._t(images, targets.float())
+        return x, t.to(targets.dtype)
+
+
+def mix_augmentation(kind: str) -> Augmentation:
+    """The batch-mixing step ``cutmix`` or ``mixup`` on its own (what ``<name>+cutmix`` appends)."""
+    if kind not in MIX_DESCRIPTIONS:
+        raise ConfigError(f"unknown batch mix {kind!r}; use one of {list(MIX_DESCRIPTIONS)}")
+    return Augmentation(name=kind, fn=_BatchMix(kind), description=MIX_DESCRIPTIONS[kind], family="torchvision",
+                        mixes_labels=True)
 
 
 def candidate_groups() -> dict[str, tuple[str, ...]]:
@@ -202,8 +236,6 @@ def resolve_augmentation(spec: str | Augmentation | Callable[..., Any]) -> Augme
                 if p in regs:
                     resolved.append(regs[p])
                 elif p in MIX_SUFFIXES:
-                    from .builtin.augmentations import mix_augmentation
-
                     resolved.append(mix_augmentation(p))
                 else:
                     resolved = []

@@ -9,10 +9,11 @@ from __future__ import annotations
 import inspect
 import math
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from .errors import DataError
 
@@ -27,6 +28,7 @@ __all__ = [
     "Augmentation",
     "Metric",
     "MetricAccumulator",
+    "PlannedMetricAccumulator",
     "MetricBatch",
     "MetricResult",
     "LossComponent",
@@ -35,7 +37,10 @@ __all__ = [
     "LossContext",
     "LossResult",
     "BackendInfo",
+    "QuantizerInfo",
     "QuantizeRequest",
+    "SaveRequest",
+    "RestoreRequest",
     "CalibrateRequest",
     "ExportRequest",
     "ExportedModel",
@@ -43,6 +48,8 @@ __all__ = [
 
 AugmentFn = Callable[["torch.Tensor", "torch.Tensor"], "tuple[torch.Tensor, torch.Tensor]"]
 ImageFn = Callable[["torch.Tensor"], "torch.Tensor"]
+#: ``notes(image_shape) -> list[str]``: what a candidate cannot fully do on images of shape (C, H, W)
+NotesFn = Callable[[tuple[int, ...]], list[str]]
 
 
 def _call_target(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -94,6 +101,10 @@ class Augmentation:
     ``False`` to say it yourself. An image-only ``fn`` gets the whole batch in one call, so a torchvision
     random transform draws its parameters once per batch; wrap it with
     :func:`daqakd_plugins.augment.per_sample` for one draw per image.
+
+    ``notes(image_shape) -> list[str]`` (optional) says what the candidate cannot fully do on images
+    of shape ``(C, H, W)``, e.g. a colour operation that is the identity on 1-channel images; the
+    ranking copies the notes into its report (:func:`daqakd_plugins.augment.candidate_notes`).
     """
 
     name: str
@@ -102,10 +113,21 @@ class Augmentation:
     family: str = "user"  # "none", "torchvision", "kornia", "user"
     mixes_labels: bool = False
     image_only: bool | None = None  # None: decided from fn's signature in __post_init__ (always a bool after)
+    notes: NotesFn | None = None
 
     def __post_init__(self) -> None:
         if self.image_only is None:
             object.__setattr__(self, "image_only", _takes_targets(self.fn) is False)
+        if self.notes is None:
+            legacy = getattr(self.fn, "daqakd_notes", None)  # before the field existed; kept for old plugins
+            if callable(legacy):
+                warnings.warn(
+                    f"augmentation {self.name!r}: fn.daqakd_notes is deprecated; pass "
+                    "Augmentation(..., notes=fn.daqakd_notes) instead.",
+                    DeprecationWarning,
+                    stacklevel=3,
+                )
+                object.__setattr__(self, "notes", legacy)
 
     @staticmethod
     def takes_targets(fn: Callable[..., Any]) -> bool | None:
@@ -188,11 +210,25 @@ class MetricResult:
 
 
 class MetricAccumulator(Protocol):
-    """Accumulates sufficient statistics batch by batch; ``result()`` computes the score."""
+    """Accumulates sufficient statistics batch by batch; ``result()`` computes the score.
+
+    An accumulator may also implement :class:`PlannedMetricAccumulator`'s ``check_plan``."""
 
     def update(self, batch: MetricBatch) -> None: ...
 
     def result(self) -> MetricResult: ...
+
+
+@runtime_checkable
+class PlannedMetricAccumulator(MetricAccumulator, Protocol):
+    """An accumulator that checks the ranking's plan before any batch is computed (optional).
+
+    The ranking calls ``check_plan(num_batches, batch_size, num_samples)`` once, on a fresh accumulator,
+    when the accumulator has the method (``isinstance(acc, PlannedMetricAccumulator)``). It raises
+    (e.g. :class:`~daqakd_plugins.errors.ConfigError` naming a batch size that works) to refuse a plan
+    the metric cannot score, such as ``tstddev`` with fewer batches than its group size needs."""
+
+    def check_plan(self, num_batches: int, batch_size: int, num_samples: int) -> None: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,6 +253,20 @@ class LossContext:
     labels when the batch has them. ``teacher_logits`` were computed under ``torch.inference_mode``
     and never carry gradients. ``student_features``/``teacher_features`` hold the outputs of named
     layers when a loss term asked for them. ``terms`` is the list of terms to compute this step.
+
+    What the :class:`~daqakd_plugins.distill.Distiller` adds for the built-in terms (a direct call of
+    ``daqakd_compute_loss`` may leave them at their defaults):
+
+    * ``feature_pairs``: ``{student layer: teacher layer}`` of the Distiller's ``features=``; empty means
+      "pair the layers captured under the same name".
+    * ``projections``: the Distiller's learned projections (an ``nn.ModuleDict`` keyed by
+      :func:`daqakd_plugins.projections.projection_key`; its parameters are what
+      ``Distiller.parameters()`` hands to the optimizer); ``None`` when there is no store.
+    * ``components``: the recipe's registered components by name (saves a registry look-up per step);
+      ``None``: the implementation looks them up.
+
+    ``state`` is scratch space for third-party plugins, e.g. for a ``wrapper=True`` implementation to
+    hand a value to an inner one. It is a fresh empty dict every step and the core never reads it.
     """
 
     student_logits: torch.Tensor
@@ -232,17 +282,37 @@ class LossContext:
     student_features: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)
     extra_teacher_logits: tuple[torch.Tensor, ...] = ()
-    state: dict[str, Any] = field(default_factory=dict)  # per-Distiller state (e.g. learned projections)
+    feature_pairs: Mapping[str, str] = field(default_factory=dict)
+    projections: nn.ModuleDict | None = None
+    components: Mapping[str, LossComponent] | None = None
+    state: dict[str, Any] = field(default_factory=dict)  # third-party scratch space, fresh each step
 
 
 @dataclass(frozen=True, kw_only=True)
 class LossComponent:
-    """A loss term: ``fn(ctx, **params) -> scalar tensor`` (unweighted)."""
+    """A loss term: ``fn(ctx, **params) -> scalar tensor`` (unweighted).
+
+    ``needs_teacher=False`` lets a recipe made only of such terms skip the teacher's forward pass.
+    ``two_views=True`` makes a Distiller whose recipe contains the term feed the teacher and the student
+    two independent augmented views of each batch (``ctx.teacher_inputs`` and ``ctx.inputs``), as the
+    built-in ``dual_view`` does; otherwise both see the same augmented batch.
+    """
 
     name: str
     fn: Callable[..., torch.Tensor]
     description: str = ""
     needs_teacher: bool = True
+    two_views: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.two_views and getattr(self.fn, "two_views", False) is True:  # before the field existed
+            warnings.warn(
+                f"loss component {self.name!r}: fn.two_views = True is deprecated; pass "
+                "LossComponent(..., two_views=True) instead.",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            object.__setattr__(self, "two_views", True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -291,7 +361,11 @@ class LossResult:
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class BackendInfo:
-    """What an adapter says about its backend; ``daqakd plugins`` prints it."""
+    """What an adapter says about its backend; ``daqakd plugins`` prints it.
+
+    The plugin that registers a backend *owns* it: the core sends that backend's quantize, calibrate,
+    export, save and restore calls to this plugin alone (see docs/adapters.md).
+    """
 
     name: str  # "brevitas"
     module: str  # import name, e.g. "brevitas"
@@ -299,20 +373,42 @@ class BackendInfo:
     install: str  # exact command, e.g. 'pip install "daqakd[brevitas]"'
     weight_bits: tuple[int, int] = (2, 8)
     act_bits: tuple[int, int] = (2, 8)
+    #: why the bit ranges are what they are; the core appends it to its out-of-range error
+    bits_note: str = ""
     export_formats: tuple[str, ...] = ()
+    #: a frozen dataclass of the adapter's options (``QuantConfig.options`` is converted to it, and a
+    #: student file stores it with ``dataclasses.asdict``); ``None``: the backend takes no options
+    options_type: type | None = None
     description: str = ""
     implemented: bool = True  # False: the adapter only reports availability so far
 
 
+@dataclass(frozen=True, kw_only=True)
+class QuantizerInfo:
+    """One fake-quantizer of a student: where it is, what it quantizes and with how many bits.
+
+    ``role`` is ``"weight"`` or ``"activation"`` for the quantizers the requested bit widths apply to,
+    ``"input"`` / ``"output"`` for fixed-width quantizers an adapter adds at the network's edges (e.g.
+    Brevitas' 8-bit input and logit quantizers), ``"other"`` for anything else (biases, ...)."""
+
+    name: str
+    role: str
+    bits: int
+
+
 @dataclass(kw_only=True)
 class QuantizeRequest:
-    """Turn ``model`` (full precision, never modified in place) into a QAT student."""
+    """Turn ``model`` (full precision, never modified in place) into a QAT student.
+
+    ``options`` is ``config.options`` already converted to the backend's ``options_type`` (or
+    ``None`` when the backend takes none): adapters read it, not ``config.options``."""
 
     backend: str
     model: nn.Module
     config: QuantConfig
     example_input: torch.Tensor
     calib_data: Iterable[Any] | None = None
+    options: Any = None
 
 
 @dataclass(kw_only=True)
@@ -334,6 +430,34 @@ class ExportRequest:
     example_input: torch.Tensor
     out_dir: Path
     formats: tuple[str, ...] | None = None
+
+
+@dataclass(kw_only=True)
+class SaveRequest:
+    """Turn a trained student into a payload that :class:`RestoreRequest` can rebuild it from.
+
+    The payload must load with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists and
+    dicts only (no classes, no functions)."""
+
+    backend: str
+    model: nn.Module
+    config: QuantConfig
+    options: Any = None
+
+
+@dataclass(kw_only=True)
+class RestoreRequest:
+    """Rebuild a student from a fresh full-precision ``model`` and the ``payload`` of a save.
+
+    ``config``/``options`` are those the student was quantized with (read back from the student file,
+    so no command line is needed); ``example_input`` is a batch of the right shape."""
+
+    backend: str
+    model: nn.Module
+    config: QuantConfig
+    payload: Mapping[str, Any]
+    example_input: torch.Tensor
+    options: Any = None
 
 
 @dataclass(kw_only=True)

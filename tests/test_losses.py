@@ -110,7 +110,7 @@ def test_feature_uses_learned_projection_when_shapes_differ():
     ft = torch.randn(4, 16, 3, 3)
     store = nn.ModuleDict()
     ctx = _ctx(B=4, student_features={"s": fs}, teacher_features={"t": ft},
-               state={"projections": store, "feature_pairs": {"s": "t"}})
+               projections=store, feature_pairs={"s": "t"})
     val = L.feature(ctx)
     key = L.projection_key("s", "t")
     assert key in store and isinstance(store[key].proj, nn.Conv2d)
@@ -120,7 +120,7 @@ def test_feature_uses_learned_projection_when_shapes_differ():
     val.backward()
     assert store[key].proj.weight.grad is not None
     # same shapes: no projection, plain MSE
-    ctx_same = _ctx(B=4, student_features={"a": ft + 1}, teacher_features={"a": ft}, state={"projections": nn.ModuleDict()})
+    ctx_same = _ctx(B=4, student_features={"a": ft + 1}, teacher_features={"a": ft}, projections=nn.ModuleDict())
     assert float(L.feature(ctx_same)) == pytest.approx(1.0)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..augment import compose, per_sample
+from ..augment import MIX_DESCRIPTIONS, compose, mix_augmentation, per_sample
 from ..contracts import Augmentation
 from ..errors import DataError
 from ..hookspecs import hookimpl
@@ -61,14 +61,15 @@ class _LazyTorchvision:
             self._aug = per_sample(self.factory(), self.name)
         return self._aug.fn(images, targets)
 
-    def daqakd_notes(self, image_shape: tuple[int, ...]) -> list[str]:
+    def notes(self, image_shape: tuple[int, ...]) -> list[str]:
         if image_shape and image_shape[0] == 1 and self.name in _COLOR_POLICIES:
             return ["on 1-channel images torchvision's Color (saturation) op is the identity (as in PIL)"]
         return []
 
 
 def _tv(name: str, factory: Callable[[], Any], description: str) -> Augmentation:
-    return Augmentation(name=name, fn=_LazyTorchvision(name, factory), description=description, family="torchvision")
+    fn = _LazyTorchvision(name, factory)
+    return Augmentation(name=name, fn=fn, description=description, family="torchvision", notes=fn.notes)
 
 
 def _v2() -> Any:
@@ -83,37 +84,6 @@ def _autoaugment(policy: str) -> Callable[[], Any]:
         return v2.AutoAugment(getattr(v2.AutoAugmentPolicy, policy))
 
     return make
-
-
-class _BatchMix:
-    """torchvision's batch CutMix/MixUp (alpha 1) on label distributions; pairs each image with its
-    neighbour in the batch (the ranking shuffles samples first, as a loader would)."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self._t: Any = None
-        self.__name__ = kind
-
-    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._t is None:
-            v2 = _v2()
-            self._t = v2.CutMix(alpha=1.0) if self.kind == "cutmix" else v2.MixUp(alpha=1.0)
-        if images.shape[0] < 2:
-            return images, targets  # nothing to mix with
-        x, t = self._t(images, targets.float())
-        return x, t.to(targets.dtype)
-
-
-_MIX_DESCRIPTIONS = {
-    "cutmix": "torchvision v2 CutMix (alpha 1): paste a box from the neighbouring image, mix labels by area",
-    "mixup": "torchvision v2 MixUp (alpha 1): blend with the neighbouring image, mix labels alike",
-}
-
-
-def mix_augmentation(kind: str) -> Augmentation:
-    """The batch-mixing step ``cutmix`` or ``mixup`` on its own (used for ``<name>+cutmix``)."""
-    return Augmentation(name=kind, fn=_BatchMix(kind), description=_MIX_DESCRIPTIONS[kind], family="torchvision",
-                        mixes_labels=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -143,7 +113,7 @@ class _LazyKornia:
             out = out.clamp(0.0, 1.0)
         return out.to(images.dtype), targets
 
-    def daqakd_notes(self, image_shape: tuple[int, ...]) -> list[str]:
+    def notes(self, image_shape: tuple[int, ...]) -> list[str]:
         if self.note is None or not image_shape:
             return []
         msg = self.note(int(image_shape[0]))
@@ -211,9 +181,8 @@ def builtin_candidates() -> list[Augmentation]:
         _tv("autoaugment-cifar10", _autoaugment("CIFAR10"), "torchvision v2 AutoAugment, CIFAR10 policy"),
         _tv("autoaugment-imagenet", _autoaugment("IMAGENET"), "torchvision v2 AutoAugment, IMAGENET policy"),
         _tv("autoaugment-svhn", _autoaugment("SVHN"), "torchvision v2 AutoAugment, SVHN policy"),
-        Augmentation(name="randomerasing", fn=_LazyTorchvision("randomerasing", lambda: v().RandomErasing()),
-                     description="torchvision v2 RandomErasing (p 0.5, on tensors so it really acts)",
-                     family="torchvision"),
+        _tv("randomerasing", lambda: v().RandomErasing(),
+            "torchvision v2 RandomErasing (p 0.5, on tensors so it really acts)"),
         _tv("randaugment", lambda: v().RandAugment(), "torchvision v2 RandAugment (2 ops, magnitude 9)"),
         _tv("trivialaugmentwide", lambda: v().TrivialAugmentWide(), "torchvision v2 TrivialAugmentWide"),
     ]
@@ -221,12 +190,11 @@ def builtin_candidates() -> list[Augmentation]:
     out = list(bases)
     for b in bases:
         out.append(compose(f"{b.name}+cutmix", [b, cutmix], family="torchvision",
-                           description=f"{b.name}, then {_MIX_DESCRIPTIONS['cutmix']}"))
-    out.append(Augmentation(name="mixup", fn=_BatchMix("mixup"), description=_MIX_DESCRIPTIONS["mixup"],
-                            family="torchvision", mixes_labels=True))
+                           description=f"{b.name}, then {MIX_DESCRIPTIONS['cutmix']}"))
+    out.append(mix_augmentation("mixup"))
     for name, build, desc, note in _KORNIA:
-        out.append(Augmentation(name=name, fn=_LazyKornia(name, build, note), description=f"kornia {desc}",
-                                family="kornia"))
+        fn = _LazyKornia(name, build, note)
+        out.append(Augmentation(name=name, fn=fn, description=f"kornia {desc}", family="kornia", notes=fn.notes))
     return out
 
 

@@ -21,6 +21,7 @@ from torch import nn
 from ..contracts import LossComponent, LossContext, LossPreset, LossResult, LossTerm
 from ..errors import ConfigError, ModelError, UnknownNameError
 from ..hookspecs import hookimpl
+from ..projections import make_projection, projection_key
 
 __all__ = [
     "ce",
@@ -123,66 +124,19 @@ def multi_teacher(
 def dual_view(ctx: LossContext, tau: float = 1.0) -> torch.Tensor:
     """Consistency between views: τ²·KL(p_T(a₁x) ‖ p_S(a₂x)).
 
-    The maths is the KD term; what differs is the data: a Distiller whose recipe contains a
-    ``two_views`` component feeds the teacher and the student two independent augmented views
-    (``ctx.teacher_inputs`` and ``ctx.inputs``). The CE of the recipe uses the student's view.
+    The maths is the KD term; what differs is the data: its component is registered with
+    ``two_views=True``, so a Distiller whose recipe contains it feeds the teacher and the student two
+    independent augmented views (``ctx.teacher_inputs`` and ``ctx.inputs``). The CE of the recipe uses
+    the student's view.
     """
     return _kl_teacher_student(ctx.student_logits, _need_teacher(ctx, "dual_view"), _tau(tau))
-
-
-dual_view.two_views = True  # type: ignore[attr-defined]  # read by Distiller: feed two views
 
 
 # --------------------------------------------------------------------------------------------------
 # feature and relation losses
 # --------------------------------------------------------------------------------------------------
-class _Projection(nn.Module):
-    """Learned map from a student feature to the teacher feature's shape (FitNets' regressor).
-
-    4-D features: 1×1 convolution on channels, then adaptive average pooling when the spatial size
-    differs; 2-D features: a linear layer.
-    """
-
-    def __init__(self, s_shape: Sequence[int], t_shape: Sequence[int]) -> None:
-        super().__init__()
-        self.t_spatial = tuple(t_shape[2:])
-        self.proj: nn.Module
-        if len(s_shape) == 4:
-            self.proj = nn.Conv2d(int(s_shape[1]), int(t_shape[1]), kernel_size=1, bias=False)
-        else:
-            self.proj = nn.Linear(int(s_shape[1]), int(t_shape[1]), bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.proj(x)
-        if y.dim() == 4 and tuple(y.shape[2:]) != self.t_spatial:
-            y = F.adaptive_avg_pool2d(y, (self.t_spatial[0], self.t_spatial[1]))
-        return y
-
-
-def projection_key(student_layer: str, teacher_layer: str) -> str:
-    """A ModuleDict-safe key for the projection of one (student, teacher) layer pair."""
-    return f"{student_layer}__to__{teacher_layer}".replace(".", "_")
-
-
-def make_projection(s_feat: torch.Tensor, t_feat: torch.Tensor) -> nn.Module | None:
-    """The projection a feature pair needs, or ``None`` when the shapes already match."""
-    if s_feat.shape[1:] == t_feat.shape[1:]:
-        return None
-    if s_feat.dim() != t_feat.dim() or s_feat.dim() not in (2, 4):
-        raise ModelError(
-            f"cannot match a student feature of shape {tuple(s_feat.shape)} to a teacher feature of shape "
-            f"{tuple(t_feat.shape)}; pick layers whose outputs are both [B, C, H, W] or both [B, D]."
-        )
-    if s_feat.dim() == 4 and any(s < t for s, t in zip(s_feat.shape[2:], t_feat.shape[2:])):
-        raise ModelError(
-            f"the student feature {tuple(s_feat.shape)} is spatially smaller than the teacher's "
-            f"{tuple(t_feat.shape)}; pick an earlier student layer or a later teacher layer."
-        )
-    return _Projection(tuple(s_feat.shape), tuple(t_feat.shape)).to(s_feat.device, s_feat.dtype)
-
-
 def _feature_pairs(ctx: LossContext, layers: Sequence[str] | None) -> list[tuple[str, str]]:
-    pairs: Mapping[str, str] = ctx.state.get("feature_pairs", {})
+    pairs: Mapping[str, str] = ctx.feature_pairs
     if not pairs:
         pairs = {k: k for k in ctx.student_features if k in ctx.teacher_features}
     if not pairs:
@@ -200,10 +154,10 @@ def _feature_pairs(ctx: LossContext, layers: Sequence[str] | None) -> list[tuple
 def feature(ctx: LossContext, layers: Sequence[str] | None = None) -> torch.Tensor:
     """Hint loss: mean over layer pairs of MSE(proj(f_S), f_T); ``proj`` is learned when shapes differ.
 
-    Projections live in ``ctx.state["projections"]`` (the Distiller's ModuleDict, whose parameters
+    Projections live in ``ctx.projections`` (the Distiller's ModuleDict, whose parameters
     ``Distiller.parameters()`` hands to the optimizer). Created on first use if missing.
     """
-    projs: nn.ModuleDict | None = ctx.state.get("projections")
+    projs: nn.ModuleDict | None = ctx.projections
     total: torch.Tensor | None = None
     pairs = _feature_pairs(ctx, layers)
     for s_name, t_name in pairs:
@@ -286,7 +240,8 @@ COMPONENTS: tuple[LossComponent, ...] = (
     LossComponent(name="rkd_distance", fn=rkd_distance, description="relational KD, distance-wise"),
     LossComponent(name="rkd_angle", fn=rkd_angle, description="relational KD, angle-wise"),
     LossComponent(name="multi_teacher", fn=multi_teacher, description="weighted ensemble of teachers"),
-    LossComponent(name="dual_view", fn=dual_view, description="teacher and student see different views"),
+    LossComponent(name="dual_view", fn=dual_view, description="teacher and student see different views",
+                  two_views=True),
 )
 
 PRESETS: tuple[LossPreset, ...] = (
@@ -326,10 +281,10 @@ def daqakd_register_losses(register: Callable[[LossComponent | LossPreset], None
 def daqakd_compute_loss(ctx: LossContext) -> LossResult:
     """Evaluate every term of the recipe; terms of weight 0 are skipped (they cost nothing).
 
-    ``ctx.state["components"]`` (set by the Distiller) saves a registry look-up per step; without it
-    the registry is consulted, so the hook also works when called directly.
+    ``ctx.components`` (set by the Distiller) saves a registry look-up per step; without it the
+    registry is consulted, so the hook also works when called directly.
     """
-    comps: Mapping[str, LossComponent] | None = ctx.state.get("components")
+    comps: Mapping[str, LossComponent] | None = ctx.components
     if comps is None:
         from ..plugins import get_loss_components
 

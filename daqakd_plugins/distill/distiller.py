@@ -27,6 +27,7 @@ from torch import nn
 from ..contracts import Augmentation, LossComponent, LossContext, LossPreset, LossResult, LossTerm
 from ..errors import ConfigError, ModelError, NonFiniteError, PluginError, UnknownNameError
 from ..models import as_tensor
+from ..projections import make_projection, projection_key
 
 __all__ = ["Distiller", "resolve_loss", "NoQuantizersWarning", "TeacherFrozenWarning", "as_tensor"]
 
@@ -208,7 +209,7 @@ class Distiller:
         comps, _ = _registered_losses()
         self._components = {t.component: comps[t.component] for t in self.terms}
         self.needs_teacher = any(self._components[t.component].needs_teacher for t in self.terms if t.weight != 0)
-        self.two_views = any(getattr(self._components[t.component].fn, "two_views", False) for t in self.terms)
+        self.two_views = any(self._components[t.component].two_views for t in self.terms)
         if any(t.component == "multi_teacher" for t in self.terms) and not self.teachers:
             warnings.warn("loss term 'multi_teacher' with a single teacher is plain KD; pass teachers=[...]", stacklevel=2)
         self.augment = _resolve_augment(augment)
@@ -290,8 +291,6 @@ class Distiller:
     def prepare(self, x: torch.Tensor) -> Distiller:
         """Run one probe batch through both models (eval mode, no grad) to build the projections
         that feature terms need. Models' modes are restored afterwards."""
-        from ..builtin.losses import make_projection, projection_key
-
         if self._prepared:
             return self
         x = x.to(self.device)
@@ -439,7 +438,9 @@ class Distiller:
             student_features=s_feats,
             teacher_features=t_feats,
             extra_teacher_logits=extra,
-            state={"projections": self.projections, "feature_pairs": self.feature_pairs, "components": self._components},
+            feature_pairs=self.feature_pairs,
+            projections=self.projections,
+            components=self._components,
         )
         from ..plugins import get_plugin_manager
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..augment import candidate_notes, resolve_candidates
-from ..contracts import Augmentation, Metric, MetricBatch, MetricResult
+from ..contracts import Augmentation, Metric, MetricBatch, MetricResult, PlannedMetricAccumulator
 from ..data import DataBundle, one_hot, stratified_subset, tensors_from_dataset
 from ..errors import ConfigError, DaqakdError, DataError, ModelError, PluginError, UnknownNameError
 from .metrics import check_batch
@@ -274,9 +274,8 @@ def rank_augmentations(
         probe = met.create(rd.num_classes, **params)  # unknown metric parameters fail here, before any work
         n = len(rd)
         nb = math.ceil(n / batch_size)
-        check = getattr(probe, "check_plan", None)
-        if callable(check):
-            check(nb, batch_size, n)
+        if isinstance(probe, PlannedMetricAccumulator):
+            probe.check_plan(nb, batch_size, n)
         shape = tuple(int(s) for s in rd.x.shape[1:])
         orders = [torch.randperm(n, generator=torch.Generator().manual_seed(seed + r)) for r in range(repeats)]
         entries: list[RankEntry] = []
