@@ -39,6 +39,60 @@ def test_every_hook_is_documented():
     assert not stale, f"docs/hooks.md documents hooks that do not exist: {sorted(stale)}"
 
 
+def _sections(doc: str) -> dict[str, str]:
+    """The text of each hook's section of docs/hooks.md, by hook name."""
+    heads = list(re.finditer(r"^(#+)\s+`?(daqakd_\w+)`?\s*$", doc, flags=re.M))
+    out = {}
+    for m in heads:
+        nxt = re.compile(r"^#{1," + str(len(m.group(1))) + r"}\s", flags=re.M).search(doc, m.end())
+        out[m.group(2)] = doc[m.end(): nxt.start() if nxt else len(doc)]
+    return out
+
+
+def _documented_argnames(hook: str, section: str) -> list[str] | None:
+    """The argument names of the signature `` `hook(a: T, b) -> R` `` that opens the hook's section."""
+    m = re.search("`" + re.escape(hook) + r"\(([^`]*?)\)(?:\s*->[^`]*)?`", section)
+    if m is None:
+        return None
+    args, depth, cur = [], 0, ""
+    for ch in m.group(1) + ",":
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            if cur.strip():
+                args.append(re.split(r"[:=]", cur)[0].strip().lstrip("*"))
+            cur = ""
+        else:
+            cur += ch
+    return args
+
+
+def test_every_documented_signature_matches_the_spec():
+    """Each hook's section opens with its signature, `` `daqakd_hook(arg: Type, ...) -> Result` ``, naming
+    exactly the spec's arguments in the spec's order (datasette's tests/test_docs.py does the same)."""
+    import pluggy
+
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    sections = _sections((ROOT / "docs" / "hooks.md").read_text())
+    checked, wrong = 0, []
+    for h in HOOKS:
+        if h not in sections:
+            continue  # test_every_hook_is_documented names it
+        spec = getattr(pm.hook, h).spec
+        assert spec is not None, h
+        documented = _documented_argnames(h, sections[h])
+        if documented is None:
+            wrong.append(f"{h}: its section has no `{h}(...)` signature")
+        elif documented != list(spec.argnames):
+            wrong.append(f"{h}: docs/hooks.md says ({', '.join(documented)}), the spec takes ({', '.join(spec.argnames)})")
+        checked += 1
+    assert checked, "no hook section found in docs/hooks.md"
+    assert not wrong, "docs/hooks.md signatures differ from daqakd_plugins/hookspecs.py:\n" + "\n".join(wrong)
+
+
 def test_every_hook_has_its_own_test():
     sources = "\n".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
     missing = [h for h in HOOKS if f"def test_hook_{h}(" not in sources]
