@@ -1,5 +1,7 @@
 """Brevitas' raw QCDQ export against daqakd's: correctness on an *emulated* AVX2-only CPU, and speed.
 
+W8A8 is also exported with ``options={"reduce_range": True}`` (8-bit weights in the 7-bit range).
+
 onnxruntime picks its integer kernels from the CPU it runs on, so an export that is right on this
 machine can be wrong on the next (uint8 activations x int8 weights saturate without VNNI; see
 daqakd_plugins/onnx_qdq.py). This script makes that visible on any x86 host: it exports Brevitas
@@ -83,18 +85,23 @@ def main() -> None:
     np.save(args.out / "y.npy", d.test_y.numpy())
     files: dict[str, tuple[str, float, int]] = {}
     _, fp_predict = export_fp_onnx(teacher, d.test_x[:1], args.out / "teacher.fp32.onnx")
-    for b in (int(v) for v in args.bits.split(",")):
-        s = backends.quantize(teacher, "brevitas", QuantConfig(weight_bits=b, act_bits=b),
+    variants = [(int(v), False) for v in args.bits.split(",")]
+    variants += [(8, True)] if 8 in {b for b, _ in variants} else []
+    for b, reduce in variants:
+        s = backends.quantize(teacher, "brevitas",
+                              QuantConfig(weight_bits=b, act_bits=b, options={"reduce_range": reduce}),
                               example_input=d.train_x[:4], calib_data=d.train_x[:512]).eval()
         with torch.no_grad():
             acc = float((s(d.test_x).argmax(1) == d.test_y).double().mean())
-        raw = args.out / f"W{b}A{b}.brevitas-raw.onnx"
+        tag = f"W{b}A{b}" + (" reduce_range" if reduce else "")
+        sub = tag.replace(" ", "-")
+        raw = args.out / f"{sub}.brevitas-raw.onnx"
         export_onnx_qcdq(s, args=d.test_x[:1], export_path=str(raw), opset_version=13, dynamo=False,
                          input_names=["input"], output_names=["logits"],
                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-        shipped = backends.export(s, "brevitas", example_input=d.test_x[:1], out_dir=args.out / f"W{b}A{b}",
+        shipped = backends.export(s, "brevitas", example_input=d.test_x[:1], out_dir=args.out / sub,
                                   formats=("onnx-qcdq",))[0].path
-        for label, p in ((f"W{b}A{b} Brevitas raw QCDQ", raw), (f"W{b}A{b} daqakd export", shipped)):
+        for label, p in ((f"{tag} Brevitas raw QCDQ", raw), (f"{tag} daqakd export", shipped)):
             files[str(p)] = (label, acc, len(u8s8_hazards(onnx.load(str(p)))))
     runner = args.out / "runner.py"
     runner.write_text(_RUNNER)

@@ -1,21 +1,40 @@
-"""Backend dispatch: the core's side of the quantize / calibrate / export hooks."""
+"""Backend dispatch: the core's side of the adapter seam.
+
+Each backend operation (quantize, calibrate, export, save, restore) is sent to the plugin that
+registered the backend and to no other (:func:`daqakd_plugins.plugins.backend_hook`). Before an
+adapter is called, the core checks what it can check once for every backend: the package imports,
+the bit widths are in the registered range, and the options convert to the backend's options
+dataclass. docs/adapters.md describes the contract each hook must honour.
+"""
 
 from __future__ import annotations
 
-import sys
+import dataclasses
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from .config import QuantConfig
-from .contracts import CalibrateRequest, ExportedModel, ExportRequest, QuantizeRequest
+from .contracts import (
+    CalibrateRequest,
+    ExportedModel,
+    ExportRequest,
+    QuantizeRequest,
+    QuantizerInfo,
+    RestoreRequest,
+    SaveRequest,
+)
 from .errors import BackendError, BackendUnavailableError, ConfigError, ExportError
-from .plugins import backend_status, get_backend, get_plugin_manager
+from .plugins import backend_hook, backend_status, get_backend, get_plugin_manager
 
-__all__ = ["quantize", "calibrate", "export", "count_quantizers", "require_backend", "count_modules_from"]
+__all__ = [
+    "quantize", "calibrate", "export", "save_student", "restore_student", "describe_quantizers",
+    "count_quantizers", "unwrap_output", "resolve_options", "check_bits", "require_backend",
+]
 
 
 def require_backend(name: str) -> None:
@@ -29,13 +48,53 @@ def require_backend(name: str) -> None:
         )
 
 
-def _check_bits(name: str, cfg: QuantConfig) -> None:
+def check_bits(name: str, cfg: QuantConfig) -> None:
+    """The one bit-range check: the registered range, with the adapter's reason for it."""
     info = get_backend(name)
     for what, val, (lo, hi) in (("weight", cfg.weight_bits, info.weight_bits), ("activation", cfg.act_bits, info.act_bits)):
         if not lo <= val <= hi:
+            note = f" {info.bits_note}" if info.bits_note else ""
             raise ConfigError(
-                f"{what} bits {val} are outside what backend {name!r} supports ({lo}..{hi}); pass a value in that range."
+                f"{what} bits {val} are outside what backend {name!r} supports ({lo}..{hi}).{note} "
+                f"Pass a value from {lo} to {hi} (CLI: --bits / --act-bits)."
             )
+
+
+def resolve_options(name: str, options: Any) -> Any:
+    """``QuantConfig.options`` as the backend's options dataclass (``None`` if it takes none).
+
+    A dict is converted field by field; an unknown key names the known ones; the dataclass's own
+    ``__post_init__`` checks the values and its message passes through unchanged."""
+    info = get_backend(name)
+    typ = info.options_type
+    if typ is None:
+        if options:
+            raise ConfigError(f"backend {name!r} takes no options, got {options!r}; drop QuantConfig(options=...).")
+        return None
+    if isinstance(options, typ):
+        return options
+    if dataclasses.is_dataclass(options) and not isinstance(options, type):
+        raise ConfigError(
+            f"options for backend {name!r} must be a {typ.__name__} (or a dict of its fields), got "
+            f"{type(options).__name__}."
+        )
+    raw = dict(options or {}) if isinstance(options, Mapping) or options is None else None
+    if raw is None:
+        raise ConfigError(f"options for backend {name!r} must be a dict or a {typ.__name__}, got {options!r}.")
+    known = {f.name for f in dataclasses.fields(typ)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown {name} option(s) {unknown}; known: {', '.join(sorted(known))} "
+            f"(see docs/backends/{name}.md)."
+        )
+    return typ(**raw)
+
+
+def _prepare(name: str, cfg: QuantConfig) -> Any:
+    require_backend(name)
+    check_bits(name, cfg)
+    return resolve_options(name, cfg.options)
 
 
 def quantize(
@@ -48,11 +107,10 @@ def quantize(
 ) -> nn.Module:
     """Build a QAT student of ``model`` with ``backend`` (the FP model is left untouched)."""
     config = config or QuantConfig()
-    require_backend(backend)
-    _check_bits(backend, config)
-    res = get_plugin_manager().hook.daqakd_quantize(
-        request=QuantizeRequest(backend=backend, model=model, config=config, example_input=example_input, calib_data=calib_data)
-    )
+    options = _prepare(backend, config)
+    res = backend_hook(backend, "daqakd_quantize")(request=QuantizeRequest(
+        backend=backend, model=model, config=config, example_input=example_input, calib_data=calib_data,
+        options=options))
     if res is None:
         raise BackendError(f"no plugin implements quantization for backend {backend!r} yet; see `daqakd plugins`.")
     if count_quantizers(res) == 0:
@@ -62,9 +120,9 @@ def quantize(
 
 def calibrate(model: nn.Module, backend: str, data: Iterable[torch.Tensor], num_batches: int = 8) -> nn.Module:
     """Set quantizer ranges of ``model`` from ``data`` (batches of images)."""
-    res = get_plugin_manager().hook.daqakd_calibrate(
-        request=CalibrateRequest(backend=backend, model=model, data=data, num_batches=num_batches)
-    )
+    require_backend(backend)
+    res = backend_hook(backend, "daqakd_calibrate")(
+        request=CalibrateRequest(backend=backend, model=model, data=data, num_batches=num_batches))
     if res is None:
         raise BackendError(f"no plugin implements calibration for backend {backend!r}; see `daqakd plugins`.")
     return res  # type: ignore[no-any-return]
@@ -79,16 +137,49 @@ def export(
     formats: tuple[str, ...] | None = None,
 ) -> list[ExportedModel]:
     """Export ``model`` and return a runnable handle per written file."""
+    require_backend(backend)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    res = get_plugin_manager().hook.daqakd_export(
-        request=ExportRequest(backend=backend, model=model, example_input=example_input, out_dir=out, formats=formats)
-    )
+    res = backend_hook(backend, "daqakd_export")(
+        request=ExportRequest(backend=backend, model=model, example_input=example_input, out_dir=out, formats=formats))
     if res is None:
         raise BackendError(f"no plugin implements export for backend {backend!r}; see `daqakd plugins`.")
     exported = list(res)
     _check_onnxruntime_encoding(backend, exported)
     return exported
+
+
+def save_student(model: nn.Module, backend: str, config: QuantConfig) -> dict[str, Any]:
+    """The payload from which :func:`restore_student` rebuilds ``model`` (``weights_only``-safe).
+
+    The adapter's ``daqakd_save_student`` when it has one, else ``{"state_dict": ...}``."""
+    options = resolve_options(backend, config.options)
+    res = backend_hook(backend, "daqakd_save_student")(
+        request=SaveRequest(backend=backend, model=model, config=config, options=options))
+    if res is None:
+        res = {"state_dict": model.state_dict()}
+    return dict(res)
+
+
+def restore_student(model: nn.Module, backend: str, config: QuantConfig, payload: Mapping[str, Any], *,
+                    example_input: torch.Tensor) -> nn.Module:
+    """Rebuild a saved student from a fresh full-precision ``model`` (same architecture, any weights).
+
+    The adapter's ``daqakd_restore_student`` when it has one, else quantize ``model`` and load the
+    saved ``state_dict``."""
+    options = _prepare(backend, config)
+    res = backend_hook(backend, "daqakd_restore_student")(request=RestoreRequest(
+        backend=backend, model=model, config=config, payload=payload, example_input=example_input, options=options))
+    if res is None:
+        if "state_dict" not in payload:
+            raise BackendError(
+                f"the saved {backend} student has no state_dict and the {backend} adapter does not restore "
+                "students itself; save and restore with the same adapter version."
+            )
+        res = quantize(model, backend, config, example_input=example_input)
+        res.load_state_dict(payload["state_dict"])
+    res.eval()
+    return res  # type: ignore[no-any-return]
 
 
 def _check_onnxruntime_encoding(backend: str, exported: list[ExportedModel]) -> None:
@@ -108,25 +199,22 @@ def _check_onnxruntime_encoding(backend: str, exported: list[ExportedModel]) -> 
             raise ExportError(
                 f"backend {backend!r} wrote {Path(e.path).name} with the U8S8 pattern that onnxruntime computes "
                 f"wrongly on x86 CPUs without VNNI ({listed}). This is an adapter bug: the adapter must call "
-                "daqakd_plugins.onnx_qdq.prepare_for_onnxruntime(path) on its ONNX files (see docs/backends/brevitas.md)."
+                "daqakd_plugins.onnx_qdq.prepare_for_onnxruntime(path) on its ONNX files (see docs/adapters.md)."
             )
 
 
+def describe_quantizers(model: nn.Module) -> list[QuantizerInfo]:
+    """Every fake-quantizer in ``model`` (name, role, bits), from whichever adapters recognise them."""
+    answers = get_plugin_manager().hook.daqakd_describe_quantizers(model=model)
+    return [q for a in answers if a for q in a]
+
+
 def count_quantizers(model: nn.Module) -> int:
-    """Fake-quantizers in ``model``, summed over every backend plugin's answer."""
-    answers = get_plugin_manager().hook.daqakd_count_quantizers(model=model)
-    return int(sum(a for a in answers if a))
+    """Fake-quantizers in ``model``, over every backend plugin's answer."""
+    return len(describe_quantizers(model))
 
 
-def count_modules_from(model: nn.Module, module_prefix: str, name_contains: str = "Quant") -> int | None:
-    """Count submodules whose class is defined under ``module_prefix`` and whose class name contains
-    ``name_contains``; ``None`` when that backend was never imported (so counting never imports it)."""
-    top = module_prefix.split(".")[0]
-    if top not in sys.modules:
-        return None
-    n = 0
-    for m in model.modules():
-        cls = type(m)
-        if cls.__module__.startswith(module_prefix) and name_contains in cls.__name__:
-            n += 1
-    return n
+def unwrap_output(out: Any) -> torch.Tensor | None:
+    """A non-tensor model output as logits, if an adapter recognises it (``None`` otherwise)."""
+    res = get_plugin_manager().hook.daqakd_unwrap_output(output=out)
+    return res if isinstance(res, torch.Tensor) else None

@@ -3,6 +3,8 @@ that says which value to pass instead."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,21 +27,52 @@ class QuantConfig:
     ``weight_bits``/``act_bits``: integer bit widths (each backend checks its own range).
     ``per_channel``: per-output-channel weight scales (recommended below 4 bits).
     ``calib_batches``: batches used to set activation ranges before QAT.
-    ``options``: backend-specific extras (documented in docs/backends/<name>.md).
+    ``options``: backend-specific extras: an instance of the backend's options dataclass (e.g.
+    ``daqakd_brevitas.BrevitasOptions(float_layers=("SiLU",))``) or a plain dict of its fields, which
+    the core converts and checks (documented in docs/backends/<name>.md).
     """
 
     weight_bits: int = 4
     act_bits: int = 4
     per_channel: bool = True
     calib_batches: int = 8
-    options: dict[str, Any] = field(default_factory=dict)
+    options: Any = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_bits("weight_bits", self.weight_bits)
         _check_bits("act_bits", self.act_bits)
         if isinstance(self.calib_batches, bool) or not isinstance(self.calib_batches, int) or self.calib_batches < 1:
             raise ConfigError(f"calib_batches must be a positive integer, got {self.calib_batches!r}")
+        opts = self.options
+        if opts is not None and not isinstance(opts, Mapping) and not (
+                dataclasses.is_dataclass(opts) and not isinstance(opts, type)):
+            raise ConfigError(
+                f"options must be a dict of backend options or the backend's options dataclass, got "
+                f"{type(opts).__name__}; e.g. QuantConfig(options={{'float_layers': ['SiLU']}})."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON- and ``weights_only``-safe form (options as a plain dict), for student files and reports."""
+        opts = self.options
+        if dataclasses.is_dataclass(opts) and not isinstance(opts, type):
+            opts = dataclasses.asdict(opts)
+        return {"weight_bits": self.weight_bits, "act_bits": self.act_bits, "per_channel": self.per_channel,
+                "calib_batches": self.calib_batches, "options": _plain(dict(opts or {}))}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> QuantConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
     @property
     def tag(self) -> str:
         return f"W{self.weight_bits}A{self.act_bits}"
+
+
+def _plain(v: Any) -> Any:
+    """Tuples to lists, recursively (``weights_only`` files and JSON hold lists)."""
+    if isinstance(v, Mapping):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v

@@ -5,18 +5,19 @@ docs/hooks.md (a test fails if one is missing there). Built-in features are plug
 implement these same hooks in :mod:`daqakd_plugins.builtin`.
 
 Registration hooks receive a ``register`` callback; the core rejects duplicate names with an error
-naming both plugins. Backend hooks take one request object and dispatch on ``request.backend``: an
-adapter returns ``None`` for a backend that is not its own, and the first non-``None`` answer wins.
+naming both plugins. Backend hooks take one request object and are called on the plugin that
+registered the backend, and on no other (docs/adapters.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from .contracts import (
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
         LossResult,
         Metric,
         QuantizeRequest,
+        QuantizerInfo,
+        RestoreRequest,
+        SaveRequest,
     )
 
 PROJECT = "daqakd"
@@ -96,45 +100,84 @@ def daqakd_compute_loss(ctx: LossContext) -> LossResult | None:
 # --------------------------------------------------------------------------------------------------
 @hookspec
 def daqakd_register_backends(register: Callable[[BackendInfo], None]) -> None:
-    """Describe a quantization backend this plugin adapts (name, import name, install command, bit range).
+    """Describe a quantization backend this plugin adapts (name, import name, install command, bit
+    range, options dataclass).
 
-    Must not import the backend: ``daqakd plugins`` checks availability separately.
+    The plugin that registers a backend owns it: the core calls the backend hooks below on that
+    plugin alone, so an adapter never checks ``request.backend``. Must not import the backend:
+    ``daqakd plugins`` checks availability separately.
     """
 
 
 @hookspec(firstresult=True)
 def daqakd_quantize(request: QuantizeRequest) -> nn.Module | None:
-    """Build a QAT student from a full-precision model for ``request.backend``.
+    """Build a QAT student from a full-precision model (called on the backend's owner only).
 
-    :param request: backend name, FP model (never modified in place), :class:`QuantConfig`, example
-        input and optional calibration data.
-    :return: the quantized student, or ``None`` when ``request.backend`` is not this plugin's.
-        Stops at the first non-``None`` result.
+    :param request: backend name, FP model (never modified in place), :class:`QuantConfig` whose bit
+        widths the core has already checked against the registered range, the typed ``options``,
+        an example input and optional calibration data.
+    :return: the quantized student.
     """
 
 
 @hookspec(firstresult=True)
 def daqakd_calibrate(request: CalibrateRequest) -> nn.Module | None:
-    """Set the student's quantizer ranges from ``request.data`` (batches of images).
+    """Set the student's quantizer ranges from ``request.data`` (batches of images; owner only).
 
-    :return: the calibrated model (usually the same object), or ``None`` when the backend is not
-        this plugin's. Stops at the first non-``None`` result.
+    Calibrating twice on the same data must give the same ranges (re-estimated, not accumulated).
+
+    :return: the calibrated model (usually the same object).
     """
 
 
 @hookspec(firstresult=True)
 def daqakd_export(request: ExportRequest) -> list[ExportedModel] | None:
-    """Export a trained student to deployable files and return a runnable handle for each.
+    """Export a trained student to deployable files and return a runnable handle for each (owner only).
 
-    :return: one :class:`ExportedModel` per format written (each with ``predict``), or ``None`` when
-        the backend is not this plugin's. Stops at the first non-``None`` result.
+    ONNX files meant for onnxruntime must go through
+    :func:`daqakd_plugins.onnx_qdq.prepare_for_onnxruntime`; the core refuses one that still pairs
+    uint8 activations with full-range int8 weights (wrong on CPUs without VNNI).
+
+    :return: one :class:`ExportedModel` per format written (each with ``predict``).
+    """
+
+
+@hookspec(firstresult=True)
+def daqakd_save_student(request: SaveRequest) -> dict[str, Any] | None:
+    """Turn a trained student into a ``weights_only``-safe payload (owner only).
+
+    Optional: without it the core saves ``model.state_dict()`` and restores by quantizing a fresh FP
+    model and loading that state. Implement it when that is not enough (NNCF's ``get_config``,
+    Model Optimizer's ``mto`` state, quantizers that must stay shared).
+
+    :return: a dict of tensors, numbers, strings, lists and dicts.
+    """
+
+
+@hookspec(firstresult=True)
+def daqakd_restore_student(request: RestoreRequest) -> nn.Module | None:
+    """Rebuild a student from a fresh FP model and a payload of :func:`daqakd_save_student` (owner only).
+
+    The restored student must compute exactly what the saved one computed.
+
+    :return: the restored student (in eval mode).
     """
 
 
 @hookspec
-def daqakd_count_quantizers(model: nn.Module) -> int | None:
-    """Count the fake-quantizers this plugin's backend inserted into ``model``.
+def daqakd_describe_quantizers(model: nn.Module) -> list[QuantizerInfo] | None:
+    """List the fake-quantizers this plugin's backend inserted into ``model`` (name, role, bits).
 
-    Implementations must not import their backend just to answer: return ``None`` when the backend
-    module is not already in ``sys.modules``. The core sums all answers; zero means "plain KD, not QAT".
+    Called on every plugin (a model does not say which backend made it). Implementations must not
+    import their backend just to answer: return ``None`` when the backend module is not already in
+    ``sys.modules``. The core counts the answers; zero means "plain KD, not QAT".
+    """
+
+
+@hookspec(firstresult=True)
+def daqakd_unwrap_output(output: Any) -> torch.Tensor | None:
+    """Turn a model output that is not a tensor into the logits tensor (e.g. Brevitas' ``QuantTensor``).
+
+    Called only when a forward returned something other than a ``torch.Tensor`` (never on the hot
+    path of plain tensors). Return ``None`` for outputs that are not this backend's.
     """

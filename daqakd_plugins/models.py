@@ -106,17 +106,23 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
 
 
 def as_tensor(out: Any) -> torch.Tensor:
-    """Model outputs as a plain tensor: Brevitas ``QuantTensor`` (``.value``), HF-style objects
-    (``.logits``) and tuples (first element) are unwrapped."""
+    """Model outputs as a plain tensor: a tensor as it is; anything else first through the adapters'
+    ``daqakd_unwrap_output`` hook (e.g. Brevitas' ``QuantTensor``), then HF-style objects
+    (``.logits``) and tuples (first element)."""
     if isinstance(out, torch.Tensor):
         return out
-    for attr in ("value", "logits"):
-        v = getattr(out, attr, None)
-        if isinstance(v, torch.Tensor):
-            return v
+    from .backends import unwrap_output
+
+    v = unwrap_output(out)
+    if v is not None:
+        return v
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
         return out[0]
     raise ModelError(
         f"the model returned {type(out).__name__}; daqakd needs logits as a tensor [batch, classes] "
-        "(or an object with .value/.logits, or a tuple whose first item is the logits)."
+        "(or an object with .logits, a tuple whose first item is the logits, or an output type an installed "
+        "adapter unwraps)."
     )

@@ -49,6 +49,8 @@ __all__ = [
     "get_loss_presets",
     "get_backends",
     "get_backend",
+    "backend_hook",
+    "backend_owner",
     "backend_status",
 ]
 
@@ -261,8 +263,10 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _collect(hook_name: str, kinds: tuple[type, ...]) -> dict[type, dict[str, Any]]:
-    """Call a ``register`` hook and gather objects by kind, rejecting duplicate names."""
+def _collect(hook_name: str, kinds: tuple[type, ...],
+             owners: dict[str, str] | None = None) -> dict[type, dict[str, Any]]:
+    """Call a ``register`` hook and gather objects by kind, rejecting duplicate names; ``owners``
+    (when given) receives ``name -> plugin name`` of whoever registered each object."""
     pm = load_plugins()
     out: dict[type, dict[str, Any]] = {k: {} for k in kinds}
     owner: dict[tuple[type, str], str] = {}
@@ -286,6 +290,8 @@ def _collect(hook_name: str, kinds: tuple[type, ...]) -> dict[type, dict[str, An
                 )
             out[kind][obj.name] = obj
             owner[(kind, obj.name)] = _p
+            if owners is not None:
+                owners[obj.name] = _p
 
         _call_one(pm, hook_name, impl.plugin, register)
     return out
@@ -328,9 +334,35 @@ def get_loss_presets() -> dict[str, LossPreset]:
     return _losses()[LossPreset]
 
 
+def _backends_and_owners() -> tuple[dict[str, BackendInfo], dict[str, str]]:
+    def build() -> tuple[dict[str, BackendInfo], dict[str, str]]:
+        owners: dict[str, str] = {}
+        return _collect("daqakd_register_backends", (BackendInfo,), owners)[BackendInfo], owners
+
+    return _cached("backend", build)
+
+
 def get_backends() -> dict[str, BackendInfo]:
     """Every backend an adapter describes, by name."""
-    return _cached("backend", lambda: _collect("daqakd_register_backends", (BackendInfo,))[BackendInfo])
+    return _backends_and_owners()[0]
+
+
+def backend_hook(name: str, hook_name: str) -> Any:
+    """A caller of ``hook_name`` that reaches only the plugin that registered backend ``name``.
+
+    Why: every adapter answering every backend call (and returning ``None`` for the others) made each
+    adapter re-check the backend name; pluggy's ``subset_hook_caller`` keeps tracing and the hook's
+    spec while leaving the other plugins out."""
+    info = get_backend(name)
+    pm = load_plugins()
+    owner = pm.get_plugin(_backends_and_owners()[1][info.name])
+    others = [p for p in pm.get_plugins() if p is not owner]
+    return pm.subset_hook_caller(hook_name, remove_plugins=others)
+
+
+def backend_owner(name: str) -> str:
+    """The name of the plugin that registered backend ``name``."""
+    return _backends_and_owners()[1][get_backend(name).name]
 
 
 def get_backend(name: str) -> BackendInfo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import warnings
 from pathlib import Path
@@ -213,41 +214,88 @@ class _Toy(nn.Module):
         return self.fc(x.flatten(1))
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ToyOptions:
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.scale <= 0:
+            raise ValueError("toy option scale must be > 0")
+
+
 class ToyBackend:
-    """A fake *plugin* (not a backend stand-in) used to check dispatch of the backend hooks."""
+    """A fake *plugin* (not a backend stand-in) used to check dispatch of the backend hooks. It never
+    looks at ``request.backend``: the core calls it only for the backend it registered."""
 
     name = "toy"
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
 
     @hookimpl
     def daqakd_register_backends(self, register):
         register(BackendInfo(name="toy", module="torch", distribution="torch", install="pip install torch",
-                             weight_bits=(2, 8), act_bits=(2, 8)))
+                             weight_bits=(2, 8), act_bits=(2, 8), bits_note="Toy needs at least 2 bits.",
+                             options_type=ToyOptions))
 
     @hookimpl
     def daqakd_quantize(self, request):
-        if request.backend != "toy":
-            return None
+        self.calls.append(f"quantize:{request.backend}")
         q = _Toy()
         q.load_state_dict(request.model.state_dict())
         q.quantized_bits = request.config.weight_bits
+        q.options = request.options
         return q
 
     @hookimpl
     def daqakd_calibrate(self, request):
-        if request.backend != "toy":
-            return None
         request.model.calibrated_on = sum(len(b) for b in request.data)
         return request.model
 
     @hookimpl
     def daqakd_export(self, request):
-        if request.backend != "toy":
-            return None
         path = request.out_dir / "toy.pt"
         torch.save(request.model.state_dict(), path)
         m = request.model
         return [ExportedModel(format="torch-state", path=path, runtime="torch",
                               predict=lambda a: m(torch.from_numpy(a)).detach().numpy())]
+
+    @hookimpl
+    def daqakd_save_student(self, request):
+        return {"toy_state": request.model.state_dict(), "bits": request.config.weight_bits}
+
+    @hookimpl
+    def daqakd_restore_student(self, request):
+        q = _Toy()
+        q.load_state_dict(request.payload["toy_state"])
+        q.quantized_bits = request.payload["bits"]
+        return q
+
+
+class Bystander:
+    """Another backend's plugin: it must never see the toy backend's calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    @hookimpl
+    def daqakd_register_backends(self, register):
+        register(BackendInfo(name="other", module="torch", distribution="torch", install="pip install torch"))
+
+    @hookimpl
+    def daqakd_quantize(self, request):
+        self.calls.append(f"quantize:{request.backend}")
+        return nn.Identity()
+
+    @hookimpl
+    def daqakd_calibrate(self, request):
+        self.calls.append("calibrate")
+        return nn.Identity()
+
+    @hookimpl
+    def daqakd_export(self, request):
+        self.calls.append("export")
+        return []
 
 
 def test_hook_daqakd_quantize(fresh_plugins):
@@ -255,50 +303,112 @@ def test_hook_daqakd_quantize(fresh_plugins):
     from daqakd_plugins.config import QuantConfig
     from daqakd_plugins.errors import ConfigError
 
-    plugins.register_plugin(ToyBackend(), name="toy")
+    toy, other = ToyBackend(), Bystander()
+    plugins.register_plugin(toy, name="toy")
+    plugins.register_plugin(other, name="bystander")
     fp = _Toy()
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        q = backends.quantize(fp, "toy", QuantConfig(weight_bits=3, act_bits=4), example_input=torch.zeros(1, 4))
+        q = backends.quantize(fp, "toy", QuantConfig(weight_bits=3, act_bits=4, options={"scale": 2.0}),
+                              example_input=torch.zeros(1, 4))
     assert q is not fp and q.quantized_bits == 3
+    assert q.options == ToyOptions(scale=2.0)  # the dict became the backend's typed options
     assert any("plain KD, not QAT" in str(x.message) for x in w)  # the toy inserts no quantizers
-    with pytest.raises(ConfigError, match="outside what backend 'toy' supports"):
+    # the call reached its owner only; the other backend's plugin saw nothing, and vice versa
+    assert toy.calls == ["quantize:toy"] and other.calls == []
+    backends.quantize(fp, "other", QuantConfig(), example_input=torch.zeros(1, 4))
+    assert toy.calls == ["quantize:toy"] and other.calls == ["quantize:other"]
+    assert plugins.backend_owner("toy") == "toy" and plugins.backend_owner("other") == "bystander"
+    # the core checks the registered range once, with the adapter's reason
+    with pytest.raises(ConfigError, match=r"weight bits 1 are outside what backend 'toy' supports \(2\.\.8\)\. "
+                                          r"Toy needs at least 2 bits\. Pass a value from 2 to 8"):
         backends.quantize(fp, "toy", QuantConfig(weight_bits=1, act_bits=4), example_input=torch.zeros(1, 4))
-    # every implementation (the real adapters included) answers None for a backend that is not its own
-    from daqakd_plugins.contracts import QuantizeRequest
-
-    hook = plugins.get_plugin_manager().hook.daqakd_quantize
-
-    none = hook(request=QuantizeRequest(backend="nobody", model=fp, config=QuantConfig(), example_input=torch.zeros(1, 4)))
-    assert none is None
+    with pytest.raises(ConfigError, match=r"unknown toy option\(s\) \['scal'\]; known: scale"):
+        backends.quantize(fp, "toy", QuantConfig(options={"scal": 2}), example_input=torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="toy option scale must be > 0"):  # the adapter's own message
+        backends.quantize(fp, "toy", QuantConfig(options={"scale": -1}), example_input=torch.zeros(1, 4))
+    assert toy.calls == ["quantize:toy"]  # nothing reached the adapter on bad input
 
 
 def test_hook_daqakd_calibrate(fresh_plugins):
     from daqakd_plugins import backends
 
+    other = Bystander()
     plugins.register_plugin(ToyBackend(), name="toy")
+    plugins.register_plugin(other, name="bystander")
     m = _Toy()
     out = backends.calibrate(m, "toy", [torch.zeros(5, 4), torch.zeros(3, 4)])
-    assert out is m and m.calibrated_on == 8
+    assert out is m and m.calibrated_on == 8 and other.calls == []
 
 
 def test_hook_daqakd_export(fresh_plugins, tmp_path):
     from daqakd_plugins import backends
 
+    other = Bystander()
     plugins.register_plugin(ToyBackend(), name="toy")
+    plugins.register_plugin(other, name="bystander")
     m = _Toy()
     res = backends.export(m, "toy", example_input=torch.zeros(1, 4), out_dir=tmp_path / "exp")
     assert len(res) == 1 and res[0].path.exists() and res[0].size_bytes > 0
     x = torch.rand(2, 4)
     assert torch.allclose(torch.from_numpy(res[0].predict(x.numpy())), m(x), atol=1e-6)
+    assert other.calls == []
 
 
-def test_hook_daqakd_count_quantizers(fresh_plugins):
+def test_hook_daqakd_save_student(fresh_plugins):
+    from daqakd_plugins import backends
+    from daqakd_plugins.config import QuantConfig
+
+    plugins.register_plugin(ToyBackend(), name="toy")
+    plugins.register_plugin(Bystander(), name="bystander")
+    m = _Toy()
+    payload = backends.save_student(m, "toy", QuantConfig(weight_bits=5))
+    assert set(payload) == {"toy_state", "bits"} and payload["bits"] == 5
+    # a backend whose adapter has no save hook gets the core's default: the state_dict
+    assert set(backends.save_student(nn.Linear(2, 2), "other", QuantConfig())) == {"state_dict"}
+
+
+def test_hook_daqakd_restore_student(fresh_plugins):
+    from daqakd_plugins import backends
+    from daqakd_plugins.config import QuantConfig
+
+    plugins.register_plugin(ToyBackend(), name="toy")
+    torch.manual_seed(0)
+    trained = _Toy()
+    payload = backends.save_student(trained, "toy", QuantConfig(weight_bits=6))
+    fresh = _Toy()  # other weights: restore must not depend on them
+    r = backends.restore_student(fresh, "toy", QuantConfig(weight_bits=6), payload, example_input=torch.zeros(1, 4))
+    x = torch.rand(3, 4)
+    assert torch.equal(r(x), trained(x)) and r.quantized_bits == 6 and not r.training
+
+
+def test_hook_daqakd_describe_quantizers(fresh_plugins):
     import brevitas.nn as qnn  # a real backend layer
 
-    from daqakd_plugins.backends import count_quantizers
+    from daqakd_plugins.backends import count_quantizers, describe_quantizers
 
     plain = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())
     assert count_quantizers(plain) == 0
-    q = nn.Sequential(qnn.QuantConv2d(1, 4, 3, weight_bit_width=4), qnn.QuantReLU(bit_width=4))
-    assert count_quantizers(q) > 0
+    q = nn.Sequential(qnn.QuantConv2d(1, 4, 3, weight_bit_width=4), qnn.QuantReLU(bit_width=3))
+    described = describe_quantizers(q)
+    assert sorted((d.role, d.bits) for d in described) == [("activation", 3), ("weight", 4)]
+    assert count_quantizers(q) == 2
+
+
+def test_hook_daqakd_unwrap_output(fresh_plugins):
+    import brevitas.nn as qnn
+
+    from daqakd_plugins.models import as_tensor
+
+    m = nn.Sequential(qnn.QuantIdentity(bit_width=8, return_quant_tensor=True)).eval()
+    x = torch.rand(2, 3)
+    out = m(x)
+    assert not isinstance(out, torch.Tensor)  # a Brevitas QuantTensor
+    t = as_tensor(out)
+    assert isinstance(t, torch.Tensor) and torch.equal(t, out.value)
+
+    class Unknown:
+        pass
+
+    with pytest.raises(Exception, match="daqakd needs logits as a tensor"):
+        as_tensor(Unknown())

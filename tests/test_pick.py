@@ -143,7 +143,8 @@ def test_cli_rank_prints_and_writes_the_pick(digits_teacher, tmp_path: Path, cap
 # the distill report
 # ---------------------------------------------------------------------------------------------------
 def test_distill_report_pick_and_markdown() -> None:
-    from daqakd_plugins.distill.loop import _pick, render_markdown
+    from daqakd_plugins.distill.report import pick_summary as _pick
+    from daqakd_plugins.distill.report import render_markdown
 
     ranking = _ranking({"a": [0.030, 0.080, 0.057], "b": [0.010, 0.065, 0.024]}).to_dict()
     pick = _pick(json.loads(json.dumps(ranking)))

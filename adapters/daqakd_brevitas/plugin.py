@@ -20,17 +20,24 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import sys
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daqakd_plugins import hookimpl
-from daqakd_plugins.contracts import BackendInfo, ExportedModel
-from daqakd_plugins.errors import BackendError, ConfigError, DataError, ExportError
-from daqakd_plugins.onnx_qdq import prepare_for_onnxruntime
+from daqakd_plugins import kit
+from daqakd_plugins.kit import (
+    BackendError,
+    BackendInfo,
+    ConfigError,
+    DataError,
+    ExportedModel,
+    ExportError,
+    QuantizerInfo,
+    hookimpl,
+    prepare_for_onnxruntime,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -39,8 +46,14 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from daqakd_plugins.config import QuantConfig
-    from daqakd_plugins.contracts import CalibrateRequest, ExportRequest, QuantizeRequest
+    from daqakd_plugins.kit import (
+        CalibrateRequest,
+        ExportRequest,
+        QuantConfig,
+        QuantizeRequest,
+        RestoreRequest,
+        SaveRequest,
+    )
 
 NAME = "brevitas"
 BITS = (1, 8)  # weights: 1 bit is binary (sign·scale), exported as QONNX BipolarQuant
@@ -48,13 +61,47 @@ ACT_BITS = (2, 8)  # a 1-bit activation exports as BipolarQuant ({-1, +1}), not 
 FORMATS = ("onnx-qcdq", "qonnx")
 FORMAT_ALIASES = {"qcdq": "onnx-qcdq", "onnx": "onnx-qcdq", "onnx-qcdq": "onnx-qcdq", "qonnx": "qonnx", "finn": "qonnx"}
 
-#: QuantConfig.options keys this adapter understands (documented in docs/backends/brevitas.md).
-OPTION_DEFAULTS: dict[str, Any] = {
-    "float_layers": (),  # layer class names, module paths or function names to leave in float
-    "input_bits": 8,  # the quantizer graph mode puts on the network input (images are 8-bit data)
-    "output_bits": 8,  # the quantizer on the logits (KD needs their resolution; FINN needs integers)
-    "merge_bn": True,  # fold BatchNorm into the preceding conv/linear before quantizing (FINN style)
-}
+BITS_NOTE = ("Brevitas exports integer QCDQ/QONNX of at most 8 bits; a 1-bit activation would export as "
+             "QONNX BipolarQuant ({-1, +1}), which is not what a 1-bit ReLU computes ({0, 1}), so only "
+             "weights can be 1-bit (binary).")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrevitasOptions:
+    """``QuantConfig.options`` for Brevitas (documented in docs/backends/brevitas.md).
+
+    ``float_layers``: layer class names, module paths or function names to leave in float;
+    ``input_bits`` / ``output_bits``: the quantizers graph mode puts on the network input (images are
+    8-bit data) and on the logits (KD needs their resolution; FINN needs integers), 2..8;
+    ``merge_bn``: fold BatchNorm into the preceding conv/linear before quantizing (FINN style);
+    ``reduce_range``: train 8-bit weights in the 7-bit range ±63, so the QCDQ export runs onnxruntime's
+    fast U8S8 kernels and is still exact on CPUs without VNNI (otherwise daqakd stores those weights as
+    uint8 at export: exact everywhere, slower on VNNI CPUs). Measured trade-off in the docs.
+    """
+
+    float_layers: tuple[str, ...] = ()
+    input_bits: int = 8
+    output_bits: int = 8
+    merge_bn: bool = True
+    reduce_range: bool = False
+
+    def __post_init__(self) -> None:
+        fl = self.float_layers
+        if isinstance(fl, str):
+            fl = (fl,)
+        if not isinstance(fl, Iterable) or not all(isinstance(v, str) and v for v in fl):
+            raise ConfigError(
+                f"options['float_layers'] must be a list of layer class names, module paths or function names "
+                f"(e.g. ['GELU'] or ['blocks.0.act']), got {self.float_layers!r}."
+            )
+        object.__setattr__(self, "float_layers", tuple(fl))
+        for name in ("input_bits", "output_bits"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 2 <= v <= BITS[1]:
+                raise ConfigError(f"options['{name}'] must be an integer from 2 to {BITS[1]}, got {v!r}.")
+        for name in ("merge_bn", "reduce_range"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"options['{name}'] must be True or False, got {getattr(self, name)!r}.")
 
 log = logging.getLogger("daqakd.brevitas")
 
@@ -86,7 +133,9 @@ def daqakd_register_backends(register: Callable[[BackendInfo], None]) -> None:
             install='pip install "daqakd[brevitas]"',
             weight_bits=BITS,
             act_bits=ACT_BITS,
+            bits_note=BITS_NOTE,
             export_formats=FORMATS,
+            options_type=BrevitasOptions,
             description="AMD/Xilinx Brevitas low-bit QAT for FPGA (FINN) flows",
             implemented=True,
         )
@@ -94,21 +143,48 @@ def daqakd_register_backends(register: Callable[[BackendInfo], None]) -> None:
 
 
 @hookimpl
-def daqakd_count_quantizers(model: nn.Module) -> int | None:
+def daqakd_describe_quantizers(model: nn.Module) -> list[QuantizerInfo] | None:
     """Enabled weight and activation quantizers (bias quantizers and the disabled ``input_quant`` /
-    ``output_quant`` proxies every Brevitas layer carries are not counted)."""
-    if sys.modules.get("brevitas") is None:  # never imported (or blocked): not ours to count
+    ``output_quant`` proxies every Brevitas layer carries are not listed). The input and logit
+    quantizers graph mode adds have roles ``input`` / ``output``."""
+    if not kit.backend_imported("brevitas"):  # never imported (or blocked): not ours to describe
         return None
+    return _describe(model)
+
+
+def _describe(model: nn.Module) -> list[QuantizerInfo]:
     with _quiet():
         from brevitas.proxy.parameter_quant import WeightQuantProxyFromInjectorBase
         from brevitas.proxy.runtime_quant import ActQuantProxyFromInjectorBase
-    n = 0
-    for m in model.modules():
-        if isinstance(m, (WeightQuantProxyFromInjectorBase, ActQuantProxyFromInjectorBase)) and bool(
-            getattr(m, "is_quant_enabled", False)
-        ):
-            n += 1
-    return n
+    mods = dict(model.named_modules())
+    out: list[QuantizerInfo] = []
+    for name, mod in mods.items():
+        m: Any = mod
+        if not isinstance(m, (WeightQuantProxyFromInjectorBase, ActQuantProxyFromInjectorBase)):
+            continue
+        if not bool(getattr(m, "is_quant_enabled", False)):
+            continue
+        if isinstance(m, WeightQuantProxyFromInjectorBase):
+            role = "weight"
+        else:
+            parent = mods.get(name.rsplit(".", 1)[0]) if "." in name else None
+            role = getattr(parent, "_daqakd_role", "activation")
+        bits = 0
+        with contextlib.suppress(Exception):
+            bits = int(m.bit_width())
+        out.append(QuantizerInfo(name=name, role=role, bits=bits))
+    return out
+
+
+@hookimpl
+def daqakd_unwrap_output(output: Any) -> torch.Tensor | None:
+    """A Brevitas ``QuantTensor`` (what a hand-built model with ``return_quant_tensor=True`` returns)
+    as its dequantized value."""
+    if not kit.backend_imported("brevitas"):
+        return None
+    from brevitas.quant_tensor import QuantTensor
+
+    return output.value if isinstance(output, QuantTensor) else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -138,59 +214,6 @@ def _quiet() -> Iterator[None]:
 # --------------------------------------------------------------------------------------------------
 # validation
 # --------------------------------------------------------------------------------------------------
-def _check_bits(name: str, value: object, lo: int = BITS[0]) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(
-            f"Brevitas {name} must be an integer number of bits from {lo} to {BITS[1]}, got {value!r}; "
-            f"pass e.g. QuantConfig(weight_bits=4, act_bits=4) (CLI: --bits 4 --act-bits 4)."
-        )
-    if not lo <= value <= BITS[1]:
-        why = "exports integer QCDQ/QONNX of at most 8 bits"
-        if value < lo and lo == 2:
-            why = ("exports a 1-bit activation as QONNX BipolarQuant ({-1, +1}), which is not what a 1-bit "
-                   "ReLU computes ({0, 1}); only weights can be 1-bit (binary)")
-        raise ConfigError(
-            f"Brevitas {name}={value} is outside {lo}..{BITS[1]}: this adapter {why}. "
-            f"Pass a value from {lo} to {BITS[1]} (CLI: --bits/--act-bits)."
-        )
-    return value
-
-
-@dataclass(frozen=True)
-class _Options:
-    float_layers: tuple[str, ...]
-    input_bits: int
-    output_bits: int
-    merge_bn: bool
-
-
-def _options(cfg: QuantConfig) -> _Options:
-    raw = dict(cfg.options or {})
-    unknown = sorted(set(raw) - set(OPTION_DEFAULTS))
-    if unknown:
-        raise ConfigError(
-            f"unknown Brevitas option(s) {unknown} in QuantConfig.options; known: "
-            f"{', '.join(sorted(OPTION_DEFAULTS))} (see docs/backends/brevitas.md)."
-        )
-    merged = {**OPTION_DEFAULTS, **raw}
-    fl = merged["float_layers"]
-    if isinstance(fl, str):
-        fl = (fl,)
-    if not isinstance(fl, Iterable) or not all(isinstance(s, str) and s for s in fl):
-        raise ConfigError(
-            f"options['float_layers'] must be a list of layer class names, module paths or function names "
-            f"(e.g. ['GELU'] or ['blocks.0.act']), got {merged['float_layers']!r}."
-        )
-    if not isinstance(merged["merge_bn"], bool):
-        raise ConfigError(f"options['merge_bn'] must be True or False, got {merged['merge_bn']!r}.")
-    return _Options(
-        float_layers=tuple(fl),
-        input_bits=_check_bits("options['input_bits']", merged["input_bits"], lo=2),
-        output_bits=_check_bits("options['output_bits']", merged["output_bits"], lo=2),
-        merge_bn=merged["merge_bn"],
-    )
-
-
 def _is_brevitas_model(model: nn.Module) -> bool:
     return any(type(m).__module__.startswith("brevitas.") for m in model.modules())
 
@@ -218,7 +241,7 @@ def _weight_quant(bits: int, per_channel: bool) -> Any:
     return Int8WeightPerChannelFloat if per_channel else Int8WeightPerTensorFloat
 
 
-def _layer_maps(cfg: QuantConfig) -> dict[str, Any]:
+def _layer_maps(cfg: QuantConfig, opts: BrevitasOptions) -> dict[str, Any]:
     """Copies of Brevitas' default graph-mode maps with our bit widths (the module-level maps are
     shared by every caller in the process, so they are never mutated)."""
     import brevitas.nn as qnn
@@ -231,7 +254,7 @@ def _layer_maps(cfg: QuantConfig) -> dict[str, Any]:
     for layer, spec in gq.COMPUTE_LAYER_MAP.items():
         if layer in _WEIGHT_LAYERS() and spec is not None:
             cls, kw = spec
-            compute[layer] = (cls, {**kw, "weight_quant": wq, "weight_bit_width": cfg.weight_bits})
+            compute[layer] = (cls, {**kw, "weight_quant": wq, "weight_bit_width": _stored_weight_bits(cfg, opts)})
         else:  # AvgPool (left alone by Brevitas) and RNN/LSTM/MHA (not bit-configurable here)
             compute[layer] = None
     acts: dict[type, Any] = {}
@@ -241,6 +264,12 @@ def _layer_maps(cfg: QuantConfig) -> dict[str, Any]:
                                      "max_val": 1.0, "bit_width": cfg.act_bits, "return_quant_tensor": True})
     ident = {sign: (cls, {**kw, "bit_width": cfg.act_bits}) for sign, (cls, kw) in gq.QUANT_IDENTITY_MAP.items()}
     return {"compute_layer_map": compute, "quant_act_map": acts, "quant_identity_map": ident}
+
+
+def _stored_weight_bits(cfg: QuantConfig, opts: BrevitasOptions) -> int:
+    """8-bit weights kept to the 7-bit range ±63 with ``reduce_range`` (onnxruntime's remedy for its
+    U8S8 saturation, see docs/backends/brevitas.md); the requested width otherwise."""
+    return 7 if opts.reduce_range and cfg.weight_bits == 8 else cfg.weight_bits
 
 
 def _WEIGHT_LAYERS() -> tuple[type, ...]:  # noqa: N802 - a constant that needs torch imported
@@ -335,7 +364,7 @@ def _raise_unsupported(found: list[tuple[str, str]]) -> None:
     )
 
 
-def _replace_io_quant(q: torch.fx.GraphModule, opts: _Options) -> None:
+def _replace_io_quant(q: torch.fx.GraphModule, opts: BrevitasOptions) -> None:
     """Give the network input and the logits their own bit widths (default 8). Graph mode puts an
     ``act_bits`` quantizer on both; at 2–4 bits that throws away input resolution and makes the
     logits too coarse for a temperature-scaled KD loss."""
@@ -353,17 +382,21 @@ def _replace_io_quant(q: torch.fx.GraphModule, opts: _Options) -> None:
             for user in node.users:
                 tgt = str(user.target)
                 if user.op == "call_module" and isinstance(mods.get(tgt), qnn.QuantIdentity) and owned_once(tgt):
-                    q.set_submodule(tgt, qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, bit_width=opts.input_bits,
-                                                           return_quant_tensor=True))
+                    new = qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, bit_width=opts.input_bits,
+                                            return_quant_tensor=True)
+                    new._daqakd_role = "input"  # read by daqakd_describe_quantizers
+                    q.set_submodule(tgt, new)
         elif node.op == "output":
             src = node.args[0]
             tgt = str(getattr(src, "target", ""))
             if getattr(src, "op", "") == "call_module" and isinstance(mods.get(tgt), qnn.QuantIdentity) and owned_once(tgt):
-                q.set_submodule(tgt, qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, bit_width=opts.output_bits,
-                                                       return_quant_tensor=False))
+                new = qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, bit_width=opts.output_bits,
+                                        return_quant_tensor=False)
+                new._daqakd_role = "output"
+                q.set_submodule(tgt, new)
 
 
-def _graph_quantize(model: nn.Module, cfg: QuantConfig, opts: _Options) -> nn.Module:
+def _graph_quantize(model: nn.Module, cfg: QuantConfig, opts: BrevitasOptions) -> nn.Module:
     from brevitas.graph.quantize import preprocess_for_quantize, quantize
 
     fp = copy.deepcopy(model)  # graph mode merges BN into conv weights in place
@@ -379,7 +412,7 @@ def _graph_quantize(model: nn.Module, cfg: QuantConfig, opts: _Options) -> nn.Mo
     bad = _unsupported(g, opts.float_layers)
     if bad:
         _raise_unsupported(bad)
-    q = quantize(g, **_layer_maps(cfg))
+    q = quantize(g, **_layer_maps(cfg, opts))
     _replace_io_quant(q, opts)
     q.recompile()
     for p in q.parameters():  # the copy inherits a frozen teacher's requires_grad=False
@@ -403,87 +436,50 @@ def _model_weight_bits(model: nn.Module, *, acts: bool = False) -> set[int]:
     return bits
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    import torch
-
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 @hookimpl
 def daqakd_quantize(request: QuantizeRequest) -> nn.Module | None:
-    if request.backend != NAME:
-        return None
+    return _quantize(request.model, request.config, request.options or BrevitasOptions(),
+                     request.example_input, request.calib_data)
+
+
+def _quantize(model: nn.Module, cfg: QuantConfig, opts: BrevitasOptions, x: torch.Tensor,
+              calib_data: Any) -> nn.Module:
     import torch
 
-    cfg = request.config
-    _check_bits("weight_bits", cfg.weight_bits)
-    _check_bits("act_bits", cfg.act_bits, lo=ACT_BITS[0])
-    opts = _options(cfg)
     with _quiet():
         import brevitas.nn  # noqa: F401 - import once, quietly
 
-        if _is_brevitas_model(request.model):
-            student = copy.deepcopy(request.model)
+        if _is_brevitas_model(model):
+            student = copy.deepcopy(model)
             have = _model_weight_bits(student)
             if have and have != {cfg.weight_bits}:
                 warnings.warn(
-                    f"{type(request.model).__name__} is already a Brevitas model with {sorted(have)}-bit weights; "
+                    f"{type(model).__name__} is already a Brevitas model with {sorted(have)}-bit weights; "
                     f"it is used as it is, so QuantConfig(weight_bits={cfg.weight_bits}) does not change it.",
                     stacklevel=3,
                 )
         else:
-            student = _graph_quantize(request.model, cfg, opts)
-        student.train(request.model.training)
-        x = request.example_input
+            student = _graph_quantize(model, cfg, opts)
+        student.train(model.training)
         try:
             was = student.training
             student.eval()
             with torch.no_grad():
-                student(x[:2].to(_device_of(student)))
+                student(x[:2].to(kit.device_of(student)))
             student.train(was)
         except Exception as exc:  # noqa: BLE001
             raise BackendError(
                 f"the Brevitas student fails on example_input of shape {tuple(x.shape)}: "
                 f"{type(exc).__name__}: {exc}. Pass an example batch the float model accepts."
             ) from exc
-        if request.calib_data is not None:
-            _calibrate(student, request.calib_data, cfg.calib_batches)
+        if calib_data is not None:
+            _calibrate(student, calib_data, cfg.calib_batches)
     return student
 
 
 # --------------------------------------------------------------------------------------------------
 # calibration
 # --------------------------------------------------------------------------------------------------
-def _image_batches(data: Any, limit: int) -> Iterator[torch.Tensor]:
-    """Up to ``limit`` image batches ``[B, C, H, W]`` from a tensor, a DataLoader or any iterable of
-    tensors / ``(images, labels)`` pairs."""
-    import torch
-
-    if isinstance(data, torch.Tensor):
-        if data.dim() == 3:
-            data = data.unsqueeze(0)
-        if data.dim() != 4:
-            raise DataError(f"calibration images must be [N, C, H, W], got shape {tuple(data.shape)}")
-        for i, s in enumerate(range(0, len(data), 64)):
-            if i >= limit:
-                return
-            yield data[s : s + 64]
-        return
-    n = 0
-    for item in data:
-        if n >= limit:
-            return
-        x = item[0] if isinstance(item, (tuple, list)) else item
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            raise DataError(
-                f"calibration data must yield image batches [B, C, H, W] (or (images, labels) pairs); got "
-                f"{type(x).__name__}{'' if not isinstance(x, torch.Tensor) else ' of shape ' + str(tuple(x.shape))}."
-            )
-        n += 1
-        yield x
-
-
 def _reset_runtime_stats(model: nn.Module) -> None:
     """Make already-initialised activation scales collectable again, so calibrating twice (e.g. on the
     ranked augmentation's data after a first calibration) re-estimates instead of crashing or
@@ -507,16 +503,14 @@ def _calibrate(model: nn.Module, data: Any, num_batches: int) -> nn.Module:
     import torch
     from brevitas.graph.calibrate import calibration_mode
 
-    if num_batches < 1:
-        raise ConfigError(f"num_batches must be ≥ 1 for calibration, got {num_batches}")
-    dev = _device_of(model)
+    dev = kit.device_of(model)
     was = model.training
     model.eval()  # BatchNorm of hand-built models keeps its running statistics
     _reset_runtime_stats(model)
     seen = 0
     try:
         with torch.no_grad(), calibration_mode(model):
-            for xb in _image_batches(data, num_batches):
+            for xb in kit.image_batches(data, num_batches):
                 model(xb.to(dev))
                 seen += 1
     finally:
@@ -528,8 +522,6 @@ def _calibrate(model: nn.Module, data: Any, num_batches: int) -> nn.Module:
 
 @hookimpl
 def daqakd_calibrate(request: CalibrateRequest) -> nn.Module | None:
-    if request.backend != NAME:
-        return None
     with _quiet():
         return _calibrate(request.model, request.data, request.num_batches)
 
@@ -629,15 +621,13 @@ def _export_one(fmt: str, model: nn.Module, x: torch.Tensor, out_dir: Path) -> E
 
 @hookimpl
 def daqakd_export(request: ExportRequest) -> list[ExportedModel] | None:
-    if request.backend != NAME:
-        return None
     fmts = _formats(request.formats)
     import torch
 
     with _quiet():
         import brevitas  # noqa: F401
 
-        if not _is_brevitas_model(request.model) or not daqakd_count_quantizers(request.model):
+        if not _is_brevitas_model(request.model) or not _describe(request.model):
             raise ExportError(
                 f"{type(request.model).__name__} has no enabled Brevitas quantizers, so there is nothing to "
                 "export as QCDQ/QONNX. Quantize it first: daqakd_plugins.backends.quantize(model, 'brevitas', "
@@ -654,7 +644,7 @@ def daqakd_export(request: ExportRequest) -> list[ExportedModel] | None:
             fmts = tuple(f for f in fmts if f != "onnx-qcdq")
             log.warning("1-bit quantizers: exporting QONNX only; Brevitas' QCDQ exporter has no 1-bit form.")
         model = copy.deepcopy(request.model).eval()
-        x = request.example_input[:1].to(_device_of(model))
+        x = request.example_input[:1].to(kit.device_of(model))
         out: list[ExportedModel] = []
         for fmt in fmts:
             try:
@@ -677,3 +667,44 @@ def daqakd_export(request: ExportRequest) -> list[ExportedModel] | None:
                     f"{type(exc).__name__}: {exc}. {hint}"
                 ) from exc
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# save / restore
+# --------------------------------------------------------------------------------------------------
+@hookimpl
+def daqakd_save_student(request: SaveRequest) -> dict[str, Any] | None:
+    return {"state_dict": request.model.state_dict()}
+
+
+@hookimpl
+def daqakd_restore_student(request: RestoreRequest) -> nn.Module | None:
+    """Quantize the fresh FP model the same way (no calibration: the scales are in the state), then load
+    the saved state keeping shared quantizers shared."""
+    student = _quantize(request.model, request.config, request.options or BrevitasOptions(),
+                        request.example_input, None)
+    with _quiet():
+        load_state_keep_aliases(student, request.payload["state_dict"])
+    return student
+
+
+def load_state_keep_aliases(model: nn.Module, state: Any) -> None:
+    """``model.load_state_dict(state)`` that keeps shared submodules shared.
+
+    Why: a submodule registered under two names (Brevitas graph mode gives both inputs of a residual
+    add one activation quantizer, so their scales stay equal) must stay one object. Brevitas re-creates
+    each quantizer proxy's ``tensor_quant`` while loading (``REINIT_ON_STATE_DICT_LOAD``), which splits
+    the shared quantizer into two copies that then drift apart in training ("Scaling factors are
+    different" at the add). Re-linking every alias group after the load restores the original graph;
+    both copies were loaded from equal values, so which one is kept does not matter.
+    """
+    groups: dict[int, list[str]] = {}
+    for name, mod in model.named_modules(remove_duplicate=False):
+        groups.setdefault(id(mod), []).append(name)
+    model.load_state_dict(state)
+    for names in sorted((g for g in groups.values() if len(g) > 1), key=lambda g: min(n.count(".") for n in g)):
+        names = sorted(names, key=lambda n: (n.count("."), n))
+        keep = model.get_submodule(names[0])
+        for other in names[1:]:
+            if model.get_submodule(other) is not keep:
+                model.set_submodule(other, keep)

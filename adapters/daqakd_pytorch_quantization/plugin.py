@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from daqakd_plugins import hookimpl
-from daqakd_plugins.contracts import BackendInfo
+from daqakd_plugins import kit
+from daqakd_plugins.kit import BackendInfo, QuantizerInfo, hookimpl
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,7 +36,5 @@ def daqakd_register_backends(register: Callable[[BackendInfo], None]) -> None:
 
 
 @hookimpl
-def daqakd_count_quantizers(model: nn.Module) -> int | None:
-    from daqakd_plugins.backends import count_modules_from
-
-    return count_modules_from(model, "pytorch_quantization.nn", "TensorQuantizer")
+def daqakd_describe_quantizers(model: nn.Module) -> list[QuantizerInfo] | None:
+    return kit.describe_modules_from(model, "pytorch_quantization.nn", "TensorQuantizer")

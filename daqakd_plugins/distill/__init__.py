@@ -1,11 +1,15 @@
 """Knowledge distillation into quantized students: the drop-in :class:`Distiller` for a user's own
-QAT loop, and the reference loop (:func:`run_distill`) behind ``daqakd distill``."""
+QAT loop, and the reference loop (:func:`run_distill`) behind ``daqakd distill``: its config
+(config.py), pipeline (pipeline.py), report (report.py) and student file (student_file.py)."""
 
 from __future__ import annotations
 
 from .checkpoint import load_checkpoint
+from .config import DistillConfig
 from .distiller import Distiller, NoQuantizersWarning, TeacherFrozenWarning, as_tensor, resolve_loss
-from .loop import DistillConfig, evaluate_student, load_student, render_markdown, run_distill
+from .pipeline import evaluate_student, run_distill
+from .report import render_markdown
+from .student_file import load_student
 
 __all__ = [
     "Distiller",

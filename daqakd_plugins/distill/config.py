@@ -1,0 +1,136 @@
+"""The configuration of a ``daqakd distill`` run: every value checked before any work starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import QuantConfig
+from ..errors import ConfigError, UnknownNameError
+from .distiller import resolve_loss
+
+__all__ = ["DistillConfig"]
+
+# Fields that define the training trajectory: a resumed run must agree on all of them.
+_TRAJECTORY = (
+    "backend", "bits", "act_bits", "data", "epochs", "augment", "loss", "lr", "batch_size", "seed",
+    "optimizer", "weight_decay", "candidates", "metric", "rank_per_class", "rank_repeats",
+    "train_per_class", "teacher_epochs", "calib_batches", "per_channel", "backend_options",
+)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillConfig:
+    """Everything ``daqakd distill`` needs; invalid values fail here, before any training.
+
+    ``bits``/``act_bits``: weight / activation bits (``act_bits`` None = same as ``bits``), checked
+    against the backend's range. ``augment``: a registered name, ``"none"``, or ``"auto"`` (rank
+    ``candidates`` with ``metric`` and use the best). ``loss``: a preset/component name or ``a+b``.
+    ``teacher``: a model file (``daqakd teacher``); None = train one into ``out/teacher.pt``.
+    ``train_per_class``: a class-stratified training subset (for scaled runs). ``resume``: a run
+    directory to continue (``out`` defaults to it). ``backend_options``: the backend's options (a dict
+    of its options dataclass's fields, see docs/backends/<name>.md).
+    """
+
+    backend: str = "brevitas"
+    bits: int = 4
+    act_bits: int | None = None
+    data: str = "digits"
+    teacher: str | None = None
+    epochs: int = 8
+    out: str | None = None
+    augment: str = "auto"
+    loss: str = "paper"
+    lr: float = 1e-3
+    batch_size: int = 64
+    seed: int = 0
+    resume: str | None = None
+    export: bool = True
+    device: str = "cpu"
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    candidates: str | None = None
+    metric: str = "cmi"
+    rank_per_class: int | None = None
+    rank_repeats: int = 1
+    train_per_class: int | None = None
+    teacher_epochs: int = 15
+    calib_batches: int = 8
+    per_channel: bool = True
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        from ..plugins import get_backend
+
+        if self.out is None and self.resume is None:
+            raise ConfigError("pass out= (a run directory), or resume= an earlier run directory")
+        for name in ("bits", "epochs", "batch_size", "seed", "rank_repeats", "teacher_epochs", "calib_batches"):
+            v = getattr(self, name)
+            lo = 0 if name == "seed" else 1
+            if not _is_int(v) or v < lo:
+                raise ConfigError(f"{name} must be an integer ≥ {lo}, got {v!r}")
+        for name in ("act_bits", "rank_per_class", "train_per_class"):
+            v = getattr(self, name)
+            if v is not None and (not _is_int(v) or v < 1):
+                raise ConfigError(f"{name} must be a positive integer or None, got {v!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a positive number (e.g. 1e-3), got {self.lr!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay must be ≥ 0, got {self.weight_decay!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        info = get_backend(self.backend)  # UnknownNameError listing the registered backends
+        for what, val, (lo, hi) in (
+            ("weight bits (--bits)", self.bits, info.weight_bits),
+            ("activation bits (--act-bits)", self.weight_act_bits, info.act_bits),
+        ):
+            if not lo <= val <= hi:
+                raise ConfigError(
+                    f"{what} {val} are outside what backend {self.backend!r} supports ({lo}..{hi}); "
+                    "pass a value in that range."
+                )
+        from ..backends import resolve_options
+
+        resolve_options(self.backend, self.backend_options)  # unknown or bad options, before any work
+        resolve_loss(self.loss)  # UnknownNameError listing presets and components
+        if self.augment != "auto":
+            from ..augment import resolve_augmentation
+
+            resolve_augmentation(self.augment)  # UnknownNameError listing registered augmentations
+        else:
+            from ..plugins import get_metrics
+
+            metrics = get_metrics()
+            if metrics and self.metric not in metrics:
+                raise UnknownNameError("metric", self.metric, list(metrics))
+
+    def quant_config(self) -> QuantConfig:
+        """The student's quantization config (bits, per-channel scales, calibration, backend options)."""
+        return QuantConfig(weight_bits=self.bits, act_bits=self.weight_act_bits, per_channel=self.per_channel,
+                           calib_batches=self.calib_batches, options=dict(self.backend_options))
+
+    @property
+    def weight_act_bits(self) -> int:
+        return self.bits if self.act_bits is None else self.act_bits
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out if self.out is not None else self.resume)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], **overrides: Any) -> DistillConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        kw.update(overrides)
+        return cls(**kw)

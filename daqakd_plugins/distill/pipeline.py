@@ -1,0 +1,329 @@
+"""The reference DA-QAKD loop behind ``daqakd distill`` (METRIC.md section 5).
+
+teacher (frozen) → rank candidate augmentations (or take one by name) → quantized student through the
+backend hook, calibrated (its accuracy now is the PTQ baseline) → KD training with the chosen DA →
+clean-test evaluation → export and side-by-side measurement → report.json / report.md / student.pt.
+
+A checkpoint is written atomically after every epoch; ``resume`` continues from it and ends with the
+same weights as an uninterrupted run (bitwise on CPU): the loader order of epoch *e* depends only on
+``(seed, e)`` and every RNG state is restored.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import platform
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError, DaqakdError, NonFiniteError
+from .checkpoint import CHECKPOINT_NAME, FORMAT, atomic_save, capture_rng, load_checkpoint, restore_rng
+from .config import _TRAJECTORY, DistillConfig
+from .distiller import Distiller, as_tensor
+from .report import pick_summary, ranking_rows, render_markdown
+from .student_file import STUDENT_NAME, save_student_file
+
+__all__ = ["run_distill", "evaluate_student"]
+
+
+def _bar(iterable: Any, *, desc: str, enabled: bool, **kw: Any) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, disable=None if enabled else True, dynamic_ncols=True, leave=False, **kw)
+
+
+def evaluate_student(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 512,
+                     device: str | torch.device = "cpu") -> float:
+    """Top-1 accuracy on clean data (eval mode, no grad, QuantTensor outputs unwrapped): train.evaluate."""
+    from ..train import evaluate
+
+    return evaluate(model, x, y, batch_size=batch_size, device=device)
+
+
+def _calib_batches(x: torch.Tensor, batch_size: int, n: int) -> Iterator[torch.Tensor]:
+    """Deterministic calibration batches (the first ``n`` of an unshuffled pass)."""
+    for i in range(n):
+        lo = i * batch_size
+        if lo >= len(x):
+            return
+        yield x[lo : lo + batch_size]
+
+
+def _build_student(cfg: DistillConfig, teacher: nn.Module, train_x: torch.Tensor) -> nn.Module:
+    from .. import backends
+
+    qcfg = cfg.quant_config()
+    example = train_x[: min(len(train_x), cfg.batch_size)].to(cfg.device)
+    fp = copy.deepcopy(teacher)
+    for p in fp.parameters():
+        p.requires_grad_(True)
+    student = backends.quantize(fp, cfg.backend, qcfg, example_input=example)
+    # Calibrated on clean, unshuffled batches: deterministic, and the accuracy right after it is the
+    # post-training-quantization baseline the report calls "student_before".
+    student = backends.calibrate(student, cfg.backend, list(_calib_batches(train_x, cfg.batch_size, cfg.calib_batches)),
+                                 num_batches=cfg.calib_batches)
+    student.to(cfg.device)
+    for p in student.parameters():
+        p.requires_grad_(True)
+    return student
+
+
+def _make_optimizer(cfg: DistillConfig, params: list[nn.Parameter], steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    opt: torch.optim.Optimizer
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
+    else:
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # Cosine over all steps; its state_dict is plain numbers (weights_only-safe, unlike lambdas).
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+    return opt, sched
+
+
+def _loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, epoch: int) -> Any:
+    from ..data import make_loader
+
+    # The order of epoch e depends only on (seed, e): a resumed run sees the same batches.
+    return make_loader(x, y, batch_size, shuffle=True, seed=seed * 100_003 + epoch)
+
+
+def _rank(cfg: DistillConfig, teacher: nn.Module, bundle: Any, train_x: torch.Tensor,
+          train_y: torch.Tensor) -> tuple[str, dict[str, Any] | None]:
+    """Resolve ``augment``: ``auto`` ranks the candidates with the teacher and picks the best."""
+    if cfg.augment != "auto":
+        from ..augment import resolve_augmentation
+
+        return resolve_augmentation(cfg.augment).name, None
+    from ..ranking import rank_augmentations
+
+    ranking = rank_augmentations(
+        teacher, (train_x, train_y), cfg.candidates, cfg.metric, seed=cfg.seed, repeats=cfg.rank_repeats,
+        per_class=cfg.rank_per_class, device=cfg.device, num_classes=bundle.num_classes, progress=cfg.progress,
+    )
+    return str(ranking.best), json.loads(json.dumps(ranking.to_dict(), default=str))
+
+
+def _teacher(cfg: DistillConfig, bundle: Any, out: Path) -> tuple[nn.Module, dict[str, Any], str]:
+    from ..models import load_model
+    from ..train import get_or_train_teacher
+
+    if cfg.teacher is not None:
+        model, meta = load_model(cfg.teacher)
+        return model, meta, str(cfg.teacher)
+    path = out / "teacher.pt"
+    model, meta = get_or_train_teacher(bundle, path, epochs=cfg.teacher_epochs, seed=cfg.seed, progress=cfg.progress)
+    return model, meta, str(path)
+
+
+def _load_data(cfg: DistillConfig) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    from ..data import load_data, stratified_subset
+
+    bundle = load_data(cfg.data, seed=0)
+    tx, ty = bundle.train_x, bundle.train_y
+    if cfg.train_per_class is not None:
+        idx = stratified_subset(ty, cfg.train_per_class, seed=0)  # same subset for every seed and arm
+        tx, ty = tx[idx], ty[idx]
+    return bundle, tx, ty
+
+
+def _check_resume(cfg: DistillConfig, ck: dict[str, Any]) -> None:
+    old = json.loads(ck["config"])
+    new = cfg.to_dict()
+    diff = [f"{k}: checkpoint {old.get(k)!r} vs now {new.get(k)!r}" for k in _TRAJECTORY if old.get(k) != new.get(k)]
+    if cfg.teacher != old.get("teacher") and not (cfg.teacher is None and old.get("teacher") is None):
+        diff.append(f"teacher: checkpoint {old.get('teacher')!r} vs now {cfg.teacher!r}")
+    if diff:
+        raise CheckpointError(
+            "cannot resume: the run's settings differ from the checkpoint's (" + "; ".join(diff) + "). "
+            "Resume with the original settings (omit them: `daqakd distill --resume DIR` reads them from "
+            "the checkpoint) or start a new run in another --out directory."
+        )
+
+
+def _export(cfg: DistillConfig, student: nn.Module, teacher: nn.Module, example: torch.Tensor,
+            bundle: Any, out: Path) -> dict[str, Any]:
+    try:
+        from ..runtime import export_and_measure
+    except ImportError as exc:
+        return {"skipped": f"daqakd_plugins.runtime is not available here ({exc})"}
+    try:
+        res = export_and_measure(student, teacher, cfg.backend, example, bundle.test_x, bundle.test_y, out / "export")
+    except DaqakdError as exc:
+        return {"error": str(exc)}
+    return json.loads(json.dumps(res, default=str))
+
+
+# ------------------------------------------------------------------------------------------------
+def run_distill(config: DistillConfig) -> dict[str, Any]:
+    """Run (or resume) DA-QAKD end to end and return the report (also written to ``out/report.json``)."""
+    from ..train import seed_everything
+
+    cfg = config
+    t_start = time.perf_counter()
+    out = cfg.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    ck: dict[str, Any] | None = None
+    if cfg.resume is not None:
+        ck = load_checkpoint(cfg.resume)
+        _check_resume(cfg, ck)
+
+    seed_everything(cfg.seed)
+    bundle, train_x, train_y = _load_data(cfg)
+    if ck is not None and cfg.teacher is None and Path(ck["teacher_path"]).exists():
+        from ..models import load_model
+
+        teacher, tmeta = load_model(ck["teacher_path"])
+        teacher_path = ck["teacher_path"]
+    else:
+        teacher, tmeta, teacher_path = _teacher(cfg, bundle, out)
+    teacher.to(cfg.device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    if bundle.num_classes != _out_width(teacher, train_x[:1].to(cfg.device)):
+        raise ConfigError(
+            f"the teacher predicts {_out_width(teacher, train_x[:1].to(cfg.device))} classes but the data "
+            f"has {bundle.num_classes}; pass a teacher trained on this data."
+        )
+    teacher_fp = evaluate_student(teacher, bundle.test_x, bundle.test_y, device=cfg.device)
+
+    if ck is not None:
+        augmentation, ranking = ck["augmentation"], json.loads(ck["ranking"])
+    else:
+        augmentation, ranking = _rank(cfg, teacher, bundle, train_x, train_y)
+
+    seed_everything(cfg.seed)  # what follows must not depend on whether ranking ran
+    from .. import backends
+
+    if ck is None:
+        student = _build_student(cfg, teacher, train_x)
+        student_before = evaluate_student(student, bundle.test_x, bundle.test_y, device=cfg.device)
+    else:
+        # The adapter rebuilds the student from a fresh FP copy (Brevitas keeps shared quantizers
+        # shared, NNCF reloads its config, ...); before the optimizer exists, which must hold the
+        # parameters the restored model uses.
+        fp = copy.deepcopy(teacher)
+        for p in fp.parameters():
+            p.requires_grad_(True)
+        example = train_x[: min(len(train_x), cfg.batch_size)].to(cfg.device)
+        student = backends.restore_student(fp, cfg.backend, cfg.quant_config(), ck["student"], example_input=example)
+        student.to(cfg.device)
+        for p in student.parameters():
+            p.requires_grad_(True)
+        student_before = float(ck["student_before"])
+    kd = Distiller(teacher, student, loss=cfg.loss, augment=augmentation, num_classes=bundle.num_classes,
+                   device=cfg.device)
+    steps_per_epoch = math.ceil(len(train_y) / cfg.batch_size)
+    opt, sched = _make_optimizer(cfg, [*student.parameters(), *kd.parameters()], cfg.epochs * steps_per_epoch)
+
+    history: list[dict[str, Any]] = []
+    start_epoch, prior_seconds = 0, 0.0
+    if ck is not None:
+        kd.load_state_dict(ck["distiller"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        restore_rng(ck["rng"])
+        start_epoch, history = int(ck["epoch"]), json.loads(ck["history"])
+        prior_seconds = float(ck["seconds"])
+
+    ck_path = out / CHECKPOINT_NAME
+    t_train = time.perf_counter()
+    epochs_bar = _bar(range(start_epoch, cfg.epochs), desc="distill", enabled=cfg.progress, unit="epoch",
+                      initial=start_epoch, total=cfg.epochs)
+    for epoch in epochs_bar:
+        student.train()
+        tot, n = 0.0, 0
+        batches = _bar(_loader(train_x, train_y, cfg.batch_size, cfg.seed, epoch), desc=f"epoch {epoch + 1}",
+                       enabled=cfg.progress, unit="batch")
+        for xb, yb in batches:
+            try:
+                loss = kd.loss(xb, yb)
+            except NonFiniteError as exc:
+                last = f"{ck_path} (after epoch {epoch})" if ck_path.exists() and epoch > 0 else "none (first epoch)"
+                raise NonFiniteError(f"{exc} Training stopped in epoch {epoch + 1}; last good checkpoint: {last}.") from None
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += float(loss.detach()) * len(yb)
+            n += len(yb)
+            batches.set_postfix(loss=f"{tot / n:.4f}")
+        acc = evaluate_student(student, bundle.test_x, bundle.test_y, device=cfg.device)
+        history.append({"epoch": epoch + 1, "loss": tot / max(1, n), "test_accuracy": acc,
+                        "lr": float(opt.param_groups[0]["lr"]), "terms": kd.last_terms})
+        epochs_bar.set_postfix(loss=f"{tot / max(1, n):.4f}", acc=f"{acc:.4f}")
+        seconds = prior_seconds + (time.perf_counter() - t_train)
+        atomic_save(
+            {
+                "format": FORMAT,
+                "epoch": epoch + 1,
+                "student": backends.save_student(student, cfg.backend, cfg.quant_config()),
+                "distiller": kd.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "rng": capture_rng(),
+                "augmentation": augmentation,
+                "ranking": json.dumps(ranking),
+                "history": json.dumps(history),
+                "config": json.dumps(cfg.to_dict()),
+                "teacher_path": teacher_path,
+                "student_before": student_before,
+                "seconds": seconds,
+            },
+            ck_path,
+        )
+    train_seconds = prior_seconds + (time.perf_counter() - t_train)
+
+    student.eval()
+    student_after = evaluate_student(student, bundle.test_x, bundle.test_y, device=cfg.device)
+    example = train_x[: min(len(train_x), cfg.batch_size)].to(cfg.device)
+    student_path = save_student_file(
+        out / STUDENT_NAME, student, backend=cfg.backend, config=cfg.quant_config(), arch=tmeta.get("arch"),
+        input_shape=list(train_x.shape[1:]),
+        meta={"accuracy": student_after, "augmentation": augmentation, "loss": cfg.loss, "seed": cfg.seed},
+    )
+    export = _export(cfg, student, teacher, example, bundle, out) if cfg.export else {"skipped": "--no-export"}
+    kd.remove_hooks()
+    pick = pick_summary(ranking)
+    report: dict[str, Any] = {
+        "backend": cfg.backend,
+        "bits": cfg.bits,
+        "act_bits": cfg.weight_act_bits,
+        "augmentation": augmentation,
+        "loss": cfg.loss,
+        "loss_terms": [{"component": t.component, "weight": t.weight, "params": dict(t.params), "key": t.key}
+                       for t in kd.terms],
+        "ranking": ranking_rows(ranking),
+        "pick": pick,
+        "ranking_detail": {**ranking, "pick": pick} if ranking and pick is not None else ranking,
+        "accuracy": {"teacher_fp": teacher_fp, "student_before": student_before, "student_after": student_after},
+        "epochs": cfg.epochs,
+        "seconds": round(train_seconds, 3),
+        "wall_seconds": round(time.perf_counter() - t_start, 3),
+        "seed": cfg.seed,
+        "lr": cfg.lr,
+        "batch_size": cfg.batch_size,
+        "optimizer": cfg.optimizer,
+        "data": {**bundle.describe(), "train_used": int(len(train_y))},
+        "teacher": teacher_path,
+        "num_quantizers": backends.count_quantizers(student),
+        "history": history,
+        "resumed_from_epoch": int(ck["epoch"]) if ck is not None else None,
+        "export": export,
+        "files": {"checkpoint": str(ck_path), "student": str(student_path), "report_md": str(out / "report.md")},
+        "environment": {"torch": torch.__version__, "python": platform.python_version()},
+        "config": cfg.to_dict(),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "report.md").write_text(render_markdown(report))
+    return report
+
+
+def _out_width(model: nn.Module, x: torch.Tensor) -> int:
+    with torch.inference_mode():
+        return int(as_tensor(model(x)).shape[1])

@@ -1,0 +1,372 @@
+"""The conformance kit: one set of checks every backend adapter must pass, in-tree or third-party.
+
+Like scikit-learn's ``parametrize_with_checks``, it turns into pytest parameters, one per
+(backend, bit widths, check), each marked ``conformance`` and named ``<backend>-W<w>A<a>-<check>``::
+
+    # tests/test_my_adapter.py (in the adapter's own repository)
+    from daqakd_plugins.testing import parametrize_with_checks
+
+    @parametrize_with_checks(["mybackend"])
+    def test_conformance(backend, bits, check):
+        check(backend, bits)
+
+    $ pytest -m conformance -k mybackend
+
+Every check runs the real backend on the embedded digits set (1,797 8x8 images) with a small
+SmallResNet teacher trained once per process (about 2 s), and takes seconds. What they prove is the
+contract in docs/adapters.md: quantize leaves the float model untouched and every quantizer has the
+requested bits; calibration sets ranges and is repeatable; a short KD fine-tune moves the student and
+does not diverge; save → restore gives identical outputs; SIGKILL mid-run + resume equals an
+uninterrupted run bitwise; every export format opens in its own runtime, matches torch's accuracy
+within 0.5 pp and (for onnxruntime) has no U8S8 pattern; bits outside the range and a missing backend
+give the documented errors.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import io
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["parametrize_with_checks", "checks", "Digits", "digits", "ACCURACY_TOLERANCE"]
+
+#: exported accuracy must equal torch's within this (a fraction: 0.005 = 0.5 pp)
+ACCURACY_TOLERANCE = 0.005
+Check = Callable[[str, tuple[int, int]], None]
+
+
+@dataclass(frozen=True)
+class Digits:
+    """The data and teacher every check shares: the embedded digits split and a trained SmallResNet."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    teacher: nn.Module
+    arch: dict[str, Any]
+    teacher_file: Path
+
+
+@functools.lru_cache(maxsize=1)
+def digits() -> Digits:
+    """Trained once per process (15 epochs, seed 0, ≥ 99 % test accuracy, ~2 s on one CPU thread)."""
+    from .data import load_digits
+    from .models import save_model
+    from .train import train_teacher
+
+    d = load_digits()
+    teacher, meta = train_teacher(d, epochs=15, seed=0, progress=False)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    path = Path(tempfile.mkdtemp(prefix="daqakd-conformance-")) / "teacher.pt"
+    save_model(path, teacher, meta["arch"], meta)
+    return Digits(d.train_x, d.train_y, d.test_x, d.test_y, teacher.eval(), dict(meta["arch"]), path)
+
+
+def _config(bits: tuple[int, int], **kw: Any) -> Any:
+    from .config import QuantConfig
+
+    return QuantConfig(weight_bits=bits[0], act_bits=bits[1], **kw)
+
+
+def _student(backend: str, bits: tuple[int, int], *, calibrate: bool = True) -> nn.Module:
+    from . import backends
+
+    d = digits()
+    return backends.quantize(copy.deepcopy(d.teacher), backend, _config(bits), example_input=d.train_x[:8],
+                             calib_data=d.train_x[:512] if calibrate else None)
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    from .train import evaluate
+
+    return evaluate(model, x, y)
+
+
+def _outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    from .models import as_tensor
+
+    model.eval()
+    with torch.no_grad():
+        return as_tensor(model(x)).detach().clone()
+
+
+# --------------------------------------------------------------------------------------------------
+# the checks
+# --------------------------------------------------------------------------------------------------
+def check_quantize(backend: str, bits: tuple[int, int]) -> None:
+    """Quantize leaves the float model untouched, and every weight / activation quantizer has the
+    requested bits (input/output quantizers an adapter adds at the edges may have their own)."""
+    from . import backends
+    from .backends import describe_quantizers
+
+    d = digits()
+    fp = copy.deepcopy(d.teacher)
+    before = {k: v.clone() for k, v in fp.state_dict().items()}
+    grads = [p.requires_grad for p in fp.parameters()]
+    student = backends.quantize(fp, backend, _config(bits), example_input=d.train_x[:8], calib_data=d.train_x[:512])
+    assert student is not fp, "quantize must return a new model, not the float one"
+    after = fp.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert not changed, f"quantize modified the float model in place: {changed[:5]}"
+    assert [p.requires_grad for p in fp.parameters()] == grads, "quantize changed the float model's requires_grad"
+    assert _accuracy(fp, d.test_x, d.test_y) == _accuracy(d.teacher, d.test_x, d.test_y)
+    qs = describe_quantizers(student)
+    weights = [q for q in qs if q.role == "weight"]
+    acts = [q for q in qs if q.role == "activation"]
+    assert weights, f"{backend}: describe_quantizers lists no weight quantizer"
+    assert acts, f"{backend}: describe_quantizers lists no activation quantizer"
+    wrong = [(q.name, q.bits) for q in weights if q.bits != bits[0]] + [(q.name, q.bits) for q in acts if q.bits != bits[1]]
+    assert not wrong, f"{backend} W{bits[0]}A{bits[1]}: quantizers with other bit widths: {wrong[:6]}"
+    assert all(p.requires_grad for p in student.parameters() if p.is_floating_point()), \
+        "the student's parameters must be trainable (QAT), even when the teacher's were frozen"
+
+
+def check_calibration(backend: str, bits: tuple[int, int]) -> None:
+    """Calibration sets ranges (other data, other outputs) and is repeatable: calibrating again on the
+    first data gives the first outputs exactly (re-estimated, not accumulated)."""
+    from . import backends
+
+    d = digits()
+    s = _student(backend, bits, calibrate=False)
+    x = d.train_x[:512]
+    backends.calibrate(s, backend, x, num_batches=8)
+    o1 = _outputs(s, d.test_x[:128])
+    backends.calibrate(s, backend, x * 3.0, num_batches=8)
+    o3 = _outputs(s, d.test_x[:128])
+    assert not torch.equal(o1, o3), "calibrating on other data (x·3) changed no output: ranges were not set"
+    backends.calibrate(s, backend, x, num_batches=8)
+    o1b = _outputs(s, d.test_x[:128])
+    assert torch.equal(o1, o1b), (
+        f"calibrating twice on the same data gave other outputs (max diff {float((o1 - o1b).abs().max()):.3g}): "
+        "calibration must re-estimate ranges, not accumulate them")
+
+
+def check_kd_finetune(backend: str, bits: tuple[int, int]) -> None:
+    """A short KD fine-tune through the core Distiller moves the student's weights, keeps the loss
+    finite and does not wreck accuracy."""
+    from .data import make_loader
+    from .distill import Distiller
+
+    d = digits()
+    s = _student(backend, bits)
+    acc0 = _accuracy(s, d.test_x, d.test_y)
+    before = {k: v.detach().clone() for k, v in s.state_dict().items() if v.is_floating_point()}
+    kd = Distiller(d.teacher, s, loss="paper")
+    opt = torch.optim.Adam([p for p in s.parameters() if p.requires_grad], lr=1e-4)
+    torch.manual_seed(0)
+    losses = []
+    s.train()
+    for i, (xb, yb) in enumerate(make_loader(d.train_x, d.train_y, 64, shuffle=True, seed=0)):
+        if i == 12:
+            break
+        loss = kd.loss(xb, yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    kd.remove_hooks()
+    assert all(torch.isfinite(torch.tensor(losses))), f"KD loss went non-finite: {losses}"
+    moved = [k for k, v in s.state_dict().items() if k in before and not torch.equal(before[k], v)]
+    assert moved, "12 KD steps changed no floating-point state of the student: gradients do not reach it"
+    acc1 = _accuracy(s, d.test_x, d.test_y)
+    assert acc1 >= acc0 - 0.05, f"12 KD steps at lr 1e-4 dropped accuracy from {acc0:.3f} to {acc1:.3f}"
+
+
+def check_save_restore(backend: str, bits: tuple[int, int]) -> None:
+    """save → (a weights_only round trip) → restore into a freshly built float model (other weights)
+    gives bitwise identical outputs."""
+    from . import backends
+    from .models import build_model
+
+    d = digits()
+    s = _student(backend, bits)
+    cfg = _config(bits)
+    payload = backends.save_student(s, backend, cfg)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    buf.seek(0)
+    payload = torch.load(buf, weights_only=True)  # the payload must be weights_only-safe
+    torch.manual_seed(123)
+    fresh = build_model(d.arch)  # random weights: restore must not depend on them
+    r = backends.restore_student(fresh, backend, cfg, payload, example_input=d.train_x[:8])
+    a, b = _outputs(s, d.test_x), _outputs(r, d.test_x)
+    assert torch.equal(a, b), f"restored student differs from the saved one (max diff {float((a - b).abs().max()):.3g})"
+
+
+def check_resume(backend: str, bits: tuple[int, int]) -> None:
+    """A real ``daqakd distill`` SIGKILLed after its first checkpoint and resumed ends with the same
+    student (bitwise) and the same accuracies as an uninterrupted run, with a random augmentation."""
+    d = digits()
+    with tempfile.TemporaryDirectory(prefix="daqakd-resume-") as tmp:
+        full, killed = Path(tmp) / "full", Path(tmp) / "killed"
+        epochs = 4
+
+        def cmd(out: Path) -> list[str]:
+            return [sys.executable, "-m", "daqakd_plugins", "distill", "--backend", backend, "--bits", str(bits[0]),
+                    "--act-bits", str(bits[1]), "--data", "digits", "--teacher", str(d.teacher_file),
+                    "--epochs", str(epochs), "--augment", "trivialaugmentwide", "--train-per-class", "30",
+                    "--batch-size", "16", "--lr", "1e-3", "--seed", "3", "--no-export", "--out", str(out)]
+
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYTHONHASHSEED": "0"}
+        r = subprocess.run(cmd(full), env=env, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        proc = subprocess.Popen(cmd(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        ck = killed / "checkpoint.pt"
+        deadline = time.monotonic() + 900
+        while not ck.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGKILL, f"the run was not killed mid-training (rc {proc.returncode}): {err[-2000:]!r}"
+        saved = torch.load(ck, map_location="cpu", weights_only=True)
+        assert 1 <= saved["epoch"] < epochs
+        r2 = subprocess.run([sys.executable, "-m", "daqakd_plugins", "distill", "--resume", str(killed), "--no-export"],
+                            env=env, capture_output=True, text=True, timeout=900)
+        assert r2.returncode == 0, r2.stderr[-3000:]
+        from .distill import load_student
+
+        a, _ = load_student(full)
+        b, _ = load_student(killed)
+        ya, yb = _outputs(a, d.test_x), _outputs(b, d.test_x)
+        assert torch.equal(ya, yb), "the resumed student computes other outputs than the uninterrupted one"
+        sa, sb = a.state_dict(), b.state_dict()
+        diff = [k for k in sa if not torch.equal(sa[k], sb[k])]
+        assert not diff, f"resumed weights differ from the uninterrupted run in {diff[:5]}"
+        import json
+
+        ra = json.loads((full / "report.json").read_text())
+        rb = json.loads((killed / "report.json").read_text())
+        assert rb["resumed_from_epoch"] == saved["epoch"] and ra["resumed_from_epoch"] is None
+        assert [h["test_accuracy"] for h in ra["history"]] == [h["test_accuracy"] for h in rb["history"]]
+        assert ra["accuracy"] == rb["accuracy"] and rb["augmentation"] == "trivialaugmentwide"
+
+
+def check_exports(backend: str, bits: tuple[int, int]) -> None:
+    """Every export format opens in its own runtime and matches torch's accuracy within 0.5 pp on the
+    digits test split; every onnxruntime ONNX file is free of the U8S8 pattern (host-independent)."""
+    import onnx
+
+    from . import backends
+    from .onnx_qdq import u8s8_hazards
+    from .plugins import get_backend
+    from .runtime import accuracy_of
+
+    d = digits()
+    s = _student(backend, bits).eval()
+    ref = _accuracy(s, d.test_x, d.test_y)
+    with tempfile.TemporaryDirectory(prefix="daqakd-export-") as tmp:
+        exported = backends.export(s, backend, example_input=d.test_x[:1], out_dir=tmp)
+        assert exported, f"{backend} exported nothing"
+        declared = set(get_backend(backend).export_formats)
+        for e in exported:
+            assert e.format in declared, f"format {e.format!r} is not among the registered {sorted(declared)}"
+            assert Path(e.path).exists() and e.size_bytes > 0
+            acc = accuracy_of(e.predict, d.test_x, d.test_y)
+            assert abs(acc - ref) <= ACCURACY_TOLERANCE, f"{e.format} in {e.runtime}: {acc:.4f} vs torch {ref:.4f}"
+            if e.runtime == "onnxruntime" and Path(e.path).suffix == ".onnx":
+                assert u8s8_hazards(onnx.load(str(e.path))) == []
+
+
+def check_bad_bits(backend: str, bits: tuple[int, int]) -> None:
+    """Bits outside the registered range give a ConfigError naming the range, before the adapter runs."""
+    import pytest
+
+    from . import backends
+    from .errors import ConfigError
+    from .plugins import get_backend
+
+    info = get_backend(backend)
+    d = digits()
+    lo, hi = info.weight_bits
+    bad = [(hi + 1, bits[1])] + ([(lo - 1, bits[1])] if lo > 1 else [])
+    alo, ahi = info.act_bits
+    bad += [(bits[0], ahi + 1)] + ([(bits[0], alo - 1)] if alo > 1 else [])
+    for w, a in bad:
+        if not (1 <= w <= 16 and 1 <= a <= 16):
+            continue
+        with pytest.raises(ConfigError, match=r"outside what backend .* supports \(\d+\.\.\d+\)"):
+            backends.quantize(copy.deepcopy(d.teacher), backend, _config((w, a)), example_input=d.train_x[:2])
+
+
+def check_missing_backend(backend: str, bits: tuple[int, int]) -> None:
+    """With the backend's package not importable, quantize raises BackendUnavailableError whose message
+    is the exact install command the adapter registered."""
+    from .plugins import get_backend
+
+    info = get_backend(backend)
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules[{info.module!r}] = None  # as if it were not installed
+        import torch
+        from daqakd_plugins import backends
+        from daqakd_plugins.config import QuantConfig
+        from daqakd_plugins.errors import BackendUnavailableError
+        try:
+            backends.quantize(torch.nn.Linear(2, 2), {backend!r}, QuantConfig(weight_bits={bits[0]}, act_bits={bits[1]}),
+                              example_input=torch.zeros(1, 2))
+        except BackendUnavailableError as exc:
+            print("MSG", exc)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "MSG" in r.stdout and info.install in r.stdout, r.stdout
+
+
+#: every check, in the order a newcomer meets the contract
+CHECKS: tuple[Check, ...] = (check_quantize, check_calibration, check_kd_finetune, check_save_restore,
+                             check_exports, check_resume, check_bad_bits, check_missing_backend)
+#: checks that do not depend on the bit widths run once per backend (on its first bit widths)
+_ONCE = {check_resume, check_bad_bits, check_missing_backend}
+
+
+def default_bits(backend: str) -> list[tuple[int, int]]:
+    """W8A8 and W4A4, where the backend's registered range allows them (else its widest setting)."""
+    from .plugins import get_backend
+
+    info = get_backend(backend)
+    out = [(w, a) for w, a in ((8, 8), (4, 4))
+           if info.weight_bits[0] <= w <= info.weight_bits[1] and info.act_bits[0] <= a <= info.act_bits[1]]
+    return out or [(info.weight_bits[1], info.act_bits[1])]
+
+
+def checks(backend: str, bits: Sequence[tuple[int, int]] | None = None) -> list[tuple[str, tuple[int, int], Check]]:
+    """``(backend, bits, check)`` triples for one backend."""
+    combos = list(bits) if bits is not None else default_bits(backend)
+    out = []
+    for i, b in enumerate(combos):
+        for c in CHECKS:
+            if c in _ONCE and i > 0:
+                continue
+            out.append((backend, tuple(b), c))
+    return out  # type: ignore[return-value]
+
+
+def parametrize_with_checks(backends: Sequence[str] | str, bits: Sequence[tuple[int, int]] | None = None) -> Any:
+    """A pytest ``parametrize`` over every (backend, bits, check), each marked ``conformance`` with the id
+    ``<backend>-W<w>A<a>-<check>``; the test receives ``backend``, ``bits`` and ``check`` and calls
+    ``check(backend, bits)``."""
+    import pytest
+
+    names = [backends] if isinstance(backends, str) else list(backends)
+    params = []
+    for name in names:
+        for b, wa, c in checks(name, bits):
+            cid = c.__name__.removeprefix("check_")
+            params.append(pytest.param(b, wa, c, id=f"{b}-W{wa[0]}A{wa[1]}-{cid}", marks=pytest.mark.conformance))
+    return pytest.mark.parametrize(("backend", "bits", "check"), params)
