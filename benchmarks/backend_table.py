@@ -1,7 +1,7 @@
-"""The Brevitas table of docs/backends/brevitas.md: teacher FP, PTQ, QAT (no KD), QAT+KD (no DA) and
-DA-QAKD (ranked DA) at W2A4, W4A4 and W8A8 over several seeds, plus the DA-QAKD student's exported
-accuracy (QCDQ in onnxruntime, QONNX in qonnx), file size and latency next to the FP teacher in
-onnxruntime.
+"""The backend tables of docs/backends/*.md: teacher FP, PTQ, QAT (no KD), QAT+KD (no DA) and
+DA-QAKD (ranked DA) at several bit widths over several seeds, plus the DA-QAKD student's exported
+accuracy in each format's own runtime (e.g. Brevitas: QCDQ in onnxruntime, QONNX in qonnx), file size
+and latency next to the FP teacher in onnxruntime. ``--backend`` picks the adapter (default brevitas).
 
 Every arm is one ``daqakd distill`` run (the Python API, ``run_distill``); the equivalent command is
 printed for each. Per seed one teacher is trained and shared by every arm and bit width, so the arms
@@ -14,8 +14,9 @@ differ only in the student's loss and augmentation:
 PTQ is the student right after calibration (``accuracy.student_before``; identical for the three arms
 of a seed). Resumable: a run whose report.json exists is read back, not re-run.
 
-    python benchmarks/brevitas_table.py --out runs/brevitas_table            # 3 seeds, 8 epochs
-    python benchmarks/brevitas_table.py --out /tmp/bt --seeds 0 --epochs 1 --configs W2A4   # smoke
+    python benchmarks/backend_table.py --out runs/brevitas_table            # 3 seeds, 8 epochs
+    python benchmarks/backend_table.py --backend nncf --configs W8A8,W4A4 --out runs/nncf_table
+    python benchmarks/backend_table.py --out /tmp/bt --seeds 0 --epochs 1 --configs W2A4   # smoke
 """
 
 from __future__ import annotations
@@ -46,10 +47,13 @@ def parse_config(tag: str) -> tuple[int, int]:
     return int(w), int(a)
 
 
+BACKEND = "brevitas"  # set from --backend in main()
+
+
 def cli_command(w: int, a: int, arm: str, seed: int, epochs: int, lr: float, teacher: Path, out: Path,
                 per_class: int | None = None) -> str:
     spec = ARMS[arm]
-    return (f"daqakd distill --backend brevitas --bits {w} --act-bits {a} --data digits --epochs {epochs} "
+    return (f"daqakd distill --backend {BACKEND} --bits {w} --act-bits {a} --data digits --epochs {epochs} "
             f"--lr {lr:g} --loss {spec['loss']} --augment {spec['augment']} --seed {seed} --teacher {teacher} "
             + (f"--train-per-class {per_class} " if per_class else "")
             + f"--out {out}" + ("" if spec["export"] else " --no-export"))
@@ -63,7 +67,7 @@ def run_one(w: int, a: int, arm: str, seed: int, epochs: int, lr: float, teacher
     if rep.exists():
         return json.loads(rep.read_text())
     spec = ARMS[arm]
-    cfg = DistillConfig(backend="brevitas", bits=w, act_bits=a, data="digits", teacher=str(teacher), epochs=epochs,
+    cfg = DistillConfig(backend=BACKEND, bits=w, act_bits=a, data="digits", teacher=str(teacher), epochs=epochs,
                         lr=lr, out=str(out), seed=seed, loss=spec["loss"], augment=spec["augment"],
                         export=spec["export"], train_per_class=per_class, progress=False)
     return run_distill(cfg)
@@ -102,17 +106,30 @@ def _export_entry(report: dict[str, Any], fmt: str) -> dict[str, Any] | None:
     return None
 
 
+def _formats(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(format, runtime) of every export the DA-QAKD runs wrote, in the order the backend wrote them."""
+    seen: list[tuple[str, str]] = []
+    for r in rows:
+        ex = r["report"].get("export")
+        for e in ex.get("student", []) if isinstance(ex, dict) else []:
+            key = (e.get("format", "?"), e.get("runtime", "?"))
+            if key not in seen:
+                seen.append(key)
+    return seen
+
+
 def summarise(rows: list[dict[str, Any]], configs: list[tuple[int, int]]) -> tuple[str, str, dict[str, Any]]:
     """Markdown accuracy table, Markdown size/latency table, and the numbers behind them."""
+    fmts = _formats([r for r in rows if r["arm"] == "daqakd"])
     acc_lines = [
         "| config | teacher FP | PTQ | QAT (no KD) | QAT+KD (no DA) | DA-QAKD (ranked DA) | DA-QAKD − QAT | "
-        "exported QCDQ (onnxruntime) | exported QONNX (qonnx) | max abs(exported − torch) | picked DA |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        + "".join(f"exported {f} ({rt}) | " for f, rt in fmts) + "max abs(exported − torch) | picked DA |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(fmts) + "---|---|",
     ]
     size_lines = [
-        "| config | FP ONNX size | QCDQ size (× FP) | QONNX size (× FP) | FP ms/batch (onnxruntime) | "
-        "QCDQ ms/batch (onnxruntime, × FP) | QONNX ms/batch (qonnx) |",
-        "|---|---|---|---|---|---|---|",
+        "| config | FP ONNX size | " + "".join(f"{f} size (× FP) | " for f, _ in fmts) + "FP ms/batch (onnxruntime) | "
+        + "".join(f"{f} ms/batch ({rt}, × FP) | " for f, rt in fmts).rstrip(" "),
+        "|---|---|" + "---|" * len(fmts) + "---|" + "---|" * len(fmts),
     ]
     summary: dict[str, Any] = {}
     for w, a in configs:
@@ -124,37 +141,36 @@ def summarise(rows: list[dict[str, Any]], configs: list[tuple[int, int]]) -> tup
         teacher = [r["report"]["accuracy"]["teacher_fp"] for r in sel["daqakd"]]
         ptq = [r["report"]["accuracy"]["student_before"] for r in sel["daqakd"]]
         gain = [d - q for d, q in zip(acc["daqakd"], acc["qat"])]
-        qcdq = [_export_entry(r["report"], "onnx-qcdq") for r in sel["daqakd"]]
-        qonnx = [_export_entry(r["report"], "qonnx") for r in sel["daqakd"]]
-        qcdq_acc = [e["accuracy"] for e in qcdq if e and "accuracy" in e]
-        qonnx_acc = [e["accuracy"] for e in qonnx if e and "accuracy" in e]
-        diffs = [e["accuracy_abs_diff"] for e in [*qcdq, *qonnx] if e and "accuracy_abs_diff" in e]
+        entries = {f: [_export_entry(r["report"], f) for r in sel["daqakd"]] for f, _ in fmts}
+        exp_acc = {f: [e["accuracy"] for e in es if e and "accuracy" in e] for f, es in entries.items()}
+        diffs = [e["accuracy_abs_diff"] for es in entries.values() for e in es if e and "accuracy_abs_diff" in e]
         picked = sorted({r["report"].get("augmentation", "?") for r in sel["daqakd"]})
         gain_s = "–" if not gain else (f"{100 * statistics.mean(gain):+.1f}" + (
             f" ± {100 * statistics.stdev(gain):.1f}" if len(gain) > 1 else ""))
         diff_s = f"{100 * max(diffs):.2f} pp" if diffs else "–"
         acc_lines.append(
             f"| {tag} | {_ms(teacher)} | {_ms(ptq)} | {_ms(acc['qat'])} | {_ms(acc['qat_kd'])} | {_ms(acc['daqakd'])} | "
-            f"{gain_s} | {_ms(qcdq_acc)} | {_ms(qonnx_acc)} | {diff_s} | {', '.join(picked)} |"
+            f"{gain_s} | " + "".join(f"{_ms(exp_acc[f])} | " for f, _ in fmts) + f"{diff_s} | {', '.join(picked)} |"
         )
         exs = [r["report"]["export"] for r in sel["daqakd"] if isinstance(r["report"].get("export"), dict)
                and "teacher" in r["report"]["export"]]
         if exs:
             fp_size = statistics.mean(e["teacher"]["size_bytes"] for e in exs)
             fp_ms = statistics.median(e["teacher"]["latency_ms_per_batch"] for e in exs)
-            q_size = statistics.mean(e["size_bytes"] for e in qcdq if e)
-            o_size = statistics.mean(e["size_bytes"] for e in qonnx if e)
-            q_ms = statistics.median(e["latency_ms_per_batch"] for e in qcdq if e and "latency_ms_per_batch" in e)
-            o_ms = statistics.median(e["latency_ms_per_batch"] for e in qonnx if e and "latency_ms_per_batch" in e)
-            q_ratio = statistics.median(e["latency_ratio_vs_fp"] for e in qcdq if e and "latency_ratio_vs_fp" in e)
-            size_lines.append(
-                f"| {tag} | {fp_size / 1024:.1f} KiB | {q_size / 1024:.1f} KiB ({q_size / fp_size:.2f}×) | "
-                f"{o_size / 1024:.1f} KiB ({o_size / fp_size:.2f}×) | {fp_ms:.2f} | {q_ms:.2f} ({q_ratio:.2f}×) | {o_ms:.1f} |"
-            )
+            sizes, times = [], []
+            for f, _ in fmts:
+                es = [e for e in entries[f] if e]
+                sz = statistics.mean(e["size_bytes"] for e in es) if es else float("nan")
+                sizes.append(f"{sz / 1024:.1f} KiB ({sz / fp_size:.2f}×)")
+                ms = [e["latency_ms_per_batch"] for e in es if "latency_ms_per_batch" in e]
+                ratio = [e["latency_ratio_vs_fp"] for e in es if "latency_ratio_vs_fp" in e]
+                times.append(f"{statistics.median(ms):.2f} ({statistics.median(ratio):.2f}×)" if ms else "–")
+            size_lines.append(f"| {tag} | {fp_size / 1024:.1f} KiB | " + "".join(f"{v} | " for v in sizes)
+                              + f"{fp_ms:.2f} | " + " | ".join(times) + " |")
         summary[tag] = {
             "teacher_fp": teacher, "ptq": ptq, **{arm: acc[arm] for arm in ARMS}, "daqakd_minus_qat": gain,
-            "qcdq_onnxruntime": qcdq_acc, "qonnx": qonnx_acc, "max_abs_export_diff": max(diffs) if diffs else None,
-            "picked": picked,
+            **{f"exported_{f}": exp_acc[f] for f, _ in fmts},
+            "max_abs_export_diff": max(diffs) if diffs else None, "picked": picked,
         }
     return "\n".join(acc_lines), "\n".join(size_lines), summary
 
@@ -203,7 +219,9 @@ def _ms_plain(values: list[float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global BACKEND
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backend", default="brevitas", help="the adapter to tabulate (default brevitas)")
     ap.add_argument("--out", default="runs/brevitas_table", help="directory for runs, teachers and the table")
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     ap.add_argument("--epochs", type=int, default=8, help="QAT epochs per run (default 8)")
@@ -219,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-per-class", type=int, default=None,
                     help="students train on this many images per class (the teacher always sees the full train split)")
     args = ap.parse_args(argv)
+    BACKEND = args.backend
     torch.set_num_threads(1)  # the machine is shared; a run is small enough for one core
 
     root = Path(args.out)
@@ -256,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
               else "students train on the full train split")
     tdesc = (f"FP teachers trained {args.teacher_epochs} epochs with {args.teacher_augment}" if args.teacher_augment
              else f"FP teachers trained {args.teacher_epochs} epochs without augmentation")
-    header = (f"Brevitas on digits, seeds {args.seeds}, {args.epochs} epochs, lr {args.lr:g} (Adam, cosine), "
+    header = (f"{BACKEND} on digits, seeds {args.seeds}, {args.epochs} epochs, lr {args.lr:g} (Adam, cosine), "
               f"batch 64, {subset}, {tdesc}; accuracy in % on the digits test split (mean ± std over seeds).")
     text = f"{header}\n\n{acc_md}\n\nDA-QAKD student exports vs the FP teacher in ONNX (batch 64, single thread, " \
            f"median over interleaved repeats; medians over seeds):\n\n{size_md}\n"
