@@ -36,6 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _how_to_continue(args: argparse.Namespace) -> str:
+    """What keeps the work done so far, per command (a plain re-run of `distill` would be refused)."""
+    out = getattr(args, "resume", None) or getattr(args, "out", None)
+    if args.command == "distill" and out:
+        return f"The last finished epoch is saved: continue with `daqakd distill --resume {out}`."
+    if args.command == "run":
+        return "The last finished epoch is saved: run the same command again to continue (--fresh starts over)."
+    return "Nothing was saved; run the command again."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -51,8 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"daqakd {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"daqakd {args.command}: interrupted; finished work is saved, re-run with the same arguments "
-              "(or --resume) to continue.", file=sys.stderr)
+        print(f"daqakd {args.command}: interrupted. {_how_to_continue(args)}", file=sys.stderr)
         return 130
 
 

@@ -7,6 +7,7 @@ folders and a user's own ``torch.utils.data.Dataset``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .errors import DataError
+
+log = logging.getLogger("daqakd.data")
 
 __all__ = [
     "DataBundle",
@@ -107,12 +110,26 @@ def _scan_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
         )
     files: list[Path] = []
     labels: list[int] = []
+    empty = []
     for i, c in enumerate(classes):
         imgs = sorted(p for p in (root / c).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not imgs:
+            empty.append(c)
         files += imgs
         labels += [i] * len(imgs)
     if not files:
         raise DataError(f"{root} has class folders {classes[:5]} but no image files ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+    if empty:
+        raise DataError(
+            f"class folder(s) {', '.join(repr(str(root / c)) for c in empty[:5])} hold no images "
+            f"({', '.join(sorted(IMAGE_SUFFIXES))}); a class without samples cannot be learned or ranked. Add "
+            "images or remove the folder."
+        )
+    if len(classes) < 2:
+        raise DataError(
+            f"{root} has one class folder ({classes[0]!r}); classification needs at least 2 classes, one "
+            "sub-folder each (ROOT/<class>/<image>)."
+        )
     return files, labels, classes
 
 
@@ -121,13 +138,23 @@ def _decode(files: Sequence[Path], desc: str) -> torch.Tensor:
     from tqdm.auto import tqdm
 
     arrs = []
-    mode = None
     size = None
+    gray_modes = ("L", "1", "I;16", "I", "LA")
+    # One mode for the whole folder: grayscale only if every image is grayscale, else RGB (a grayscale
+    # image is replicated to 3 channels). Headers only: PIL reads the mode without decoding pixels.
+    modes = set()
+    for f in files:
+        try:
+            with Image.open(f) as raw:
+                modes.add(raw.mode)
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(f"cannot read image {f}: {exc}. Remove or re-encode it.") from exc
+    mode = "L" if modes <= set(gray_modes) else "RGB"
+    if mode == "RGB" and modes & set(gray_modes):
+        log.info("mixed grayscale and colour images under %s: grayscale ones are converted to RGB", desc)
     for f in tqdm(files, desc=desc, unit="img", leave=False, disable=None):
         try:
             with Image.open(f) as raw:
-                if mode is None:
-                    mode = "L" if raw.mode in ("L", "1", "I;16", "I") else "RGB"
                 im = raw.convert(mode)
             if size is None:
                 size = im.size

@@ -19,6 +19,7 @@ __all__ = [
     "ModelError",
     "NonFiniteError",
     "CheckpointError",
+    "RunDirError",
 ]
 
 
@@ -78,3 +79,7 @@ class ExportError(BackendError):
 
 class CheckpointError(DaqakdError):
     """A checkpoint is missing, from another run, or unreadable."""
+
+
+class RunDirError(DaqakdError, FileExistsError):
+    """The run directory holds an earlier run that this one would overwrite (use --resume or --fresh)."""

@@ -38,17 +38,31 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"results file {path} does not exist; produce it with benchmarks/reproduce_figure1.py --out {path}")
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; pass the JSONL file benchmarks/reproduce_figure1.py wrote.")
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not a text file ({exc.reason}); pass the JSONL results of "
+                        "benchmarks/reproduce_figure1.py.") from exc
     rows = []
-    for line in path.read_text().splitlines():
+    broken = 0
+    for line in lines:
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            continue  # a writer killed mid-line; that unit of work has no row and is redone
+            broken += 1  # a writer killed mid-line; that unit of work has no row and is redone
+            continue
         if not isinstance(row, dict):
             raise DataError(f"{path} holds {type(row).__name__} lines; expected one JSON object per line.")
         rows.append(row)
+    if broken and broken >= len(rows):  # a few cut lines happen; a file of mostly non-JSON is another file
+        raise DataError(
+            f"{path} is not a results file of benchmarks/reproduce_figure1.py: {broken} of "
+            f"{broken + len(rows)} lines are not JSON (expected one JSON object per line)."
+        )
     return rows
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError, ModelError
+from .checks import safe_load_reason
+from .errors import CheckpointError, ModelError, NonFiniteError
 
 __all__ = ["SmallResNet", "build_model", "save_model", "load_model", "as_tensor", "ARCHS"]
 
@@ -89,7 +90,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
         ck = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(
-            f"cannot load {path} with weights_only=True ({type(exc).__name__}: {exc}). daqakd loads only "
+            f"cannot load {path} safely (weights_only=True: {safe_load_reason(exc)}). daqakd loads only "
             "state_dict checkpoints written by daqakd_plugins.models.save_model."
         ) from exc
     if not isinstance(ck, dict) or "state_dict" not in ck or "arch" not in ck:
@@ -98,6 +99,12 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
             "daqakd_plugins.models.save_model(path, model, arch)."
         )
     model = build_model(ck["arch"])
+    for t in ck["state_dict"].values():
+        if isinstance(t, torch.Tensor) and torch.is_floating_point(t) and not bool(torch.isfinite(t).all()):
+            raise NonFiniteError(
+                f"{path} holds NaN/inf weights (a diverged training); retrain it, e.g. `daqakd teacher --out {path} "
+                "--force` with a lower --lr."
+            )
     model.load_state_dict(ck["state_dict"])
     model.eval()
     meta = dict(ck.get("meta", {}))

@@ -181,9 +181,15 @@ def _import_plugin(module_name: str, *, source: str) -> ModuleType:
     try:
         return importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - any import failure of a plugin is a load error
+        if source == PLUGINS_ENV:  # DAQAKD_DISABLE_PLUGINS does not skip these: say what does
+            fix = (f"Remove {module_name!r} from {PLUGINS_ENV} (now {os.environ.get(PLUGINS_ENV, '')!r}), or make it "
+                   "importable (is its directory on PYTHONPATH?).")
+        elif source == "built-in":
+            fix = "This is a daqakd bug or a broken install: reinstall daqakd."
+        else:
+            fix = f"Fix or uninstall it, or set {DISABLE_ENV}=1 to skip entry-point plugins."
         raise PluginLoadError(
-            f"plugin module {module_name!r} ({source}) failed to import: {type(exc).__name__}: {exc}. "
-            f"Fix or uninstall it, or set {DISABLE_ENV}=1 to skip entry-point plugins."
+            f"plugin module {module_name!r} ({source}) failed to import: {type(exc).__name__}: {exc}. {fix}"
         ) from exc
 
 

@@ -10,8 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .checks import check_finite_model, check_lr
 from .data import DataBundle, make_loader
-from .errors import ConfigError
+from .errors import ConfigError, DataError, NonFiniteError
 from .models import as_tensor, load_model, save_model
 
 __all__ = ["evaluate", "predict_logits", "train_teacher", "default_arch", "get_or_train_teacher", "seed_everything"]
@@ -72,8 +73,14 @@ def train_teacher(
 
     from .models import build_model
 
-    if epochs < 1:
-        raise ConfigError(f"epochs must be ≥ 1, got {epochs}")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"epochs must be an integer ≥ 1, got {epochs!r}")
+    check_lr(lr, flag="lr (--lr)")
+    if bundle.num_classes < 2:
+        raise DataError(
+            f"the data has {bundle.num_classes} class ({', '.join(bundle.classes)}); a classifier needs at least 2 "
+            "classes (an ImageFolder directory needs one sub-folder per class)."
+        )
     seed_everything(seed)
     arch = arch or default_arch(bundle)
     model = build_model(arch)
@@ -91,6 +98,11 @@ def train_teacher(
             if augment is not None:
                 xb, t = augment(xb, t)
             loss = torch.nn.functional.cross_entropy(model(xb), t)
+            if not torch.isfinite(loss):
+                raise NonFiniteError(
+                    f"teacher training diverged (loss {float(loss.detach())}) at lr {lr:g}; lower --lr (the default is 3e-3). "
+                    "Nothing was saved."
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -98,6 +110,7 @@ def train_teacher(
             tot += float(loss.detach()) * len(xb)
         bar.set_postfix(loss=f"{tot / len(bundle.train_y):.3f}")
     model.eval()
+    check_finite_model(model, what="the trained teacher", fix=f"training diverged at lr {lr:g}: lower --lr. Nothing was saved.")
     acc = evaluate(model, bundle.test_x, bundle.test_y)
     meta = {"arch": arch, "test_accuracy": acc, "epochs": epochs, "seed": seed, "data": bundle.name,
             "seconds": round(time.perf_counter() - t0, 3)}

@@ -52,7 +52,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a("--calib-batches", type=int, help="calibration batches before training (default 8)")
     a("--device", help="torch device (default cpu)")
     a("--resume", help="continue the run in this directory from its last checkpoint")
-    a("--no-export", action="store_true", help="skip export and the exported-model measurement")
+    a("--fresh", action="store_true", help="--out holds an earlier run: delete its checkpoint, student, report "
+      "and export, and start over (without --fresh or --resume such a directory is refused)")
+    a("--no-export", action="store_true", default=None,
+      help="skip export and the exported-model measurement (a resumed run keeps the original choice)")
     a("--json", action="store_true", help="print the whole report as JSON")
     p.set_defaults(func=run)
 
@@ -61,17 +64,22 @@ def _config(args: argparse.Namespace) -> Any:
     from ..distill import DistillConfig, load_checkpoint
 
     given = {k: getattr(args, k) for k in _DEFAULTS if getattr(args, k, None) is not None}
+    export = True
     if args.resume:
         old = json.loads(load_checkpoint(args.resume)["config"])
         base = {k: old[k] for k in _DEFAULTS if k in old}
+        export = bool(old.get("export", True))
     else:
         base = dict(_DEFAULTS)
     base.update(given)
+    if args.no_export:
+        export = False
     return DistillConfig(
         **base,
         out=args.out or args.resume,
         resume=args.resume,
-        export=not args.no_export,
+        fresh=bool(args.fresh),
+        export=export,
         progress=True,
     )
 

@@ -85,12 +85,16 @@ def _verdict(sep: Separation) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.list:
         return _list()
+    from ..checks import check_device, check_output_file
     from ..data import load_data
     from ..models import load_model
     from ..ranking import rank_augmentations
     from ..train import get_or_train_teacher
 
     params = _parse_params(args.metric_param)
+    if args.json is not None:
+        check_output_file(args.json, flag="--json")  # before the ranking, not after it
+    check_device(args.device)
     bundle = load_data(args.data, seed=0)
     if args.teacher is not None:
         teacher, meta = load_model(args.teacher)

@@ -21,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", default=None, help="FP teacher file (default: train one into OUT/teacher.pt)")
     p.add_argument("--loss", default="paper", help="loss preset (default 'paper': 1*CE + 2*tau^2*KL, tau=4)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fresh", action="store_true", help="start over instead of resuming OUT/checkpoint.pt")
+    p.add_argument("--fresh", action="store_true",
+                   help="start over: delete OUT's earlier checkpoint, student, report and export first")
     p.set_defaults(func=run)
 
 
@@ -38,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = DistillConfig(
         backend=args.backend, bits=args.bits, act_bits=args.act_bits, data=args.data, teacher=args.teacher,
         epochs=args.epochs, out=str(out), augment="auto", loss=args.loss, seed=args.seed, resume=resume,
+        fresh=args.fresh,
     )
     report = run_distill(cfg)
     png = draw_report_figure(report, out / "report.png")

@@ -20,10 +20,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checks import check_lr, check_output_file
     from ..data import load_data
     from ..models import load_model, save_model
     from ..train import evaluate, train_teacher
 
+    check_lr(args.lr, flag="--lr")
+    check_output_file(args.out, flag="--out")
     bundle = load_data(args.data, seed=args.seed)
     if args.out.exists() and not args.force:
         model, meta = load_model(args.out)

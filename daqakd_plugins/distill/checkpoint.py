@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checks import safe_load_reason
 from ..errors import CheckpointError
 
 __all__ = ["CHECKPOINT_NAME", "atomic_save", "load_checkpoint", "capture_rng", "restore_rng", "safe_load_reason"]
@@ -63,18 +64,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a daqakd distill checkpoint (format {FORMAT!r}); start a new run.")
     return ck
-
-
-def safe_load_reason(exc: BaseException) -> str:
-    """The part of a ``torch.load(weights_only=True)`` failure worth showing. torch's own message goes
-    on to suggest ``weights_only=False``, which runs arbitrary code from the file: unsafe advice for a
-    file from elsewhere, so it is dropped."""
-    text = str(exc)
-    for line in text.splitlines():
-        if "WeightsUnpickler error:" in line:
-            return line.split("WeightsUnpickler error:", 1)[1].split(" Please use", 1)[0].strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return f"{type(exc).__name__}: {first}" if "weights_only" not in first else type(exc).__name__
 
 
 def capture_rng() -> dict[str, Any]:

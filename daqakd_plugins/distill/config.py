@@ -35,7 +35,9 @@ class DistillConfig:
     ``candidates`` with ``metric`` and use the best). ``loss``: a preset/component name or ``a+b``.
     ``teacher``: a model file (``daqakd teacher``); None = train one into ``out/teacher.pt``.
     ``train_per_class``: a class-stratified training subset (for scaled runs). ``resume``: a run
-    directory to continue (``out`` defaults to it). ``backend_options``: the backend's options (a dict
+    directory to continue (``out`` defaults to it). ``fresh``: ``out`` holds an earlier run and it is to be
+    started over (its checkpoint, student, report, export and trained teacher are deleted first);
+    without ``fresh`` or ``resume`` such a directory is refused, so no finished run is overwritten. ``backend_options``: the backend's options (a dict
     of its options dataclass's fields, see docs/backends/<name>.md).
     """
 
@@ -53,6 +55,7 @@ class DistillConfig:
     seed: int = 0
     resume: str | None = None
     export: bool = True
+    fresh: bool = False
     device: str = "cpu"
     optimizer: str = "adam"
     weight_decay: float = 0.0
@@ -72,6 +75,11 @@ class DistillConfig:
 
         if self.out is None and self.resume is None:
             raise ConfigError("pass out= (a run directory), or resume= an earlier run directory")
+        if self.fresh and self.resume is not None:
+            raise ConfigError("fresh=True (--fresh) starts over and resume= continues a run: pass one of them")
+        from ..checks import check_device
+
+        check_device(self.device)
         for name in ("bits", "epochs", "batch_size", "seed", "rank_repeats", "teacher_epochs", "calib_batches"):
             v = getattr(self, name)
             lo = 0 if name == "seed" else 1

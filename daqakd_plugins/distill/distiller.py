@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checks import check_batch
 from ..contracts import Augmentation, LossComponent, LossContext, LossPreset, LossResult, LossTerm
 from ..errors import ConfigError, ModelError, NonFiniteError, PluginError, UnknownNameError
 from ..models import as_tensor
@@ -384,6 +385,7 @@ class Distiller:
         Raises :class:`NonFiniteError` naming the step and the term when the loss is NaN/inf.
         """
         aug = self.augment if isinstance(augment, str) and augment == "default" else _resolve_augment(augment)
+        x, y = check_batch(x, y, where="Distiller.loss")
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
         if not self._prepared:

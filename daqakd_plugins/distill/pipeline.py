@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError, DaqakdError, NonFiniteError
+from ..checks import check_output_dir
+from ..errors import CheckpointError, ConfigError, DaqakdError, NonFiniteError, RunDirError
 from .checkpoint import CHECKPOINT_NAME, FORMAT, atomic_save, capture_rng, load_checkpoint, restore_rng
 from .config import _TRAJECTORY, DistillConfig
 from .distiller import Distiller, as_tensor
@@ -132,6 +133,36 @@ def _load_data(cfg: DistillConfig) -> tuple[Any, torch.Tensor, torch.Tensor]:
     return bundle, tx, ty
 
 
+#: the files a run writes into its directory; --fresh deletes exactly these
+RUN_FILES = (CHECKPOINT_NAME, STUDENT_NAME, "report.json", "report.md", "report.png", "teacher.pt", "export")
+
+
+def _claim_run_dir(cfg: DistillConfig, out: Path) -> None:
+    """A new run may not write over an earlier one: refuse (naming ``--resume`` and ``--fresh``), or with
+    ``fresh`` delete the earlier run's files first, so nothing of it is left next to the new report."""
+    found = [n for n in RUN_FILES if (out / n).exists()]
+    if not found:
+        return
+    if not cfg.fresh:
+        state = "an unfinished run (checkpoint.pt)" if (out / CHECKPOINT_NAME).exists() and not (out / "report.json").exists() \
+            else "a daqakd run"
+        raise RunDirError(
+            f"{out} already holds {state} ({', '.join(found)}). Continue it with `daqakd distill --resume {out}`, "
+            f"or start over with --fresh (deletes {', '.join(found)} there), or pass another --out."
+        )
+    import shutil
+
+    keep = Path(cfg.teacher).resolve() if cfg.teacher else None
+    for n in found:
+        p = out / n
+        if keep is not None and p.resolve() == keep:
+            continue  # the teacher the user passed is input, not output
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
 def _check_resume(cfg: DistillConfig, ck: dict[str, Any]) -> None:
     old = json.loads(ck["config"])
     new = cfg.to_dict()
@@ -166,15 +197,17 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
 
     cfg = config
     t_start = time.perf_counter()
-    out = cfg.out_dir
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(cfg.out_dir)  # before any work: a file, a read-only place
     ck: dict[str, Any] | None = None
     if cfg.resume is not None:
         ck = load_checkpoint(cfg.resume)
         _check_resume(cfg, ck)
+    else:
+        _claim_run_dir(cfg, out)
 
     seed_everything(cfg.seed)
     bundle, train_x, train_y = _load_data(cfg)
+    out.mkdir(parents=True, exist_ok=True)  # only now: a run refused above leaves no empty directory
     if ck is not None and cfg.teacher is None and Path(ck["teacher_path"]).exists():
         from ..models import load_model
 

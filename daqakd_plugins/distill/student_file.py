@@ -14,9 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checks import safe_load_reason
 from ..config import QuantConfig
 from ..errors import CheckpointError
-from .checkpoint import atomic_save, safe_load_reason
+from .checkpoint import atomic_save
 
 __all__ = ["STUDENT_NAME", "STUDENT_FORMAT", "save_student_file", "load_student"]
 

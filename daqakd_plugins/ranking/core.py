@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..augment import candidate_notes, resolve_candidates
+from ..checks import check_batch as check_images_and_labels
 from ..contracts import Augmentation, Metric, MetricBatch, MetricResult, PlannedMetricAccumulator
 from ..data import DataBundle, one_hot, stratified_subset, tensors_from_dataset
 from ..errors import ConfigError, DaqakdError, DataError, ModelError, PluginError, UnknownNameError
@@ -77,12 +78,7 @@ def prepare_data(data: Any, teacher: nn.Module, *, num_classes: int | None, per_
     x, y, name, bundle_classes = _as_tensors(data)
     if x.shape[0] == 0 or y.shape[0] == 0:
         raise DataError("the data set is empty; rank on a data set with at least one labelled sample.")
-    if x.dim() != 4:
-        raise DataError(f"images must be a [N, C, H, W] tensor; got shape {tuple(x.shape)}.")
-    if x.shape[0] != y.shape[0]:
-        raise DataError(f"{x.shape[0]} images but {y.shape[0]} labels; pass one label per image.")
-    if not torch.is_floating_point(x):
-        x = x.float().div(255.0)
+    x, y = check_images_and_labels(x, y, where="the ranking data")  # the same rules as Distiller.loss
     width = _probe_width(teacher, x, device)
     c = num_classes if num_classes is not None else (bundle_classes if bundle_classes is not None else width)
     if c < 1:

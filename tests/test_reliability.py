@@ -1,0 +1,288 @@
+"""Nothing lost, nothing silent (issue 17): run-directory rules, checks before any work, non-finite
+teachers, the inputs Distiller.loss and rank_augmentations share, degenerate data, and the smaller
+messages. CLI cases run the real CLI in a subprocess and check the exit code, the message's key words
+and what is on disk afterwards."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from daqakd_plugins.errors import DataError, NonFiniteError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    e = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "daqakd_plugins", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=e)
+
+
+def _refused(r: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    for w in words:
+        assert w in r.stderr, (w, r.stderr[-2000:])
+
+
+def _digest(d: Path) -> dict[str, str]:
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def teacher_file(digits_teacher, tmp_path_factory) -> Path:
+    from daqakd_plugins.models import save_model
+
+    model, meta = digits_teacher
+    return save_model(tmp_path_factory.mktemp("teacher") / "teacher.pt", model, meta["arch"], meta)
+
+
+def _quick(teacher: Path, out: Path, *extra: str) -> list[str]:
+    return ["distill", "--backend", "brevitas", "--bits", "4", "--data", "digits", "--teacher", str(teacher),
+            "--epochs", "1", "--augment", "none", "--train-per-class", "10", "--out", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def finished_run(teacher_file, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "done"
+    r = _cli(*_quick(teacher_file, out, "--no-export"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# run directories
+# --------------------------------------------------------------------------------------------------
+def test_reusing_a_finished_run_directory_is_refused_and_nothing_is_touched(finished_run, teacher_file) -> None:
+    before = _digest(finished_run)
+    r = _cli(*_quick(teacher_file, finished_run))
+    _refused(r, "already holds", f"--resume {finished_run}", "--fresh", "another --out")
+    assert _digest(finished_run) == before
+
+
+def test_fresh_clears_what_the_new_run_does_not_rewrite(finished_run, teacher_file, tmp_path) -> None:
+    import shutil
+
+    run = tmp_path / "again"
+    shutil.copytree(finished_run, run)
+    (run / "export").mkdir()
+    (run / "export" / "student.qcdq.onnx").write_bytes(b"an old student's file")
+    (run / "notes.txt").write_text("mine")  # not a run file: kept
+    r = _cli(*_quick(teacher_file, run, "--fresh", "--no-export"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not (run / "export").exists()  # the old export is gone, not left next to the new report
+    assert (run / "notes.txt").read_text() == "mine"
+    report = json.loads((run / "report.json").read_text())
+    assert report["export"] == {"skipped": "--no-export"} and report["resumed_from_epoch"] is None
+
+
+def test_ctrl_c_names_resume_and_resume_keeps_no_export(teacher_file, tmp_path) -> None:
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "daqakd_plugins", *_quick(teacher_file, out, "--no-export")]
+    args[args.index("--epochs") + 1] = "40"
+    args[args.index("--train-per-class") + 1] = "30"
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert f"daqakd distill --resume {out}" in err and "Traceback" not in err
+    assert not (out / "report.json").exists()
+    r = _cli("distill", "--resume", str(out), "--epochs", "40")
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["export"] == {"skipped": "--no-export"} and not (out / "export").exists()
+    assert report["resumed_from_epoch"] >= 1
+
+
+# --------------------------------------------------------------------------------------------------
+# checks before any work
+# --------------------------------------------------------------------------------------------------
+def test_out_that_is_a_file_fails_before_any_work(teacher_file, tmp_path) -> None:
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    _refused(_cli(*_quick(teacher_file, f)), "is a file", "directory")
+    assert f.read_text() == "x"
+
+
+def test_unwritable_out_fails_before_any_work(teacher_file) -> None:
+    """/proc refuses new files on every Linux host (root included, where chmod would not)."""
+    r = _cli(*_quick(teacher_file, Path("/proc/daqakd-test/run")))
+    _refused(r, "/proc is not writable")
+
+
+def test_rank_json_to_an_unwritable_path_fails_before_ranking(tmp_path) -> None:
+    r = _cli("rank", "--data", "digits", "--json", "/proc/daqakd-ranking.json", "--candidates", "none")
+    _refused(r, "--json", "not writable")
+    assert "ranking" not in r.stdout.lower()  # nothing was ranked
+    r = _cli("rank", "--data", "digits", "--json", str(tmp_path), "--candidates", "none")
+    _refused(r, "is a directory")
+
+
+def test_a_refused_run_leaves_no_empty_directory(tmp_path) -> None:
+    out = tmp_path / "new" / "run"
+    _refused(_cli("distill", "--data", str(tmp_path / "missing"), "--out", str(out)), "does not exist")
+    assert not out.exists() and not out.parent.exists()
+
+
+def test_bad_device_is_named(tmp_path) -> None:
+    _refused(_cli("distill", "--device", "gpu", "--out", str(tmp_path / "r")), "--device 'gpu'", "'cpu'")
+    assert not (tmp_path / "r").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# non-finite teachers
+# --------------------------------------------------------------------------------------------------
+def test_teacher_lr_inf_is_refused_and_nothing_saved(tmp_path) -> None:
+    out = tmp_path / "t.pt"
+    _refused(_cli("teacher", "--lr", "inf", "--out", str(out)), "--lr must be a finite positive number")
+    assert not out.exists()
+
+
+def test_diverging_teacher_training_stops_with_the_fix(digits) -> None:
+    from daqakd_plugins.train import train_teacher
+
+    def poison(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x * float("inf"), t  # what a diverged step produces: non-finite activations
+
+    with pytest.raises(NonFiniteError, match=r"teacher training diverged.*lower --lr.*Nothing was saved"):
+        train_teacher(digits, epochs=1, seed=0, progress=False, augment=poison)
+
+
+def test_a_nan_teacher_file_is_refused(digits_teacher, tmp_path) -> None:
+    from daqakd_plugins.models import load_model, save_model
+
+    model, meta = digits_teacher
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    bad = type(model)(**{k: v for k, v in meta["arch"].items() if k != "name"})
+    sd[next(k for k in sd if k.endswith("weight"))][0].fill_(float("nan"))
+    bad.load_state_dict(sd)
+    path = save_model(tmp_path / "nan.pt", bad, meta["arch"], meta)
+    with pytest.raises(NonFiniteError, match=r"NaN/inf weights.*retrain"):
+        load_model(path)
+
+
+# --------------------------------------------------------------------------------------------------
+# inputs: one validation shared by Distiller.loss and rank_augmentations
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def kd(digits_teacher):
+    from daqakd_plugins.distill import Distiller
+
+    teacher, _ = digits_teacher
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Distiller(teacher, student, loss="paper")
+
+
+@pytest.mark.parametrize(("make", "match"), [
+    (lambda x, y: (x.permute(0, 2, 3, 1), y), r"channels-last \(NHWC\).*permute\(0, 3, 1, 2\)"),
+    (lambda x, y: (x, y.float() + 0.5), r"fractional.*y\.long\(\)"),
+    (lambda x, y: (x, y[:-1]), r"16 images but 15 labels"),
+    (lambda x, y: (x[0], y), r"\[batch, channels, height, width\].*unsqueeze\(0\)"),
+])
+def test_bad_batches_get_the_same_message_in_distiller_and_ranking(kd, digits_teacher, digits, make, match) -> None:
+    from daqakd_plugins.ranking import rank_augmentations
+
+    teacher, _ = digits_teacher
+    x, y = make(digits.train_x[:16], digits.train_y[:16])
+    with pytest.raises(DataError, match=match):
+        kd.loss(x, y)
+    with pytest.raises(DataError, match=match):
+        rank_augmentations(teacher, (x, y), "none", progress=False)
+
+
+def test_uint8_images_and_integral_float_labels_are_converted(kd, digits) -> None:
+    x, y = digits.train_x[:16], digits.train_y[:16]
+    x8 = (x * 255).round().to(torch.uint8)
+    torch.manual_seed(0)
+    a = kd.loss(x8.float() / 255, y)
+    torch.manual_seed(0)
+    b = kd.loss(x8, y.float())
+    assert torch.equal(a, b)
+
+
+# --------------------------------------------------------------------------------------------------
+# degenerate data
+# --------------------------------------------------------------------------------------------------
+def _png(path: Path, mode: str = "L", value: int = 128) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = (8, 8) if mode == "L" else (8, 8, 3)
+    Image.fromarray(np.full(shape, value, dtype=np.uint8), mode=mode).save(path)
+
+
+def test_one_class_folder_is_refused(tmp_path) -> None:
+    from daqakd_plugins.data import load_image_folder
+
+    for i in range(4):
+        _png(tmp_path / "cats" / f"{i}.png")
+    with pytest.raises(DataError, match=r"one class folder \('cats'\).*at least 2 classes"):
+        load_image_folder(tmp_path)
+
+
+def test_empty_class_folder_is_named(tmp_path) -> None:
+    from daqakd_plugins.data import load_image_folder
+
+    for i in range(4):
+        _png(tmp_path / "cats" / f"{i}.png")
+        _png(tmp_path / "dogs" / f"{i}.png")
+    (tmp_path / "birds").mkdir()
+    with pytest.raises(DataError, match=r"birds.*hold no images"):
+        load_image_folder(tmp_path)
+
+
+def test_mixed_grayscale_and_colour_become_rgb(tmp_path) -> None:
+    from daqakd_plugins.data import load_image_folder
+
+    for i in range(5):
+        _png(tmp_path / "a" / f"{i}.png", "L", 10 * i)  # the first files are grayscale
+        _png(tmp_path / "b" / f"{i}.png", "RGB", 200)
+    b = load_image_folder(tmp_path, test_size=0.2)
+    assert b.train_x.shape[1] == 3 and b.test_x.shape[1] == 3
+    gray = torch.cat([b.train_x[b.train_y == 0], b.test_x[b.test_y == 0]])
+    assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 1], gray[:, 2])  # replicated channels
+
+
+# --------------------------------------------------------------------------------------------------
+# smaller messages
+# --------------------------------------------------------------------------------------------------
+def test_report_on_a_non_json_file_says_so(tmp_path) -> None:
+    f = tmp_path / "notes.txt"
+    f.write_text("this is\nnot json\nat all\n")
+    _refused(_cli("report", str(f)), "is not a results file", "3 of 3 lines are not JSON")
+
+
+def test_bad_daqakd_plugins_module_names_the_setting_that_fixes_it() -> None:
+    r = _cli("plugins", env={"DAQAKD_PLUGINS": "no_such_daqakd_plugin"})
+    _refused(r, "Remove 'no_such_daqakd_plugin' from DAQAKD_PLUGINS")
+    assert "DAQAKD_DISABLE_PLUGINS=1" not in r.stderr
+
+
+def test_checkpoint_errors_do_not_advise_weights_only_false(tmp_path) -> None:
+    from daqakd_plugins.distill import load_checkpoint
+    from daqakd_plugins.errors import CheckpointError
+
+    torch.save({"fn": np.random.default_rng}, tmp_path / "checkpoint.pt")  # a pickled global: not weights_only
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path)
+    msg = str(info.value)
+    assert "weights_only=True" in msg and "weights_only=False" not in msg and "will likely succeed" not in msg
