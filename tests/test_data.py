@@ -73,7 +73,7 @@ def test_image_folder_errors_name_the_fix(tmp_path, setup, match):
 
 
 def test_mixed_image_sizes_are_refused(tmp_path):
-    _write_images(tmp_path / "x", ["a", "b"], 2, size=(6, 5))
+    _write_images(tmp_path / "x", ["a", "b"], 5, size=(6, 5))
     Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(tmp_path / "x" / "a" / "big.png")
     with pytest.raises(DataError, match="resize"):
         load_image_folder(tmp_path / "x")
