@@ -1,0 +1,421 @@
+"""ONNX export of Model Optimizer students: one file for onnxruntime, one for TensorRT.
+
+``onnx-qdq`` (``student.qdq.onnx``, run by onnxruntime) — every width the adapter trains:
+    each enabled ``TensorQuantizer`` is written as standard ONNX ``QuantizeLinear → [Clip] →
+    DequantizeLinear`` with the quantizer's own scale (amax / max level) and range: INT8 as int8,
+    INT4–INT7 as int8 with a ``Clip`` to the narrower range (ONNX ≤ opset 20 has no 4-bit activation
+    type onnxruntime fuses), FP8 as ``float8e4m3fn`` (opset 19). Weights are stored as integers (the
+    quantized values, folded from the float weights exactly as ONNX ``QuantizeLinear`` defines them),
+    so the file is about a quarter of the float one. Then :func:`daqakd_plugins.kit.prepare_for_onnxruntime`
+    re-encodes what onnxruntime would compute wrongly on x86 CPUs without VNNI (U8U8 weights) or could not
+    fuse (signed sub-8-bit activations): both exact.
+
+``onnx-trt`` (``student.trt.onnx``) — INT8 students only:
+    Model Optimizer's own export (``torch.onnx.export`` of the quantized model; modelopt's symbolic
+    functions write signed int8 Q/DQ with zero point 0 and float weights behind Q/DQ), unchanged: the
+    explicit-quantization graph TensorRT builds INT8 engines from. TensorRT is not run here (no GPU);
+    ``predict`` runs the file in onnxruntime with every graph optimisation off, i.e. the Q/DQ arithmetic
+    exactly as written, with no integer kernels (so no CPU-dependent saturation), which checks what the
+    file computes. 4-bit students have no TensorRT form: TensorRT's INT4 is weight-only block
+    quantization of MatMul/Gemm (W4A16, modelopt's INT4_AWQ), with no INT4 activations and no INT4
+    convolution, and modelopt's exporter writes its 4-bit quantizers as the TensorRT-only
+    ``trt::DequantizeLinear`` that onnxruntime cannot load.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from daqakd_plugins.kit import ExportedModel, ExportError, prepare_for_onnxruntime
+
+from .plugin import FORMATS, _describe, _is_quantizer, quiet
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from daqakd_plugins.kit import ExportRequest
+
+FORMAT_ALIASES = {"onnx-qdq": "onnx-qdq", "qdq": "onnx-qdq", "onnx": "onnx-qdq", "onnxruntime": "onnx-qdq",
+                  "onnx-trt": "onnx-trt", "trt": "onnx-trt", "tensorrt": "onnx-trt"}
+OPSET_INT = 17
+OPSET_FP8 = 19  # float8 QuantizeLinear/DequantizeLinear
+_E4M3_MAX = 448.0
+_EPS = 1.0 / (1 << 24)  # modelopt: an amax at or below this quantizes everything to 0
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """One enabled quantizer as ONNX sees it: ``q = clip(round(x · mult))``, ``y = q · scale``.
+
+    ``mult`` is modelopt's own ``max_level / amax`` (in amax's shape, broadcasting like the input), so
+    the integers equal those modelopt trains with: ONNX's QuantizeLinear *divides* by its scale, and
+    ``x / fl(amax / 7)`` is not ``x · fl(7 / amax)`` at ties (a digits pixel of 0.5 with amax 1 is 3.5
+    levels at 4 bits: modelopt rounds it to 4, ``0.5 / 0.14285715`` to 3 — 0.7 pp of test accuracy at
+    W4A4). ``scale`` is 1-D along ``axis`` for per-channel quantizers."""
+
+    kind: str  # "int" or "fp8"
+    mult: Any  # torch.Tensor
+    scale: Any  # torch.Tensor
+    axis: int | None
+    qmin: int
+    qmax: int
+
+
+def _spec(name: str, q: Any) -> _Spec:
+    import torch
+
+    for attr, what in (("pre_quant_scale", "a pre-quantization scale (SmoothQuant/AWQ)"),
+                       ("block_sizes", "block quantization"), ("bias", "a quantization bias")):
+        if getattr(q, attr, None) is not None:
+            raise ExportError(f"quantizer {name} uses {what}, which this adapter does not export to ONNX.")
+    if getattr(q, "rotate_is_enabled", False):
+        raise ExportError(f"quantizer {name} uses a rotation, which this adapter does not export to ONNX.")
+    if not hasattr(q, "_amax"):
+        raise ExportError(
+            f"quantizer {name} was never calibrated (it has no amax), so its range is not fixed; calibrate the "
+            "student first: daqakd_plugins.backends.calibrate(student, 'modelopt', images)."
+        )
+    amax = q._amax.detach().float().cpu()
+    nb = q.num_bits
+    if isinstance(nb, (tuple, list)):
+        if tuple(nb) != (4, 3):
+            raise ExportError(f"quantizer {name} has the float format E{nb[0]}M{nb[1]}; only FP8 E4M3 exports here.")
+        if amax.numel() != 1:
+            raise ExportError(f"quantizer {name}: FP8 exports per tensor only (its amax has {amax.numel()} values).")
+        amax = amax.reshape(()).clamp_min(_EPS)
+        return _Spec("fp8", torch.tensor(_E4M3_MAX) / amax, amax / _E4M3_MAX, None, 0, 0)
+    bits = int(nb)
+    unsigned = bool(q.unsigned)
+    maxbound = torch.tensor(2.0 ** (bits - 1 + int(unsigned)) - 1.0)
+    minbound = 0 if unsigned else int(-maxbound) if q.narrow_range else int(-maxbound) - 1
+    zero = amax <= _EPS  # modelopt: quantize to 0, dequantize with scale 1
+    mult = torch.where(zero, torch.zeros_like(amax), maxbound / amax)
+    scale = torch.where(zero, torch.ones_like(amax), amax / maxbound)
+    axis = None
+    if amax.numel() > 1:
+        dims = [i for i, s in enumerate(amax.shape) if s > 1]
+        if len(dims) != 1:
+            raise ExportError(f"quantizer {name} has a {tuple(amax.shape)} amax; ONNX quantizes along one axis only.")
+        axis = dims[0]
+        scale = scale.reshape(-1)
+    else:
+        mult, scale = mult.reshape(()), scale.reshape(())
+    return _Spec("int", mult, scale, axis, minbound, int(maxbound))
+
+
+def _student_kind(model: nn.Module) -> tuple[str, set[int]]:
+    """("int", bit widths) or ("fp8", {8}) over the enabled quantizers."""
+    kinds, bits = set(), set()
+    for m in model.modules():
+        if _is_quantizer(m) and m.is_enabled:
+            nb = m.num_bits
+            if isinstance(nb, (tuple, list)):
+                kinds.add("nvfp4" if tuple(nb) == (2, 1) else "fp8")
+                bits.add(int(sum(nb)) + 1)
+            else:
+                kinds.add("int")
+                bits.add(int(nb))
+    if len(kinds) > 1:
+        raise ExportError(f"the student mixes quantization formats {sorted(kinds)}; export one format per model.")
+    return (kinds.pop() if kinds else "int"), bits
+
+
+def _formats(requested: tuple[str, ...] | None, kind: str, bits: set[int]) -> tuple[str, ...]:
+    trt_ok = kind == "int" and bits == {8}
+    if not requested:
+        return FORMATS if trt_ok else ("onnx-qdq",)
+    out: list[str] = []
+    for f in requested:
+        key = FORMAT_ALIASES.get(str(f).lower())
+        if key is None:
+            raise ExportError(
+                f"Model Optimizer students export as {', '.join(FORMATS)}, not {f!r} (onnx-qdq runs in onnxruntime, "
+                "onnx-trt is Model Optimizer's own Q/DQ export for TensorRT)."
+            )
+        if key == "onnx-trt" and not trt_ok:
+            what = "FP8" if kind == "fp8" else f"{sorted(bits)}-bit integer"
+            raise ExportError(
+                f"onnx-trt is written for INT8 students only; this one is {what}. TensorRT has no INT4 activations "
+                "or INT4 convolutions (its INT4 is weight-only block quantization of MatMul/Gemm, modelopt's "
+                "INT4_AWQ for LLMs), and Model Optimizer writes FP8 as TensorRT custom ops that nothing here can run "
+                "or check. Export formats=('onnx-qdq',) for onnxruntime."
+            )
+        if key not in out:
+            out.append(key)
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# onnx-qdq: standard Q/DQ through our own symbolic
+# --------------------------------------------------------------------------------------------------
+def _qdq_function() -> Any:
+    import torch
+    from torch.onnx import symbolic_helper
+
+    class QDQ(torch.autograd.Function):
+        """ONNX ``Mul(mult) → QuantizeLinear(scale 1) → [Clip] → DequantizeLinear(scale)``: modelopt's
+        integers and dequantized values; its forward computes the same in torch."""
+
+        @staticmethod
+        def forward(ctx: Any, x: torch.Tensor, mult: torch.Tensor, scale: torch.Tensor, qmin: int, qmax: int,  # noqa: ARG004
+                    axis: int, fp8: bool) -> torch.Tensor:
+            s = scale
+            if axis >= 0 and s.dim() == 1:
+                shape = [1] * x.dim()
+                shape[axis] = -1
+                s = s.reshape(shape)
+            if fp8:
+                return (x * mult).clamp(-_E4M3_MAX, _E4M3_MAX).to(torch.float8_e4m3fn).to(x.dtype) * s
+            return torch.clamp(torch.round(x * mult), qmin, qmax) * s
+
+        @staticmethod
+        @symbolic_helper.parse_args("v", "t", "t", "i", "i", "i", "b")
+        def symbolic(g: Any, x: Any, mult: torch.Tensor, scale: torch.Tensor, qmin: int, qmax: int, axis: int,
+                     fp8: bool) -> Any:
+            dtype = torch.float8_e4m3fn if fp8 else torch.int8 if qmin < 0 else torch.uint8
+            one = g.op("Constant", value_t=torch.tensor(1.0))
+            zp0 = g.op("Constant", value_t=torch.zeros((), dtype=dtype))
+            q = g.op("QuantizeLinear", g.op("Mul", x, g.op("Constant", value_t=mult.float())), one, zp0)
+            full = (-128, 127) if qmin < 0 else (0, 255)
+            if not fp8 and (qmin, qmax) != full:
+                lo = g.op("Constant", value_t=torch.tensor(qmin, dtype=dtype))
+                hi = g.op("Constant", value_t=torch.tensor(qmax, dtype=dtype))
+                q = g.op("Clip", q, lo, hi)
+            kw = {"axis_i": axis} if axis >= 0 else {}
+            zp = g.op("Constant", value_t=torch.zeros(scale.shape, dtype=dtype))
+            return g.op("DequantizeLinear", q, g.op("Constant", value_t=scale.float()), zp, **kw)
+
+    return QDQ
+
+
+def _qdq_module(spec: _Spec, fn: Any) -> nn.Module:
+    from torch import nn
+
+    class ExportQDQ(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.spec = spec
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            s = self.spec
+            return fn.apply(x, s.mult.to(x.device), s.scale.to(x.device), s.qmin, s.qmax,
+                            -1 if s.axis is None else s.axis, s.kind == "fp8")
+
+    return ExportQDQ()
+
+
+def _fold_weights(path: Path) -> int:
+    """Store constant (weight) inputs of ``[Mul] → QuantizeLinear → [Clip] → DequantizeLinear`` as the
+    integers ONNX computes from them (float32 product, round half to even, saturate, clip), in place:
+    same outputs, a quarter of the bytes. Returns how many weights were folded."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    consts = {t.name: t for t in g.initializer}
+    const_nodes = {n.output[0]: n for n in g.node if n.op_type == "Constant"}
+
+    def value(name: str) -> Any:
+        if name in consts:
+            return numpy_helper.to_array(consts[name])
+        n = const_nodes.get(name)
+        if n is not None:
+            for a in n.attribute:
+                if a.name == "value":
+                    return numpy_helper.to_array(a.t)
+        return None
+
+    producer = {o: n for n in g.node for o in n.output}
+
+    def constant_input(name: str) -> Any:
+        """A weight: an initializer, or the product of two constants (the Mul by modelopt's multiplier)."""
+        if name in consts:
+            return numpy_helper.to_array(consts[name]).astype(np.float32)
+        p = producer.get(name)
+        if p is not None and p.op_type == "Mul" and any(i in consts for i in p.input):
+            a, b = value(p.input[0]), value(p.input[1])
+            if a is not None and b is not None:
+                return (a.astype(np.float32) * b.astype(np.float32)).astype(np.float32)
+        return None
+
+    consumers: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    folded = 0
+    for q in list(g.node):
+        if q.op_type != "QuantizeLinear":
+            continue
+        w, scale, zp = constant_input(q.input[0]), value(q.input[1]), value(q.input[2])
+        if w is None or scale is None or zp is None or zp.dtype not in (np.int8, np.uint8):
+            continue
+        axis = next((a.i for a in q.attribute if a.name == "axis"), 1)
+        s = scale
+        if s.ndim == 1 and w.ndim > 1:
+            shape = [1] * w.ndim
+            shape[axis] = -1
+            s = s.reshape(shape)
+            zpb = zp.reshape(shape).astype(np.int32)
+        else:
+            zpb = zp.astype(np.int32)
+        info = np.iinfo(zp.dtype)
+        ints = np.clip(np.rint(w / s) + zpb, info.min, info.max)
+        out = q.output[0]
+        nxt = consumers.get(out, [])
+        if len(nxt) == 1 and nxt[0].op_type == "Clip":
+            clip = nxt[0]
+            lo = value(clip.input[1]) if len(clip.input) > 1 and clip.input[1] else None
+            hi = value(clip.input[2]) if len(clip.input) > 2 and clip.input[2] else None
+            ints = np.clip(ints, lo if lo is not None else info.min, hi if hi is not None else info.max)
+            out = clip.output[0]
+        name = f"daqakd_int_weight/{q.name or q.output[0]}"
+        g.initializer.append(numpy_helper.from_array(ints.astype(zp.dtype), name))
+        for n in consumers.get(out, []):
+            for k, i in enumerate(n.input):
+                if i == out:
+                    n.input[k] = name
+        folded += 1
+    if folded:
+        _drop_dead(model)
+        onnx.checker.check_model(model)
+        onnx.save(model, str(path))
+    return folded
+
+
+def _drop_dead(model: Any) -> None:
+    g = model.graph
+    while True:
+        used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+        keep = [n for n in g.node if any(o in used for o in n.output)]
+        if len(keep) == len(g.node):
+            break
+        del g.node[:]
+        g.node.extend(keep)
+    used = {i for n in g.node for i in n.input}
+    inits = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    inputs = [i for i in g.input if i.name not in {t.name for t in model.graph.initializer} or i.name in used]
+    del g.input[:]
+    g.input.extend(inputs)
+
+
+def _export_qdq(model: nn.Module, x: torch.Tensor, out_dir: Path, kind: str, bits: set[int]) -> ExportedModel:
+    import torch
+
+    fn = _qdq_function()
+    m = copy.deepcopy(model).cpu().eval()
+    for name, q in [(n, mod) for n, mod in m.named_modules() if _is_quantizer(mod)]:
+        if not q.is_enabled:
+            continue
+        parent, _, leaf = name.rpartition(".")
+        (m.get_submodule(parent) if parent else m).register_module(leaf, _qdq_module(_spec(name, q), fn))
+    path = out_dir / "student.qdq.onnx"
+    with torch.no_grad():
+        torch.onnx.export(m, (x,), str(path), input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                          opset_version=OPSET_FP8 if kind == "fp8" else OPSET_INT, dynamo=False)
+    folded = _fold_weights(path)
+    prep = prepare_for_onnxruntime(path)
+    notes = "standard QuantizeLinear/DequantizeLinear" + (
+        " (float8e4m3fn, opset 19)" if kind == "fp8" else "; sub-8-bit ranges as int8 with Clip" if bits != {8} else
+        " (int8)") + f"; {folded} weight tensor(s) stored as integers"
+    if prep["unsigned_activations"]:
+        notes += f"; {prep['unsigned_activations']} clipped int8 activation(s) stored as uint8 (fusable)"
+    if prep["u8u8_weights"]:
+        notes += (f"; {prep['u8u8_weights']} weight tensor(s) after 8-bit activations stored as uint8 (U8U8: exact "
+                  "on CPUs without VNNI)")
+    return ExportedModel(format="onnx-qdq", path=path, runtime="onnxruntime", predict=_ort_predict(path), notes=notes)
+
+
+# --------------------------------------------------------------------------------------------------
+# onnx-trt: Model Optimizer's own export
+# --------------------------------------------------------------------------------------------------
+def _export_trt(model: nn.Module, x: torch.Tensor, out_dir: Path) -> ExportedModel:
+    import torch
+
+    m = copy.deepcopy(model).cpu().eval()
+    path = out_dir / "student.trt.onnx"
+    with torch.no_grad():
+        torch.onnx.export(m, (x,), str(path), input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET_INT,
+                          dynamo=False)
+    return ExportedModel(
+        format="onnx-trt", path=path, runtime="onnxruntime-reference", predict=_ort_predict(path, reference=True),
+        notes=("Model Optimizer's own Q/DQ export for TensorRT (signed int8, zero point 0, float weights behind "
+               "Q/DQ, BatchNorm unfolded: TensorRT folds and fuses at build time); predict runs it in onnxruntime "
+               "with graph optimisations off (the Q/DQ arithmetic as written, no integer kernels)"),
+    )
+
+
+def _ort_predict(path: Path, *, reference: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    import numpy as np
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    if reference:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    iname = sess.get_inputs()[0].name
+
+    def predict(a: np.ndarray) -> np.ndarray:
+        return np.asarray(sess.run(None, {iname: np.ascontiguousarray(a, dtype=np.float32)})[0])
+
+    return predict
+
+
+def _student_of(model: nn.Module) -> nn.Module:
+    """A ``mtd.convert`` KD wrapper exports its student (``mtd.export`` on a copy); anything else as is."""
+    if type(model).__name__.startswith("Distill") and hasattr(model, "teacher_model"):
+        import modelopt.torch.distill as mtd
+
+        return mtd.export(copy.deepcopy(model))  # type: ignore[no-any-return]
+    return model
+
+
+def export(request: ExportRequest) -> list[ExportedModel]:
+    import torch
+
+    with quiet():
+        import modelopt.torch.quantization  # noqa: F401 - import once, quietly
+
+        model = _student_of(request.model)
+        if not _describe(model):
+            raise ExportError(
+                f"{type(model).__name__} has no enabled Model Optimizer quantizers, so there is nothing to export as "
+                "Q/DQ ONNX. Quantize it first: daqakd_plugins.backends.quantize(model, 'modelopt', QuantConfig(...), "
+                "example_input=x), or export the float model with torch.onnx.export."
+            )
+        kind, bits = _student_kind(model)
+        if kind == "nvfp4":
+            raise ExportError(
+                "NVFP4 students export only to TensorRT's custom NVFP4 ops (Model Optimizer's TRT exporter, on a "
+                "CUDA machine); onnxruntime has no FP4 kernels, so this adapter writes no NVFP4 ONNX."
+            )
+        fmts = _formats(request.formats, kind, bits)
+        x = request.example_input[:1].detach().cpu().float()
+        out_dir = Path(request.out_dir)
+        out: list[ExportedModel] = []
+        for fmt in fmts:
+            try:
+                out.append(_export_qdq(model, x, out_dir, kind, bits) if fmt == "onnx-qdq" else _export_trt(model, x, out_dir))
+            except ExportError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - exporter failures come in many types
+                raise ExportError(
+                    f"could not export {type(model).__name__} to {fmt} with torch {torch.__version__.split('+')[0]}: "
+                    f"{type(exc).__name__}: {exc}. The model must be exportable by torch.onnx.export(dynamo=False) "
+                    "(no data-dependent control flow); quantizers must be calibrated."
+                ) from exc
+    return out
