@@ -36,6 +36,7 @@ __all__ = [
     "LossPreset",
     "LossContext",
     "LossResult",
+    "Architecture",
     "BackendInfo",
     "QuantizerInfo",
     "QuantizeRequest",
@@ -354,6 +355,27 @@ class LossResult:
         for v in vals[1:]:
             out = out + v
         return out
+
+
+# --------------------------------------------------------------------------------------------------
+# architectures
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class Architecture:
+    """A model family daqakd can build from an architecture spec (a dict saved next to the weights).
+
+    ``name`` is either one architecture (``"small_resnet"``) or a family prefix ending in ``":"``
+    (``"torchvision:"`` builds ``torchvision:resnet18``, ``torchvision:mobilenet_v2``, ...).
+    ``build(spec)`` returns the float model; ``spec`` holds ``name``, ``num_classes``,
+    ``in_channels`` and any options the family documents (e.g. ``small_input``). ``requires``: the
+    module that must import for the family to be usable (its absence gives the install command
+    ``install``)."""
+
+    name: str
+    build: Callable[[Mapping[str, Any]], Any]
+    description: str = ""
+    requires: str = ""
+    install: str = ""
 
 
 # --------------------------------------------------------------------------------------------------

@@ -255,6 +255,30 @@ def stratified_subset(labels: torch.Tensor, per_class: int, seed: int = 0) -> to
     return torch.cat(out).sort().values
 
 
+def calibration_sample(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """Indices of ``n`` samples (fewer if the data is smaller) for calibration: class-stratified (as
+    even over the classes as their sizes allow) and seeded, in a shuffled order so every calibration
+    batch mixes classes. Why: an ImageFolder split is sorted by class, so "the first 512 images" are
+    one class, and calibration ranges set on one class clip the others."""
+    g = torch.Generator().manual_seed(seed)
+    classes = labels.unique().tolist()
+    pools = {c: (labels == c).nonzero().flatten() for c in classes}
+    pools = {c: idx[torch.randperm(len(idx), generator=g)] for c, idx in pools.items()}
+    take = dict.fromkeys(classes, 0)
+    left = min(n, len(labels))
+    while left > 0:  # round-robin over the classes that still have samples
+        progressed = False
+        for c in classes:
+            if left and take[c] < len(pools[c]):
+                take[c] += 1
+                left -= 1
+                progressed = True
+        if not progressed:
+            break
+    idx = torch.cat([pools[c][: take[c]] for c in classes])
+    return idx[torch.randperm(len(idx), generator=g)]
+
+
 def make_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool, seed: int = 0) -> DataLoader:
     """A deterministic loader over in-memory tensors (the shuffle order depends only on ``seed``)."""
     if batch_size < 1:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from .contracts import (
+        Architecture,
         Augmentation,
         BackendInfo,
         CalibrateRequest,
@@ -92,6 +93,19 @@ def daqakd_compute_loss(ctx: LossContext) -> LossResult | None:
 
     :param ctx: the step's logits, targets, models and the recipe's terms.
     :return: the weighted terms; stops at the first non-``None`` result.
+    """
+
+
+# --------------------------------------------------------------------------------------------------
+# architectures
+# --------------------------------------------------------------------------------------------------
+@hookspec
+def daqakd_register_architectures(register: Callable[[Architecture], None]) -> None:
+    """Register model architectures (or families, by a ``"prefix:"`` name) that daqakd can build from
+    the architecture spec stored in teacher and student files.
+
+    :param register: call ``register(Architecture(name=..., build=...))``; names must be unique. A
+        spec naming ``package.module:factory`` needs no registration: the core imports the factory.
     """
 
 

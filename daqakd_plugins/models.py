@@ -12,7 +12,7 @@ from torch import nn
 from .checks import safe_load_reason
 from .errors import CheckpointError, ModelError, NonFiniteError
 
-__all__ = ["SmallResNet", "build_model", "save_model", "load_model", "as_tensor", "ARCHS"]
+__all__ = ["SmallResNet", "arch_spec", "build_model", "save_model", "load_model", "as_tensor"]
 
 
 class _Block(nn.Module):
@@ -59,16 +59,96 @@ class SmallResNet(nn.Module):
         return self.fc(self.flatten(self.pool(self.layers(self.stem(x)))))
 
 
-ARCHS: dict[str, type[nn.Module]] = {"small_resnet": SmallResNet}
+def arch_spec(name: str, *, num_classes: int, in_channels: int = 3, **options: Any) -> dict[str, Any]:
+    """An architecture spec: what is stored next to the weights so the model can be rebuilt
+    (``{"name": "torchvision:resnet18", "num_classes": 10, "in_channels": 3, "small_input": True}``)."""
+    if not isinstance(name, str) or not name:
+        raise ModelError(f"an architecture name is a non-empty string (e.g. 'torchvision:resnet18'), got {name!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ModelError(f"num_classes must be an integer ≥ 2 (--num-classes), got {num_classes!r}")
+    return {"name": name, "num_classes": num_classes, "in_channels": in_channels, **options}
+
+
+def _resolve(name: str) -> Any:
+    """The builder for ``name``: a registered architecture, a registered family (``prefix:``), or a
+    user factory by import path (``package.module:factory``)."""
+    import importlib
+
+    from .plugins import get_architectures
+
+    archs = get_architectures()
+    if name in archs:
+        return archs[name]
+    if ":" in name:
+        prefix = name.split(":", 1)[0] + ":"
+        if prefix in archs:
+            return archs[prefix]
+        mod_name, _, attr = name.partition(":")
+        try:
+            mod = importlib.import_module(mod_name)
+        except ImportError as exc:
+            raise ModelError(
+                f"architecture {name!r}: no registered family {prefix!r} and module {mod_name!r} does not import "
+                f"({exc}). Known: {', '.join(sorted(archs))} — or name your own factory as package.module:function "
+                "(importable from here, e.g. via PYTHONPATH)."
+            ) from exc
+        factory = getattr(mod, attr, None)
+        if not callable(factory):
+            raise ModelError(f"architecture {name!r}: {mod_name} has no callable {attr!r}.")
+        return factory
+    raise ModelError(
+        f"unknown architecture {name!r}; known: {', '.join(sorted(archs))} (families take a model name after "
+        "the colon, e.g. torchvision:resnet18), or your own factory as package.module:function."
+    )
 
 
 def build_model(arch: dict[str, Any]) -> nn.Module:
-    """Build a model from an architecture record ``{"name": ..., **kwargs}``."""
-    arch = dict(arch)
-    name = arch.pop("name", None)
-    if name not in ARCHS:
-        raise CheckpointError(f"unknown architecture {name!r} in checkpoint; known: {', '.join(ARCHS)}")
-    return ARCHS[name](**arch)
+    """Build the float model an architecture spec describes (``{"name": ..., **options}``)."""
+    from .contracts import Architecture
+
+    spec = dict(arch)
+    name = spec.get("name")
+    if not isinstance(name, str):
+        raise ModelError(f"architecture spec {arch!r} has no 'name'; pass e.g. --arch torchvision:resnet18")
+    builder = _resolve(name)
+    if isinstance(builder, Architecture):
+        if builder.requires:
+            import importlib
+
+            try:
+                importlib.import_module(builder.requires)
+            except ImportError as exc:
+                raise ModelError(f"architecture {name!r} needs the package {builder.requires!r} ({exc}); install it "
+                                 f"with: {builder.install or 'pip install ' + builder.requires}") from exc
+        model = builder.build(spec)
+    else:  # a user factory: called with the spec's options as keyword arguments
+        kwargs = {k: v for k, v in spec.items() if k != "name"}
+        try:
+            model = builder(**kwargs)
+        except TypeError as exc:
+            raise ModelError(f"factory {name!r} does not accept {sorted(kwargs)} ({exc}); it is called as "
+                             "factory(num_classes=..., in_channels=..., **options).") from exc
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"architecture {name!r} built a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+_TWO_WAYS = (
+    "Save it in one of two ways daqakd can load without running pickled code: "
+    "(1) torch.save(model.state_dict(), PATH) and pass --arch NAME --num-classes N (e.g. --arch "
+    "torchvision:resnet18), or (2) daqakd_plugins.models.save_model(PATH, model, arch_spec(NAME, num_classes=N))."
+)
+
+
+def _state_of(ck: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, dict[str, Any]]:
+    """``(state_dict, arch or None, meta)`` from a daqakd model file or a plain state_dict."""
+    if isinstance(ck, dict) and "state_dict" in ck and "arch" in ck:
+        return ck["state_dict"], dict(ck["arch"]), dict(ck.get("meta", {}))
+    if isinstance(ck, dict) and ck and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ck.items()):
+        return ck, None, {}
+    if isinstance(ck, dict) and isinstance(ck.get("state_dict"), dict):  # e.g. {"state_dict": ..., "epoch": ...}
+        return ck["state_dict"], None, {}
+    raise CheckpointError(f"{path} holds neither a state_dict nor a daqakd model file. {_TWO_WAYS}")
 
 
 def save_model(path: str | Path, model: nn.Module, arch: dict[str, Any], meta: dict[str, Any] | None = None) -> Path:
@@ -81,35 +161,67 @@ def save_model(path: str | Path, model: nn.Module, arch: dict[str, Any], meta: d
     return path
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Load a model saved by :func:`save_model` (``weights_only=True``). Returns ``(model, meta)``."""
+def load_model(path: str | Path, map_location: str | torch.device = "cpu", *,
+               arch: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a model: a daqakd model file (:func:`save_model`) or a plain ``state_dict`` with ``arch``
+    (an :func:`arch_spec`), always with ``weights_only=True``. Returns ``(model, meta)``; ``meta["arch"]``
+    is the spec, so the model can be rebuilt later (student files carry it)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"model file {path} does not exist; train one with `daqakd teacher --out {path}`.")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; pass the model file (e.g. {path / 'teacher.pt'}).")
     try:
         ck = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001
+        reason = safe_load_reason(exc)
+        if "global" in reason.lower():  # a pickled nn.Module or another Python object
+            raise CheckpointError(f"{path} holds a pickled Python object ({reason}), which daqakd does not "
+                                  f"unpickle (that would run code from the file). {_TWO_WAYS}") from exc
         raise CheckpointError(
-            f"cannot load {path} safely (weights_only=True: {safe_load_reason(exc)}). daqakd loads only "
-            "state_dict checkpoints written by daqakd_plugins.models.save_model."
+            f"cannot load {path} safely (weights_only=True: {reason}). daqakd loads state_dicts, plain or "
+            "written by daqakd_plugins.models.save_model."
         ) from exc
-    if not isinstance(ck, dict) or "state_dict" not in ck or "arch" not in ck:
-        raise CheckpointError(
-            f"{path} is not a daqakd model file (needs keys 'arch' and 'state_dict'); save it with "
-            "daqakd_plugins.models.save_model(path, model, arch)."
-        )
-    model = build_model(ck["arch"])
-    for t in ck["state_dict"].values():
+    state, file_arch, meta = _state_of(ck, path)
+    spec = file_arch or arch
+    if spec is None:
+        raise CheckpointError(f"{path} is a plain state_dict with no architecture: pass --arch NAME --num-classes N "
+                              f"(Python: load_model(path, arch=arch_spec(NAME, num_classes=N))). {_TWO_WAYS}")
+    if file_arch is not None and arch is not None and file_arch.get("name") != arch.get("name"):
+        raise ModelError(f"{path} was saved as {file_arch.get('name')!r} but --arch says {arch.get('name')!r}; drop "
+                         "--arch (the file names its architecture) or pass the right file.")
+    for t in state.values():
         if isinstance(t, torch.Tensor) and torch.is_floating_point(t) and not bool(torch.isfinite(t).all()):
             raise NonFiniteError(
                 f"{path} holds NaN/inf weights (a diverged training); retrain it, e.g. `daqakd teacher --out {path} "
                 "--force` with a lower --lr."
             )
-    model.load_state_dict(ck["state_dict"])
+    model = build_model(spec)
+    problems = _load_strict(model, state)
+    if problems:
+        raise ModelError(
+            f"the weights in {path} do not fit {spec.get('name')!r} with num_classes={spec.get('num_classes')}: "
+            f"{problems}. Check --arch, --num-classes and --small-input against how the model was built."
+        )
     model.eval()
-    meta = dict(ck.get("meta", {}))
-    meta["arch"] = ck["arch"]
+    meta = dict(meta)
+    meta["arch"] = spec
     return model, meta
+
+
+def _load_strict(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """Load ``state`` into ``model`` if every key and shape fits; otherwise say what does not (and load nothing)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+             if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shape:
+        parts = [f"{what} {v[:3]}{' ...' if len(v) > 3 else ''}" for what, v in
+                 (("missing", missing), ("unexpected", unexpected), ("other shapes", shape)) if v]
+        return "; ".join(parts)
+    model.load_state_dict(state)
+    return ""
 
 
 def as_tensor(out: Any) -> torch.Tensor:

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import pluggy
 
 from . import hookspecs
-from .contracts import Augmentation, BackendInfo, LossComponent, LossPreset, Metric
+from .contracts import Architecture, Augmentation, BackendInfo, LossComponent, LossPreset, Metric
 from .errors import PluginError, PluginLoadError, UnknownNameError
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "plugin_records",
     "register_plugin",
     "get_augmentations",
+    "get_architectures",
     "get_metrics",
     "get_loss_components",
     "get_loss_presets",
@@ -61,6 +62,7 @@ TRACE_ENV = "DAQAKD_TRACE"
 
 # Built-in features, registered exactly like third-party plugins.
 DEFAULT_PLUGINS: tuple[str, ...] = (
+    "daqakd_plugins.builtin.architectures",
     "daqakd_plugins.builtin.augmentations",
     "daqakd_plugins.builtin.metrics",
     "daqakd_plugins.builtin.losses",
@@ -319,6 +321,11 @@ def _cached(key: str, build: Callable[[], T]) -> T:
 def get_augmentations() -> dict[str, Augmentation]:
     """Every registered candidate augmentation, by name."""
     return _cached("aug", lambda: _collect("daqakd_register_augmentations", (Augmentation,))[Augmentation])
+
+
+def get_architectures() -> dict[str, Architecture]:
+    """Every registered architecture or family (``"torchvision:"``), by name."""
+    return _cached("arch", lambda: _collect("daqakd_register_architectures", (Architecture,))[Architecture])
 
 
 def get_metrics() -> dict[str, Metric]:

@@ -15,7 +15,8 @@ from .data import DataBundle, make_loader
 from .errors import ConfigError, DataError, NonFiniteError
 from .models import as_tensor, load_model, save_model
 
-__all__ = ["evaluate", "predict_logits", "train_teacher", "default_arch", "get_or_train_teacher", "seed_everything"]
+__all__ = ["evaluate", "predict_logits", "train_teacher", "default_arch", "teacher_arch", "get_or_train_teacher",
+           "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -54,6 +55,21 @@ def default_arch(bundle: DataBundle) -> dict[str, Any]:
     if h <= 16:
         return {"name": "small_resnet", "in_channels": c, "num_classes": bundle.num_classes, "width": 32, "stages": 1}
     return {"name": "small_resnet", "in_channels": c, "num_classes": bundle.num_classes, "width": 16, "stages": 3}
+
+
+def teacher_arch(bundle: DataBundle, name: str | None = None, *, num_classes: int | None = None,
+                 small_input: bool = False) -> dict[str, Any]:
+    """The architecture spec for ``--arch NAME`` on this data (``None``: :func:`default_arch`).
+    ``num_classes`` defaults to the data's classes, ``in_channels`` comes from the images."""
+    from .models import arch_spec
+
+    if name is None or name == "small_resnet":
+        spec = default_arch(bundle)
+        if num_classes is not None:
+            spec["num_classes"] = num_classes
+        return spec
+    opts: dict[str, Any] = {"small_input": True} if small_input else {}
+    return arch_spec(name, num_classes=num_classes or bundle.num_classes, in_channels=bundle.image_shape[0], **opts)
 
 
 def train_teacher(

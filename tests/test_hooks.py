@@ -119,6 +119,23 @@ def test_hook_daqakd_register_augmentations(fresh_plugins):
     assert torch.allclose(y, 1 - x)
 
 
+def test_hook_daqakd_register_architectures(fresh_plugins):
+    from daqakd_plugins.contracts import Architecture
+    from daqakd_plugins.models import arch_spec, build_model
+
+    class P:
+        @hookimpl
+        def daqakd_register_architectures(self, register):
+            register(Architecture(name="tiny:", build=lambda spec: nn.Sequential(
+                nn.Flatten(), nn.Linear(spec["in_channels"] * 4 * 4, spec["num_classes"]))))
+
+    plugins.register_plugin(P(), name="p")
+    archs = plugins.get_architectures()
+    assert {"small_resnet", "torchvision:", "timm:", "tiny:"} <= set(archs)
+    m = build_model(arch_spec("tiny:any", num_classes=7, in_channels=2))  # the family gets every member name
+    assert m(torch.rand(3, 2, 4, 4)).shape == (3, 7)
+
+
 def test_hook_daqakd_register_metrics(fresh_plugins):
     class Acc:
         def __init__(self, num_classes):

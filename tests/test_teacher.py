@@ -34,9 +34,12 @@ def test_load_errors_say_what_to_do(tmp_path):
 
     with pytest.raises(CheckpointError, match="daqakd teacher --out"):
         load_model(tmp_path / "missing.pt")
-    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match="not a daqakd model file"):
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")  # a plain state_dict, no architecture
+    with pytest.raises(CheckpointError, match=r"plain state_dict with no architecture: pass --arch NAME --num-classes N"):
         load_model(tmp_path / "other.pt")
+    torch.save({"epoch": 3, "note": "x"}, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match="neither a state_dict nor a daqakd model file"):
+        load_model(tmp_path / "odd.pt")
     (tmp_path / "junk.pt").write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="weights_only=True"):
         load_model(tmp_path / "junk.pt")

@@ -10,12 +10,15 @@ import argparse
 import json
 from typing import Any
 
+from ._common import add_arch_args, add_backend_option_arg, parse_backend_options
+
 # argparse defaults are None so that --resume can tell what the user actually typed.
 _DEFAULTS: dict[str, Any] = {
     "backend": "brevitas", "bits": 4, "act_bits": None, "data": "digits", "teacher": None, "epochs": 8,
     "augment": "auto", "loss": "paper", "lr": 1e-3, "batch_size": 64, "seed": 0, "optimizer": "adam",
     "weight_decay": 0.0, "candidates": None, "metric": "cmi", "rank_per_class": None, "rank_repeats": 1,
     "train_per_class": None, "teacher_epochs": 15, "calib_batches": 8, "device": "cpu",
+    "arch": None, "num_classes": None, "small_input": False, "backend_options": {},
 }
 
 
@@ -57,12 +60,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a("--no-export", action="store_true", default=None,
       help="skip export and the exported-model measurement (a resumed run keeps the original choice)")
     a("--json", action="store_true", help="print the whole report as JSON")
+    add_arch_args(p)
+    add_backend_option_arg(p)
     p.set_defaults(func=run)
 
 
 def _config(args: argparse.Namespace) -> Any:
     from ..distill import DistillConfig, load_checkpoint
 
+    args.backend_options = parse_backend_options(args.backend_option) if args.backend_option else None
     given = {k: getattr(args, k) for k in _DEFAULTS if getattr(args, k, None) is not None}
     export = True
     if args.resume:

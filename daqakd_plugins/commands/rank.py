@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from ._common import add_arch_args
 
 if TYPE_CHECKING:
     from ..ranking.result import Separation
@@ -40,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the ranking as JSON (best first)")
     p.add_argument("--markdown", type=Path, default=None, metavar="PATH", help="also write the table as Markdown")
     p.add_argument("--list", action="store_true", help="list candidates and metrics, then exit")
+    add_arch_args(p)
     p.set_defaults(func=run)
 
 
@@ -96,13 +98,16 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.json, flag="--json")  # before the ranking, not after it
     check_device(args.device)
     bundle = load_data(args.data, seed=0)
+    from ..train import teacher_arch
+
+    spec = teacher_arch(bundle, args.arch, num_classes=args.num_classes, small_input=bool(args.small_input))
     if args.teacher is not None:
-        teacher, meta = load_model(args.teacher)
+        teacher, meta = load_model(args.teacher, arch=spec if args.arch is not None else None)
         src = f"teacher {args.teacher}"
     else:
-        path = Path("runs") / f"teacher-{bundle.name}.pt"
+        path = Path("runs") / (f"teacher-{bundle.name}.pt" if args.arch is None else f"teacher-{bundle.name}-{args.arch.replace(':', '-')}.pt")
         existed = path.exists()
-        teacher, meta = get_or_train_teacher(bundle, path, epochs=args.teacher_epochs, seed=args.seed)
+        teacher, meta = get_or_train_teacher(bundle, path, epochs=args.teacher_epochs, seed=args.seed, arch=spec)
         if existed:
             src = f"teacher {path} (no --teacher given; reusing the one trained earlier on {meta.get('data', bundle.name)})"
         else:

@@ -9,6 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ._common import add_arch_args, add_backend_option_arg, parse_backend_options
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="the main job: rank -> distill -> export -> evaluate (resumes if interrupted)")
@@ -21,6 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", default=None, help="FP teacher file (default: train one into OUT/teacher.pt)")
     p.add_argument("--loss", default="paper", help="loss preset (default 'paper': 1*CE + 2*tau^2*KL, tau=4)")
     p.add_argument("--seed", type=int, default=0)
+    add_arch_args(p)
+    add_backend_option_arg(p)
     p.add_argument("--fresh", action="store_true",
                    help="start over: delete OUT's earlier checkpoint, student, report and export first")
     p.set_defaults(func=run)
@@ -39,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = DistillConfig(
         backend=args.backend, bits=args.bits, act_bits=args.act_bits, data=args.data, teacher=args.teacher,
         epochs=args.epochs, out=str(out), augment="auto", loss=args.loss, seed=args.seed, resume=resume,
-        fresh=args.fresh,
+        fresh=args.fresh, arch=args.arch, num_classes=args.num_classes, small_input=bool(args.small_input),
+        backend_options=parse_backend_options(args.backend_option),
     )
     report = run_distill(cfg)
     png = draw_report_figure(report, out / "report.png")

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ._common import add_arch_args
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("teacher", help="train a full-precision teacher on digits or an ImageFolder directory")
@@ -16,6 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="retrain even if --out exists")
+    add_arch_args(p)
     p.set_defaults(func=run)
 
 
@@ -33,7 +36,11 @@ def run(args: argparse.Namespace) -> int:
         acc = evaluate(model, bundle.test_x, bundle.test_y)
         print(f"teacher {args.out} exists (use --force to retrain): test accuracy {acc:.4f}")
         return 0
-    model, meta = train_teacher(bundle, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    from ..train import teacher_arch
+
+    arch = teacher_arch(bundle, args.arch, num_classes=args.num_classes, small_input=bool(args.small_input))
+    model, meta = train_teacher(bundle, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                                arch=arch)
     save_model(args.out, model, meta["arch"], meta)
     print(json.dumps({"teacher": str(args.out), **meta}, indent=2))
     return 0

@@ -19,6 +19,7 @@ _TRAJECTORY = (
     "backend", "bits", "act_bits", "data", "epochs", "augment", "loss", "lr", "batch_size", "seed",
     "optimizer", "weight_decay", "candidates", "metric", "rank_per_class", "rank_repeats",
     "train_per_class", "teacher_epochs", "calib_batches", "per_channel", "backend_options",
+    "arch", "num_classes", "small_input",
 )
 
 
@@ -38,7 +39,9 @@ class DistillConfig:
     directory to continue (``out`` defaults to it). ``fresh``: ``out`` holds an earlier run and it is to be
     started over (its checkpoint, student, report, export and trained teacher are deleted first);
     without ``fresh`` or ``resume`` such a directory is refused, so no finished run is overwritten. ``backend_options``: the backend's options (a dict
-    of its options dataclass's fields, see docs/backends/<name>.md).
+    of its options dataclass's fields, see docs/backends/<name>.md). ``arch`` / ``num_classes`` /
+    ``small_input``: the teacher's architecture (docs/models.md) when ``teacher`` is a plain state_dict or
+    when a teacher is trained here (``None``: the default ``small_resnet``).
     """
 
     backend: str = "brevitas"
@@ -68,6 +71,9 @@ class DistillConfig:
     calib_batches: int = 8
     per_channel: bool = True
     backend_options: dict[str, Any] = field(default_factory=dict)
+    arch: str | None = None
+    num_classes: int | None = None
+    small_input: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -85,7 +91,7 @@ class DistillConfig:
             lo = 0 if name == "seed" else 1
             if not _is_int(v) or v < lo:
                 raise ConfigError(f"{name} must be an integer ≥ {lo}, got {v!r}")
-        for name in ("act_bits", "rank_per_class", "train_per_class"):
+        for name in ("act_bits", "rank_per_class", "train_per_class", "num_classes"):
             v = getattr(self, name)
             if v is not None and (not _is_int(v) or v < 1):
                 raise ConfigError(f"{name} must be a positive integer or None, got {v!r}")

@@ -16,7 +16,6 @@ import json
 import math
 import platform
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,16 +47,22 @@ def evaluate_student(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batc
     return evaluate(model, x, y, batch_size=batch_size, device=device)
 
 
-def _calib_batches(x: torch.Tensor, batch_size: int, n: int) -> Iterator[torch.Tensor]:
-    """Deterministic calibration batches (the first ``n`` of an unshuffled pass)."""
-    for i in range(n):
-        lo = i * batch_size
-        if lo >= len(x):
-            return
-        yield x[lo : lo + batch_size]
+def _calibration(cfg: DistillConfig, train_x: torch.Tensor, train_y: torch.Tensor,
+                 classes: list[str]) -> tuple[list[torch.Tensor], dict[str, Any]]:
+    """Calibration batches from a class-stratified, seeded sample of the training images, and what the
+    report says about it (per-class counts)."""
+    from ..data import calibration_sample
+
+    idx = calibration_sample(train_y, cfg.calib_batches * cfg.batch_size, seed=cfg.seed)
+    xs = train_x[idx]
+    counts = torch.bincount(train_y[idx], minlength=len(classes)).tolist()
+    info = {"images": int(len(idx)), "batches": int(math.ceil(len(idx) / cfg.batch_size)), "seed": cfg.seed,
+            "sampling": "class-stratified, seeded, shuffled", "per_class": dict(zip(classes, counts))}
+    return [xs[i : i + cfg.batch_size] for i in range(0, len(xs), cfg.batch_size)], info
 
 
-def _build_student(cfg: DistillConfig, teacher: nn.Module, train_x: torch.Tensor) -> nn.Module:
+def _build_student(cfg: DistillConfig, teacher: nn.Module, train_x: torch.Tensor,
+                   calib: list[torch.Tensor]) -> nn.Module:
     from .. import backends
 
     qcfg = cfg.quant_config()
@@ -66,10 +71,9 @@ def _build_student(cfg: DistillConfig, teacher: nn.Module, train_x: torch.Tensor
     for p in fp.parameters():
         p.requires_grad_(True)
     student = backends.quantize(fp, cfg.backend, qcfg, example_input=example)
-    # Calibrated on clean, unshuffled batches: deterministic, and the accuracy right after it is the
-    # post-training-quantization baseline the report calls "student_before".
-    student = backends.calibrate(student, cfg.backend, list(_calib_batches(train_x, cfg.batch_size, cfg.calib_batches)),
-                                 num_batches=cfg.calib_batches)
+    # Calibrated on clean batches of a class-stratified, seeded sample: deterministic, and the accuracy
+    # right after it is the post-training-quantization baseline the report calls "student_before".
+    student = backends.calibrate(student, cfg.backend, calib, num_batches=cfg.calib_batches)
     student.to(cfg.device)
     for p in student.parameters():
         p.requires_grad_(True)
@@ -112,13 +116,16 @@ def _rank(cfg: DistillConfig, teacher: nn.Module, bundle: Any, train_x: torch.Te
 
 def _teacher(cfg: DistillConfig, bundle: Any, out: Path) -> tuple[nn.Module, dict[str, Any], str]:
     from ..models import load_model
-    from ..train import get_or_train_teacher
+    from ..train import get_or_train_teacher, teacher_arch
 
+    spec = teacher_arch(bundle, cfg.arch, num_classes=cfg.num_classes, small_input=cfg.small_input)
     if cfg.teacher is not None:
-        model, meta = load_model(cfg.teacher)
+        # a daqakd model file names its architecture; a plain state_dict needs --arch
+        model, meta = load_model(cfg.teacher, arch=spec if cfg.arch is not None else None)
         return model, meta, str(cfg.teacher)
     path = out / "teacher.pt"
-    model, meta = get_or_train_teacher(bundle, path, epochs=cfg.teacher_epochs, seed=cfg.seed, progress=cfg.progress)
+    model, meta = get_or_train_teacher(bundle, path, epochs=cfg.teacher_epochs, seed=cfg.seed, progress=cfg.progress,
+                                       arch=spec)
     return model, meta, str(path)
 
 
@@ -233,8 +240,9 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
     seed_everything(cfg.seed)  # what follows must not depend on whether ranking ran
     from .. import backends
 
+    calib, calibration = _calibration(cfg, train_x, train_y, list(bundle.classes))
     if ck is None:
-        student = _build_student(cfg, teacher, train_x)
+        student = _build_student(cfg, teacher, train_x, calib)
         student_before = evaluate_student(student, bundle.test_x, bundle.test_y, device=cfg.device)
     else:
         # The adapter rebuilds the student from a fresh FP copy (Brevitas keeps shared quantizers
@@ -345,6 +353,7 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
         "data": {**bundle.describe(), "train_used": int(len(train_y))},
         "teacher": teacher_path,
         "num_quantizers": backends.count_quantizers(student),
+        "calibration": calibration,
         "history": history,
         "resumed_from_epoch": int(ck["epoch"]) if ck is not None else None,
         "export": export,

@@ -1,0 +1,46 @@
+"""Arguments several commands share: the teacher's architecture and the backend's options."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..errors import ConfigError
+
+
+def add_arch_args(p: argparse.ArgumentParser) -> None:
+    a = p.add_argument_group("model (docs/models.md)")
+    a.add_argument("--arch", default=None,
+                   help="teacher architecture: small_resnet (default), torchvision:<name> (e.g. torchvision:resnet18), "
+                        "timm:<name>, or your own factory package.module:function")
+    a.add_argument("--num-classes", type=int, default=None, help="classifier width (default: the data's classes)")
+    a.add_argument("--small-input", action="store_true", default=None,
+                   help="torchvision models: a stem for small images (ResNets: 3x3 stride-1 conv, no max-pool)")
+
+
+def add_backend_option_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend-option", action="append", default=None, metavar="KEY=VALUE",
+                   help="a backend option (repeatable), e.g. float_layers=SiLU or reduce_range=true; see "
+                        "docs/backends/<backend>.md")
+
+
+def parse_backend_options(items: list[str] | None) -> dict[str, Any]:
+    """``["float_layers=SiLU,GELU", "input_bits=8", "merge_bn=false"]`` → typed values: JSON when it
+    parses (numbers, true/false, lists), a comma list as a list of strings, else the string."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--backend-option {item!r} must be KEY=VALUE, e.g. --backend-option float_layers=SiLU")
+        raw = raw.strip()
+        value: Any
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = [v.strip() for v in raw.split(",") if v.strip()] if "," in raw else raw
+        if key in out:
+            raise ConfigError(f"--backend-option {key} is given twice; give each option once (lists: a,b,c).")
+        out[key] = value
+    return out
