@@ -436,7 +436,7 @@ _WARNED: set[str] = set()
 def _warn_once(msg: str) -> None:
     if msg not in _WARNED:
         _WARNED.add(msg)
-        log.warning("daqakd[nncf]: %s", msg)
+        log.warning(msg)
 
 
 def _calibration_images(batches: list[torch.Tensor], augment: str) -> list[torch.Tensor]:
@@ -846,8 +846,14 @@ def export_openvino(model: nn.Module, example_input: torch.Tensor, path: str | P
 
 
 def _export_qdq(model: nn.Module, x: torch.Tensor, path: Path) -> dict[str, int]:
+    """NNCF's standard QDQ export (``ONNX_QUANTIZE_DEQUANTIZE_PAIRS``; 8 bits), BatchNorm folded into the
+    quantized convolutions so onnxruntime can run them as integer kernels (onnx_fold.py), then the
+    kit's onnxruntime preparation (U8U8 where int8 weights would saturate on CPUs without VNNI)."""
+    import onnx
     import torch
     from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
+
+    from .onnx_fold import fold_batchnorm
 
     m = copy.deepcopy(model).cpu().eval()
     for mod in m.modules():
@@ -856,7 +862,12 @@ def _export_qdq(model: nn.Module, x: torch.Tensor, path: Path) -> dict[str, int]
     with _quiet(), torch.no_grad():
         torch.onnx.export(m, (x,), str(path), input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=13, dynamo=False)
-    return prepare_for_onnxruntime(path)
+    proto = onnx.load(str(path))
+    folded = fold_batchnorm(proto)
+    if folded:
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(path))
+    return {"folded_batchnorms": folded, **prepare_for_onnxruntime(path)}
 
 
 @hookimpl
@@ -894,6 +905,8 @@ def daqakd_export(request: ExportRequest) -> list[ExportedModel] | None:
                 path = out_dir / "student.qdq.onnx"
                 prep = _export_qdq(model, x, path)
                 notes = "QuantizeLinear/DequantizeLinear (opset 13), NNCF's ONNX_QUANTIZE_DEQUANTIZE_PAIRS export mode"
+                if prep["folded_batchnorms"]:
+                    notes += f"; {prep['folded_batchnorms']} BatchNorm(s) folded into the int8 convolutions"
                 if prep["u8u8_weights"]:
                     notes += (f"; {prep['u8u8_weights']} weight tensor(s) after uint8 activations stored as uint8 "
                               "(U8U8: exact on CPUs without VNNI)")
