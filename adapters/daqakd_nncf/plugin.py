@@ -307,8 +307,11 @@ def _module_tracker(model: nn.Module) -> Iterator[list[str]]:
             if stack and stack[-1] == label:
                 stack.pop()
 
-        handles.append(mod.register_forward_pre_hook(pre))
-        handles.append(mod.register_forward_hook(post))
+        try:
+            handles.append(mod.register_forward_pre_hook(pre))
+            handles.append(mod.register_forward_hook(post))
+        except RuntimeError:  # TorchScript modules take no hooks
+            continue
     try:
         yield stack
     finally:
@@ -339,6 +342,13 @@ def _trace(fp: nn.Module, x: torch.Tensor) -> Any:
     import torch
     from nncf.torch.function_hook.nncf_graph.nncf_graph_builder import build_nncf_graph
 
+    scripted = [n for n, mod in fp.named_modules() if isinstance(mod, torch.jit.ScriptModule)]
+    if scripted:
+        raise ModelError(
+            f"NNCF cannot trace {type(fp).__name__}: module(s) {', '.join(repr(n or '(root)') for n in scripted)} "
+            "are TorchScript (torch.jit.script/trace), whose operations NNCF's torch function hooks do not see. "
+            "Quantize the plain nn.Module instead, and script the student afterwards if needed."
+        )
     m = copy.deepcopy(fp).eval()
     with _module_tracker(m) as stack, _quiet(), torch.no_grad():
         try:
