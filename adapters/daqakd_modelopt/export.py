@@ -255,7 +255,8 @@ def _fold_weights(path: Path) -> int:
         if q.op_type != "QuantizeLinear":
             continue
         w, scale, zp = constant_input(q.input[0]), value(q.input[1]), value(q.input[2])
-        if w is None or scale is None or zp is None or zp.dtype not in (np.int8, np.uint8):
+        fp8 = zp is not None and zp.dtype.name == "float8_e4m3fn"
+        if w is None or scale is None or zp is None or not (fp8 or zp.dtype in (np.int8, np.uint8)):
             continue
         axis = next((a.i for a in q.attribute if a.name == "axis"), 1)
         s = scale
@@ -266,9 +267,18 @@ def _fold_weights(path: Path) -> int:
             zpb = zp.reshape(shape).astype(np.int32)
         else:
             zpb = zp.astype(np.int32)
+        out = q.output[0]
+        if fp8:  # saturate, then round to nearest even E4M3 (ONNX QuantizeLinear, saturate=1)
+            fold = np.clip(w / s, -_E4M3_MAX, _E4M3_MAX).astype(zp.dtype)
+            g.initializer.append(numpy_helper.from_array(fold, f"daqakd_fp8_weight/{q.name or q.output[0]}"))
+            for n in consumers.get(out, []):
+                for k, i in enumerate(n.input):
+                    if i == out:
+                        n.input[k] = g.initializer[-1].name
+            folded += 1
+            continue
         info = np.iinfo(zp.dtype)
         ints = np.clip(np.rint(w / s) + zpb, info.min, info.max)
-        out = q.output[0]
         nxt = consumers.get(out, [])
         if len(nxt) == 1 and nxt[0].op_type == "Clip":
             clip = nxt[0]
@@ -327,7 +337,7 @@ def _export_qdq(model: nn.Module, x: torch.Tensor, out_dir: Path, kind: str, bit
     prep = prepare_for_onnxruntime(path)
     notes = "standard QuantizeLinear/DequantizeLinear" + (
         " (float8e4m3fn, opset 19)" if kind == "fp8" else "; sub-8-bit ranges as int8 with Clip" if bits != {8} else
-        " (int8)") + f"; {folded} weight tensor(s) stored as integers"
+        " (int8)") + f"; {folded} weight tensor(s) stored as {'float8' if kind == 'fp8' else 'integers'}"
     if prep["unsigned_activations"]:
         notes += f"; {prep['unsigned_activations']} clipped int8 activation(s) stored as uint8 (fusable)"
     if prep["u8u8_weights"]:

@@ -189,13 +189,15 @@ logging.getLogger("torch.utils.cpp_extension").addFilter(_DropCpuCudaHomeNotice(
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Silence Model Optimizer for the duration of an adapter call only: its ``print`` lines
-    ("Inserted 20 quantizers", "Restored ..."), the "transformers not found" and torch.jit.script
+    ("Inserted 20 quantizers", "Restored ...") and tqdm bars ("MSE weight calibration") on stdout /
+    stderr, the "transformers not found" and torch.jit.script
     deprecation warnings of its import, and torch.onnx's TorchScript-exporter warnings."""
     cpp_log = logging.getLogger("torch.utils.cpp_extension")
     old = cpp_log.level
     cpp_log.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             warnings.filterwarnings("ignore", category=FutureWarning)
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", message=".*(transformers|Hugginface|TracerWarning|Converting a tensor).*")
@@ -295,12 +297,18 @@ def _reset_calibrators(model: nn.Module) -> None:
     """Forget what earlier calibrations collected: modelopt's max calibrator keeps the running
     maximum over every forward it saw, so a second ``mtq.calibrate`` on other data would keep the
     larger ranges of the first (measured: calibrating on x, then 3x, then x again did not give the
-    first outputs back)."""
+    first outputs back). ``mse`` calibration leaves an MSE calibrator on each weight quantizer that only
+    works after a max pass seeded it; it is swapped back to the max calibrator ``mtq.quantize`` made."""
+    from modelopt.torch.quantization.calib import MaxCalibrator
+
     for m in model.modules():
         cal = getattr(m, "_calibrator", None) if _is_quantizer(m) else None
-        if cal is not None and hasattr(cal, "reset"):
-            with contextlib.suppress(NotImplementedError):
-                cal.reset()
+        if cal is None:
+            continue
+        if not isinstance(cal, MaxCalibrator):
+            m._calibrator = MaxCalibrator(num_bits=m._num_bits, axis=m._axis, unsigned=m._unsigned)
+        else:
+            cal.reset()
 
 
 @hookimpl
