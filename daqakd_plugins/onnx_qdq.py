@@ -77,11 +77,16 @@ class _Graph:
         return self.consts.get(name)
 
     def int_values(self, name: str) -> Any | None:
-        """The stored integers behind a DQ input: a constant, or a constant passed through Clip."""
+        """The stored integers behind a DQ input: a constant, a constant passed through Clip, or a
+        ``QuantizeLinear`` of a float constant (weights exported as float + Q/DQ, e.g. by
+        ``torch.onnx.export`` of fake-quantized weights: onnxruntime folds them into exactly these
+        integers when it loads the file, so they are as good as stored)."""
         v = self.const(name)
         if v is not None:
             return v
         p = self.producer.get(name)
+        if p is not None and p.op_type == "QuantizeLinear":
+            return self._quantize_const(p)
         if p is not None and p.op_type == "Clip":
             import numpy as np
 
@@ -91,6 +96,25 @@ class _Graph:
             if x is not None:
                 return np.clip(x, lo if lo is not None else x.min(), hi if hi is not None else x.max())
         return None
+
+    def _quantize_const(self, q: Any) -> Any | None:
+        """``QuantizeLinear`` of constant inputs, evaluated as ONNX defines it (round half to even,
+        saturate to the zero point's type; ``axis`` for a 1-D scale); ``None`` if an input is not constant."""
+        import numpy as np
+
+        x, scale = self.const(q.input[0]), self.const(q.input[1])
+        zp = self.const(q.input[2]) if len(q.input) > 2 and q.input[2] else np.zeros((), np.uint8)
+        if x is None or scale is None or zp is None or not np.issubdtype(np.asarray(x).dtype, np.floating):
+            return None
+        x, scale, zp = np.asarray(x, np.float32), np.asarray(scale, np.float32), np.asarray(zp)
+        zpi = zp.astype(np.int32)
+        if scale.ndim == 1 and scale.size > 1:
+            axis = next((a.i for a in q.attribute if a.name == "axis"), 1) % max(1, x.ndim)
+            shape = [1] * x.ndim
+            shape[axis] = scale.size
+            scale, zpi = scale.reshape(shape), zpi.reshape(shape)
+        info = np.iinfo(zp.dtype)
+        return np.clip(np.rint(x / scale) + zpi, info.min, info.max).astype(zp.dtype)
 
 
 def _dq_zero_point(g: _Graph, dq: Any) -> Any | None:
