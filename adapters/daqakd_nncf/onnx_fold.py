@@ -88,7 +88,7 @@ def fold_batchnorm(model: Any) -> int:
         params = [consts.get(i) for i in bn.input[1:]]
         if any(p is None for p in params):
             continue
-        gamma, beta, mean, var = (p.astype(np.float64) for p in params)
+        gamma, beta, mean, var = (np.asarray(p, dtype=np.float64) for p in params)
         a = gamma / np.sqrt(var + float(_attr(bn, "epsilon", 1e-5)))
         dq = producer.get(conv.input[1])
         if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or len(consumers.get(conv.input[1], [])) != 1:

@@ -31,7 +31,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -570,7 +570,7 @@ def _input_activation_hooks(node: Any, graph: Any, hooks: dict[str, nn.Module]) 
     return []
 
 
-def _apply_layer_bits(q: nn.Module, graph: Any, layer_bits: dict[str, int], wrapped: bool) -> None:
+def _apply_layer_bits(q: nn.Module, graph: Any, layer_bits: Mapping[str, int], wrapped: bool) -> None:
     """Per-layer overrides: the layer's weight quantizer and the activation quantizer on its input get the
     given bits. NNCF's symmetric/asymmetric quantizers store ranges (not steps), so the calibrated range
     stays right when the number of levels changes."""
@@ -610,11 +610,11 @@ def _finish(q: nn.Module, graph: Any, plan: _Plan) -> None:
             if p is not None and not p.is_floating_point():
                 del mod._parameters[pname]  # noqa: SLF001
                 mod.register_buffer(pname, p.data)
-        mod._daqakd_role = "weight" if _weight_hook(hook_name, graph) else "activation"
+        setattr(mod, "_daqakd_role", "weight" if _weight_hook(hook_name, graph) else "activation")  # noqa: B010
     for p in q.parameters():
         if p.is_floating_point():
             p.requires_grad_(True)
-    q._daqakd_nncf_plan = plan
+    setattr(q, "_daqakd_nncf_plan", plan)  # noqa: B010
 
 
 def _plain(model: nn.Module) -> nn.Module:
@@ -637,7 +637,7 @@ def _prepare_fp(model: nn.Module) -> tuple[nn.Module, bool]:
 
     fp = copy.deepcopy(model)
     wrapped = isinstance(fp, nn.Sequential)
-    if wrapped:
+    if isinstance(fp, nn.Sequential):
         fp = SequentialWrapper(fp)  # nncf.quantize cannot hook a top-level Sequential
     return fp.eval(), wrapped
 
