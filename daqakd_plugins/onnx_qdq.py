@@ -145,6 +145,44 @@ def u8s8_hazards(model: onnx.ModelProto) -> list[QdqHazard]:
     whose int8-input stem and Gemm kept int8 weights still fell to 35 % on an emulated AVX2 CPU). An
     empty list means the export is exact on every x86 host (uint8 weights, or weights and activation
     ranges narrow enough)."""
+    if _unresolved_weights(model):  # weights quantized by a computed scale: see them as onnxruntime will
+        model = fold_constants(model)
+    return _hazards(model)
+
+
+def _unresolved_weights(model: onnx.ModelProto) -> int:
+    """Conv/Gemm/MatMul whose weight DequantizeLinear reads integers this module cannot compute from
+    constants (e.g. torch's fake-quant export: ``QuantizeLinear(w, Abs→ReduceMax→Div(...))``);
+    onnxruntime folds such chains into constant integer weights when it loads the file."""
+    g = _Graph(model)
+    n_unresolved = 0
+    for n in model.graph.node:
+        if n.op_type not in _MATMUL_OPS or len(n.input) <= _MATMUL_OPS[n.op_type][1]:
+            continue
+        wdq = g.producer.get(n.input[_MATMUL_OPS[n.op_type][1]])
+        if wdq is not None and wdq.op_type == "DequantizeLinear" and g.int_values(wdq.input[0]) is None:
+            n_unresolved += 1
+    return n_unresolved
+
+
+def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model as onnxruntime's basic optimisations leave it (constant subgraphs evaluated, weights
+    quantized by computed scales turned into integer constants): what its integer kernels will see."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        so.optimized_model_filepath = str(Path(tmp) / "folded.onnx")
+        so.log_severity_level = 3
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return onnx.load(so.optimized_model_filepath)
+
+
+def _hazards(model: onnx.ModelProto) -> list[QdqHazard]:
     import numpy as np
 
     g = _Graph(model)
@@ -183,7 +221,7 @@ def make_u8s8_safe(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     import numpy as np
     from onnx import numpy_helper
 
-    hazards = {h.node for h in u8s8_hazards(model)}
+    hazards = {h.node for h in _hazards(model)}
     if not hazards:
         return model, 0
     g = _Graph(model)
@@ -298,9 +336,13 @@ def prepare_for_onnxruntime(path: str | Path) -> dict[str, int]:
     import onnx
 
     model = onnx.load(str(path))
+    folded = 0
+    if _unresolved_weights(model):  # make the weights integer constants first, as onnxruntime would
+        folded = 1
+        model = fold_constants(model)
     model, n_act = unsign_clipped_activations(model)
     model, n_w = make_u8s8_safe(model)
-    if n_act or n_w:
+    if n_act or n_w or folded:
         onnx.checker.check_model(model)
         onnx.save(model, str(path))
-    return {"unsigned_activations": n_act, "u8u8_weights": n_w}
+    return {"unsigned_activations": n_act, "u8u8_weights": n_w, "folded": folded}

@@ -184,3 +184,35 @@ def test_torch_and_exported_w8a8_agree_in_default_session(digits_teacher, digits
         ref = float((s(digits.test_x).argmax(1) == digits.test_y).double().mean())
     acc = float((e.predict(digits.test_x.numpy()).argmax(1) == digits.test_y.numpy()).mean())
     assert abs(acc - ref) <= 0.005
+
+
+class _FakeQuantConv(torch.nn.Module):
+    """What torch.onnx.export writes for PyTorch's own fake quantization: the weight's scale is computed
+    in the graph (Abs -> ReduceMax -> Div), so its int8 values exist only once onnxruntime folds them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.fake_quantize_per_tensor_affine(x, 1.0 / 255, 0, 0, 255)  # uint8 activations
+        w = self.conv.weight
+        scale = (w.detach().abs().amax() / 127).reshape(1)  # a tensor: computed in the exported graph
+        w = torch.fake_quantize_per_tensor_affine(w, scale, torch.zeros(1, dtype=torch.int32), -128, 127)
+        return torch.nn.functional.conv2d(x, w, self.conv.bias)
+
+
+def test_weights_quantized_by_a_computed_scale_are_seen_and_fixed(tmp_path: Path) -> None:
+    m = _FakeQuantConv().eval()
+    x = torch.rand(2, 3, 8, 8)
+    path = tmp_path / "fq.onnx"
+    torch.onnx.export(m, (x,), str(path), opset_version=13, dynamo=False, input_names=["x"], output_names=["y"])
+    raw = onnx.load(str(path))
+    assert len(u8s8_hazards(raw)) == 1  # seen through onnxruntime's constant folding
+    before = _run(raw, x.numpy())
+    info = prepare_for_onnxruntime(path)
+    assert info["folded"] == 1 and info["u8u8_weights"] == 1
+    fixed = onnx.load(str(path))
+    assert u8s8_hazards(fixed) == []
+    np.testing.assert_allclose(_run(fixed, x.numpy()), before, rtol=0, atol=1e-5)
