@@ -5,6 +5,9 @@
     maths (teacher under no_grad, CE + 2·τ²·KL with τ = 4). Goal: ratio ≤ 1.03.
 (b) A DA-QAKD step (ranked augmentation + teacher + KD) versus the plain QAT step the user had
     (CE only, no teacher, no augmentation), same backend student. This is the real price of DA-QAKD.
+(c) ``--backend modelopt`` only: ``Distiller.loss`` versus Model Optimizer's own KD on the same student
+    (``mtd.convert(student, mode=[("kd_loss", daqakd_modelopt.kd.kd_loss_config(teacher, "paper"))])``,
+    one forward of the wrapper, ``compute_kd_loss(student_loss=CE)``): the same loss, two engines.
 
 Every variant trains its own copy of the same quantized student with its own optimizer on the same
 fixed batch. Timing is interleaved: each round runs ``--steps`` steps of every variant in turn
@@ -13,6 +16,7 @@ figure is the median of per-round means, and the ratios are of those medians.
 
     python benchmarks/kd_overhead.py                       # digits-size and CIFAR-size models
     python benchmarks/kd_overhead.py --shapes cifar --augment autoaugment-cifar10 --rounds 40
+    python benchmarks/kd_overhead.py --backend modelopt --bits 8 --act-bits 8   # adds (c)
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ def _student(teacher: torch.nn.Module, backend: str, bits: int, act_bits: int, x
     return s
 
 
-def _make_variants(teacher: torch.nn.Module, base: torch.nn.Module, augment: str, lr: float) -> dict[str, Callable[[torch.Tensor, torch.Tensor], None]]:
+def _make_variants(teacher: torch.nn.Module, base: torch.nn.Module, augment: str, lr: float,
+                   backend: str = "") -> dict[str, Callable[[torch.Tensor, torch.Tensor], None]]:
     from daqakd_plugins.distill import Distiller, as_tensor
 
     variants: dict[str, Callable[[torch.Tensor, torch.Tensor], None]] = {}
@@ -114,6 +119,25 @@ def _make_variants(teacher: torch.nn.Module, base: torch.nn.Module, augment: str
         o_da.step()
 
     variants["da_qakd"] = da_qakd
+
+    if backend == "modelopt":
+        # (c) Model Optimizer's own KD engine with the same recipe (paper loss, no augmentation)
+        import modelopt.torch.distill as mtd
+        from daqakd_modelopt.kd import kd_loss_config
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            s_mo = mtd.convert(copy.deepcopy(base), mode=[("kd_loss", kd_loss_config(copy.deepcopy(teacher), "paper"))])
+        o_mo = torch.optim.Adam([p for p in s_mo.parameters() if p.requires_grad], lr=lr)
+
+        def modelopt_kd(x: torch.Tensor, y: torch.Tensor) -> None:
+            out = s_mo(x)
+            loss = s_mo.compute_kd_loss(student_loss=F.cross_entropy(out, y))
+            o_mo.zero_grad(set_to_none=True)
+            loss.backward()
+            o_mo.step()
+
+        variants["modelopt_kd"] = modelopt_kd
     return variants
 
 
@@ -146,14 +170,20 @@ def run_shape(shape: str, args: argparse.Namespace) -> dict[str, Any]:
     x = torch.rand(args.batch_size, c, size, size)
     y = torch.randint(0, 10, (args.batch_size,))
     base = _student(teacher, args.backend, args.bits, args.act_bits, x)
-    variants = _make_variants(teacher, base, args.augment, args.lr)
+    variants = _make_variants(teacher, base, args.augment, args.lr, args.backend)
     per_round = _measure(variants, x, y, args.rounds, args.steps, args.warmup)
     med = {n: statistics.median(v) for n, v in per_round.items()}
     # Per-round ratios as well: both variants of a pair ran back to back in the same round.
     def paired(a: str, b: str) -> float:
         return statistics.median(pa / pb for pa, pb in zip(per_round[a], per_round[b]))
 
+    extra = {}
+    if "modelopt_kd" in med:
+        extra = {"ratio_distiller_vs_modelopt_kd": med["plugin_kd"] / med["modelopt_kd"],
+                 "ratio_distiller_vs_modelopt_kd_paired": paired("plugin_kd", "modelopt_kd"),
+                 "ratio_modelopt_kd_vs_hand": med["modelopt_kd"] / med["hand_kd"]}
     return {
+        **extra,
         "shape": shape,
         "input": [args.batch_size, c, size, size],
         "median_ms_per_step": med,
@@ -195,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['ratio_kd_no_aug_vs_plain_qat']:>14.3f}")
         print(f"{'':<8} paired per-round medians: plugin/hand {r['ratio_plugin_vs_hand_paired']:.3f}, "
               f"DA-QAKD/QAT {r['ratio_daqakd_vs_plain_qat_paired']:.3f}")
+        if "modelopt_kd" in m:
+            print(f"{'':<8} Model Optimizer's own KD (mtd.convert + compute_kd_loss) {m['modelopt_kd']:.2f}ms: "
+                  f"Distiller/modelopt {r['ratio_distiller_vs_modelopt_kd']:.3f} (paired "
+                  f"{r['ratio_distiller_vs_modelopt_kd_paired']:.3f}), modelopt/hand {r['ratio_modelopt_kd_vs_hand']:.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"config": {k: str(v) for k, v in vars(args).items()}, "results": results,
                                     "torch": torch.__version__, "python": platform.python_version()}, indent=2))

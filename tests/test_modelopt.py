@@ -144,7 +144,7 @@ def test_w4a4_export_matches_torch_and_has_no_tensorrt_form(students, digits) ->
         files = backends.export(s, "modelopt", example_input=digits.test_x[:1], out_dir=tmp)
         assert [e.format for e in files] == ["onnx-qdq"]
         assert _agree(files[0].predict(digits.test_x.numpy()), ref) >= 0.95
-        with pytest.raises(ExportError, match=r"onnx-trt is written for INT8 students only.*no INT4 activations"):
+        with pytest.raises(ExportError, match=r"onnx-trt is written for INT8 students only.*activations in INT8, FP8 and FP4 only"):
             backends.export(s, "modelopt", example_input=digits.test_x[:1], out_dir=tmp, formats=("onnx-trt",))
         with pytest.raises(ExportError, match=r"export as onnx-qdq, onnx-trt, not 'qonnx'"):
             backends.export(s, "modelopt", example_input=digits.test_x[:1], out_dir=tmp, formats=("qonnx",))

@@ -16,10 +16,11 @@
     explicit-quantization graph TensorRT builds INT8 engines from. TensorRT is not run here (no GPU);
     ``predict`` runs the file in onnxruntime with every graph optimisation off, i.e. the Q/DQ arithmetic
     exactly as written, with no integer kernels (so no CPU-dependent saturation), which checks what the
-    file computes. 4-bit students have no TensorRT form: TensorRT's INT4 is weight-only block
-    quantization of MatMul/Gemm (W4A16, modelopt's INT4_AWQ), with no INT4 activations and no INT4
-    convolution, and modelopt's exporter writes its 4-bit quantizers as the TensorRT-only
-    ``trt::DequantizeLinear`` that onnxruntime cannot load.
+    file computes. 4-bit students have no TensorRT form: TensorRT quantizes activations in INT8, FP8
+    and FP4 only and supports INT4 as weight-only quantization (TensorRT's "Working with Quantized
+    Types"; Model Optimizer's INT4 presets are weight-only too, e.g. INT4_AWQ), and modelopt's exporter
+    writes a 4-bit quantizer as the weight-only, TensorRT-only ``trt::DequantizeLinear`` that
+    onnxruntime cannot load.
 """
 
 from __future__ import annotations
@@ -141,10 +142,10 @@ def _formats(requested: tuple[str, ...] | None, kind: str, bits: set[int]) -> tu
         if key == "onnx-trt" and not trt_ok:
             what = "FP8" if kind == "fp8" else f"{sorted(bits)}-bit integer"
             raise ExportError(
-                f"onnx-trt is written for INT8 students only; this one is {what}. TensorRT has no INT4 activations "
-                "or INT4 convolutions (its INT4 is weight-only block quantization of MatMul/Gemm, modelopt's "
-                "INT4_AWQ for LLMs), and Model Optimizer writes FP8 as TensorRT custom ops that nothing here can run "
-                "or check. Export formats=('onnx-qdq',) for onnxruntime."
+                f"onnx-trt is written for INT8 students only; this one is {what}. TensorRT quantizes activations in "
+                "INT8, FP8 and FP4 only (INT4 is weight-only there, like Model Optimizer's INT4 presets), and Model "
+                "Optimizer writes FP8 as TensorRT custom ops that nothing here can run or check. Export "
+                "formats=('onnx-qdq',) for onnxruntime."
             )
         if key not in out:
             out.append(key)
