@@ -58,6 +58,13 @@ def check_bits(name: str, cfg: QuantConfig) -> None:
                 f"{what} bits {val} are outside what backend {name!r} supports ({lo}..{hi}).{note} "
                 f"Pass a value from {lo} to {hi} (CLI: --bits / --act-bits)."
             )
+    if info.bit_pairs and (cfg.weight_bits, cfg.act_bits) not in info.bit_pairs:
+        note = f" {info.bits_note}" if info.bits_note else ""
+        listed = ", ".join(f"W{w}A{a}" for w, a in info.bit_pairs)
+        raise ConfigError(
+            f"W{cfg.weight_bits}A{cfg.act_bits} is not a bit combination backend {name!r} supports ({listed}).{note} "
+            "Pass one of them (CLI: --bits W --act-bits A)."
+        )
 
 
 def resolve_options(name: str, options: Any) -> Any:

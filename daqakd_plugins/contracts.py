@@ -397,6 +397,9 @@ class BackendInfo:
     act_bits: tuple[int, int] = (2, 8)
     #: why the bit ranges are what they are; the core appends it to its out-of-range error
     bits_note: str = ""
+    #: the (weight, activation) bit combinations that work, when not every pair in the ranges does
+    #: (NNCF: W8A8, W4A4, W4A8); empty: every pair in the ranges. The core refuses the others up front.
+    bit_pairs: tuple[tuple[int, int], ...] = ()
     export_formats: tuple[str, ...] = ()
     #: a frozen dataclass of the adapter's options (``QuantConfig.options`` is converted to it, and a
     #: student file stores it with ``dataclasses.asdict``); ``None``: the backend takes no options

@@ -302,6 +302,10 @@ def check_bad_bits(backend: str, bits: tuple[int, int]) -> None:
             continue
         with pytest.raises(ConfigError, match=r"outside what backend .* supports \(\d+\.\.\d+\)"):
             backends.quantize(copy.deepcopy(d.teacher), backend, _config((w, a)), example_input=d.train_x[:2])
+    inside = [(w, a) for w in range(lo, hi + 1) for a in range(alo, ahi + 1) if (w, a) not in info.bit_pairs]
+    if info.bit_pairs and inside:  # a pair inside the ranges that the backend does not support
+        with pytest.raises(ConfigError, match=r"not a bit combination backend .* supports"):
+            backends.quantize(copy.deepcopy(d.teacher), backend, _config(inside[0]), example_input=d.train_x[:2])
 
 
 def check_missing_backend(backend: str, bits: tuple[int, int]) -> None:
@@ -341,8 +345,9 @@ def default_bits(backend: str) -> list[tuple[int, int]]:
 
     info = get_backend(backend)
     out = [(w, a) for w, a in ((8, 8), (4, 4))
-           if info.weight_bits[0] <= w <= info.weight_bits[1] and info.act_bits[0] <= a <= info.act_bits[1]]
-    return out or [(info.weight_bits[1], info.act_bits[1])]
+           if info.weight_bits[0] <= w <= info.weight_bits[1] and info.act_bits[0] <= a <= info.act_bits[1]
+           and (not info.bit_pairs or (w, a) in info.bit_pairs)]
+    return out or [info.bit_pairs[0] if info.bit_pairs else (info.weight_bits[1], info.act_bits[1])]
 
 
 def checks(backend: str, bits: Sequence[tuple[int, int]] | None = None) -> list[tuple[str, tuple[int, int], Check]]:

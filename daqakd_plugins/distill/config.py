@@ -111,7 +111,9 @@ class DistillConfig:
                     f"{what} {val} are outside what backend {self.backend!r} supports ({lo}..{hi}); "
                     "pass a value in that range."
                 )
-        from ..backends import resolve_options
+        from ..backends import check_bits, resolve_options
+
+        check_bits(self.backend, QuantConfig(weight_bits=self.bits, act_bits=self.weight_act_bits))  # bit_pairs
 
         resolve_options(self.backend, self.backend_options)  # unknown or bad options, before any work
         resolve_loss(self.loss)  # UnknownNameError listing presets and components
