@@ -43,9 +43,25 @@ def student8(digits_teacher, digits):
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("w", "a"), [(6, 6), (5, 8), (8, 4), (7, 7)])
 def test_bits_nncf_has_no_configuration_for_are_refused_with_the_list(digits_teacher, digits, w, a):
-    with pytest.raises(ConfigError, match=r"W8A8 \(every target device\); W4A4 \(target_device NPU\); W4A8") as ei:
+    """Inside the 4..8 range only W8A8, W4A4 and W4A8 exist in NNCF: the core refuses the rest up front
+    (BackendInfo.bit_pairs), with NNCF's reason; the adapter's own check says the same for direct calls."""
+    with pytest.raises(ConfigError, match=rf"W{w}A{a} is not a bit combination backend 'nncf' supports \(W8A8, W4A4, "
+                       r"W4A8\)") as ei:
         _q(digits_teacher[0], digits, w, a)
-    assert "incompatible with HW capabilities" in str(ei.value) and "--bits 4" in str(ei.value)
+    assert "incompatible with HW capabilities" in str(ei.value) and "--bits W --act-bits A" in str(ei.value)
+    from daqakd_nncf.options import NNCFOptions
+    from daqakd_nncf.plugin import _check_bits
+
+    with pytest.raises(ConfigError, match=r"W8A8 \(every target device\); W4A4 \(target_device NPU\); W4A8"):
+        _check_bits(QuantConfig(weight_bits=w, act_bits=a), NNCFOptions())
+
+
+def test_distill_refuses_such_bits_before_writing_anything(tmp_path):
+    from daqakd_plugins.distill import DistillConfig
+
+    with pytest.raises(ConfigError, match=r"W6A6 is not a bit combination backend 'nncf' supports"):
+        DistillConfig(backend="nncf", bits=6, out=str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_four_bits_need_the_npu_configuration(digits_teacher, digits):

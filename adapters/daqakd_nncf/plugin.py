@@ -111,6 +111,7 @@ def daqakd_register_backends(register: Callable[[BackendInfo], None]) -> None:
             weight_bits=(4, 8),
             act_bits=(4, 8),
             bits_note=BITS_NOTE,
+            bit_pairs=tuple(SUPPORTED_BITS),
             export_formats=FORMATS,
             options_type=NNCFOptions,
             description="OpenVINO NNCF 3.x quantization-aware training, deployed with OpenVINO",
@@ -807,7 +808,7 @@ def _ov_predict(xml: Path) -> Callable[[np.ndarray], np.ndarray]:
     ov = _import_openvino()
     core = ov.Core()
     config = {"INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-              "INFERENCE_PRECISION_HINT": "f32"}
+              "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
     by_shape: dict[tuple[int, ...], Any] = {}
 
     def predict(x: np.ndarray) -> np.ndarray:
