@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ConfigError, DataError, NonFiniteError
+from .errors import BackendError, CheckpointError, ConfigError, DataError, NonFiniteError
 
 __all__ = ["check_output_dir", "check_output_file", "check_device", "check_batch", "check_finite_model",
-           "check_lr", "safe_load_reason"]
+           "check_lr", "check_model_file", "check_backend_ready", "check_act_bits_default", "check_cli_loss",
+           "check_candidates", "new_dirs", "remove_empty_dirs", "safe_load_reason"]
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -64,6 +65,116 @@ def check_output_file(path: str | Path, *, flag: str) -> Path:
         raise ConfigError(f"{flag} {p} is a directory; pass a file path (e.g. {p / 'out.json'}).")
     check_output_dir(p.parent, flag=f"{flag} {p}: the directory")
     return p
+
+
+def new_dirs(path: str | Path) -> list[Path]:
+    """The directories that creating ``path`` would make, deepest first (what a refused run removes)."""
+    p, made = Path(path).absolute(), []
+    while not p.exists() and p != p.parent:
+        made.append(p)
+        p = p.parent
+    return made
+
+
+def remove_empty_dirs(dirs: list[Path]) -> None:
+    """Remove those of ``dirs`` (deepest first, from :func:`new_dirs`) that a failed run left empty;
+    stop at the first one that holds something (its parents hold it too)."""
+    for d in dirs:
+        if not d.is_dir():
+            continue
+        if any(d.iterdir()):
+            return
+        d.rmdir()
+
+
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save: a zip archive; the legacy format: a pickle
+
+
+def check_model_file(path: str | Path, *, flag: str = "--teacher") -> Path:
+    """``path`` is an existing file that torch wrote: checked before any data is loaded, so a wrong
+    --teacher fails in the first second (and leaves no run directory behind)."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{flag} {p} does not exist; train one with `daqakd teacher --out {p}`, or leave "
+                              f"{flag} out to have a teacher trained.")
+    if p.is_dir():
+        inside = sorted(q.name for q in p.glob("*.pt"))[:3]
+        raise CheckpointError(f"{flag} {p} is a directory; pass the model file"
+                              + (f" (it holds {', '.join(inside)})." if inside else f" (e.g. {p / 'teacher.pt'})."))
+    with open(p, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise CheckpointError(f"{flag} {p} is an empty file; pass a model file written by `daqakd teacher` or "
+                              "torch.save(model.state_dict(), PATH).")
+    if not head.startswith(_TORCH_MAGIC):
+        raise CheckpointError(f"{flag} {p} is not a PyTorch file (torch.save writes a zip archive); pass a model "
+                              "file written by `daqakd teacher` or torch.save(model.state_dict(), PATH).")
+    return p
+
+
+def check_backend_ready(name: str, *, flag: str = "--backend") -> None:
+    """``name`` is registered, its package imports here and its adapter quantizes (not only reports
+    availability): checked before any data, teacher or ranking work."""
+    from .plugins import backend_status, get_backend, get_backends
+
+    info = get_backend(name)  # UnknownNameError listing the registered backends
+    st = backend_status(info)
+    if not st["available"]:
+        from .errors import BackendUnavailableError
+
+        raise BackendUnavailableError(
+            f"{flag} {name}: the package {info.distribution!r} does not import here ({st['error']}). Install it "
+            f"with: {info.install}"
+        )
+    if not info.implemented:
+        ready = sorted(b.name for b in get_backends().values() if b.implemented and b.name != name)
+        raise BackendError(
+            f"{flag} {name}: the {name} adapter installed here only reports availability; it cannot quantize "
+            f"yet. Use {', '.join(ready) or 'another backend'} (see `daqakd plugins`), or update the adapter."
+        )
+
+
+def check_act_bits_default(backend: str, bits: int | None, act_bits: int | None) -> None:
+    """--act-bits defaults to --bits: when that default is outside the backend's activation range, say
+    so (instead of blaming an --act-bits the user never typed)."""
+    from .plugins import get_backend
+
+    if bits is None or act_bits is not None:
+        return
+    info = get_backend(backend)
+    lo, hi = info.act_bits
+    wlo, whi = info.weight_bits
+    if wlo <= bits <= whi and not lo <= bits <= hi:
+        raise ConfigError(
+            f"--bits {bits} also sets the activation bits (--act-bits defaults to --bits), and backend "
+            f"{backend!r} quantizes activations with {lo}..{hi} bits; pass --act-bits in {lo}..{hi} (e.g. "
+            f"--bits {bits} --act-bits {max(lo, min(hi, 8))})."
+        )
+
+
+def check_cli_loss(loss: str, *, flag: str = "--loss") -> None:
+    """A loss whose terms need named feature layers cannot run from the command line, which has no
+    way to name them: refuse before any work instead of failing at the first training step."""
+    from .distill.distiller import resolve_loss
+
+    needs = sorted({t.component for t in resolve_loss(loss)
+                    if t.component == "feature" or (t.component.startswith("rkd_") and t.params.get("layer"))})
+    if needs:
+        raise ConfigError(
+            f"{flag} {loss!r} includes {', '.join(needs)}, which needs named feature layers; the command line "
+            "cannot name them. Drop it (e.g. --loss paper) or use the Python API: Distiller(teacher, student, "
+            "loss=..., features={'student.layer': 'teacher.layer'})."
+        )
+
+
+def check_candidates(candidates: str | None, *, flag: str = "--candidates") -> None:
+    """The ranking candidates resolve (known names, not an empty list) before any data is loaded."""
+    from .augment import resolve_candidates
+
+    if candidates is not None and not [c for c in candidates.split(",") if c.strip()]:
+        raise ConfigError(f"{flag} {candidates!r} names no candidates; pass names or groups such as "
+                          "'none,randaugment' or 'paper', or leave it out for the paper's 16.")
+    resolve_candidates(candidates)
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -110,6 +221,9 @@ def check_batch(x: Any, y: Any, *, where: str = "the batch") -> tuple[torch.Tens
         raise DataError(f"{where}: images are {x.dtype}; pass float images in [0, 1] (or uint8 0..255).")
     if len(x) != len(y):
         raise DataError(f"{where}: {len(x)} images but {len(y)} labels; pass one label per image.")
+    if len(x) == 0:
+        raise DataError(f"{where}: the batch is empty (0 images); skip empty batches (e.g. DataLoader(..., "
+                        "drop_last=True) when the data is smaller than a batch).")
     if y.dim() == 1:
         if torch.is_floating_point(y):
             if not bool((y == y.round()).all()):
@@ -121,6 +235,13 @@ def check_batch(x: Any, y: Any, *, where: str = "the batch") -> tuple[torch.Tens
     elif y.dim() == 2:
         if not torch.is_floating_point(y):
             raise DataError(f"{where}: [batch, classes] label distributions must be float, got {y.dtype}.")
+        sums = y.detach().float().sum(dim=1)
+        if not bool(torch.isfinite(y).all()) or bool((y < 0).any()) or not bool(torch.allclose(
+                sums, torch.ones_like(sums), atol=1e-3)):
+            raise DataError(f"{where}: [batch, classes] labels must be probability distributions (finite, ≥ 0, "
+                            f"each row summing to 1; row sums here range {float(sums.min()):.3g}.."
+                            f"{float(sums.max()):.3g}); pass class indices [batch] or normalised targets "
+                            "(e.g. y.softmax(1) for logits, y / y.sum(1, keepdim=True) for counts).")
     else:
         raise DataError(f"{where}: labels must be class indices [batch] or distributions [batch, classes], got "
                         f"shape {tuple(y.shape)}.")
@@ -140,9 +261,19 @@ def safe_load_reason(exc: BaseException) -> str:
     """The part of a ``torch.load(weights_only=True)`` failure worth showing. torch's own message goes
     on to suggest ``weights_only=False``, which runs arbitrary code from the file: unsafe advice for a
     file from elsewhere, so it is dropped."""
+    if isinstance(exc, IsADirectoryError):
+        return "it is a directory, not a file; pass the file inside it"
     text = str(exc)
-    for line in text.splitlines():
+    # What torch says about a file it did not write (a text file, an image, a truncated download):
+    # a bare KeyError of a byte, "invalid load key", or a zip reader failure. Say that plainly.
+    if (isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], int)) or "invalid load key" in text \
+            or "PytorchStreamReader failed" in text or "Unsupported operand" in text or isinstance(exc, EOFError):
+        return "not a PyTorch file, or a truncated one (torch.save writes a zip archive)"
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
         if "WeightsUnpickler error:" in line:
-            return line.split("WeightsUnpickler error:", 1)[1].split(" Please use", 1)[0].strip()
+            reason = line.split("WeightsUnpickler error:", 1)[1].split(" Please use", 1)[0].strip()
+            rest = [ln.strip() for ln in lines[i + 1:] if ln.strip()]
+            return reason or (rest[0].split(" Please use", 1)[0] if rest else type(exc).__name__)
     first = text.splitlines()[0] if text else type(exc).__name__
     return f"{type(exc).__name__}: {first}" if "weights_only" not in first else type(exc).__name__

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import DaqakdError
+from .errors import ConfigError, DaqakdError
 
 
 def _command_modules() -> list[str]:
@@ -46,6 +46,36 @@ def _how_to_continue(args: argparse.Namespace) -> str:
     return "Nothing was saved; run the command again."
 
 
+def _preflight(args: argparse.Namespace) -> None:
+    """Checks that need no data, model or ranking work, so a wrong flag fails in the first second
+    (before a data set is decoded, a teacher loaded or candidates ranked)."""
+    from . import checks
+
+    cmd = args.command
+    if cmd not in ("distill", "run", "rank") or getattr(args, "list", False):
+        return
+    if cmd == "distill" and args.fresh and args.resume:
+        raise ConfigError(f"--fresh starts over and --resume continues a run: pass one of them (--resume "
+                          f"{args.resume} to continue it, or --fresh --out DIR to start over).")
+    if getattr(args, "teacher", None) is not None:
+        checks.check_model_file(args.teacher, flag="--teacher")
+    if cmd == "rank":
+        if args.markdown is not None:
+            checks.check_output_file(args.markdown, flag="--markdown")  # before the ranking, not after it
+        checks.check_candidates(args.candidates)
+        return
+    resumed = cmd == "distill" and bool(args.resume)
+    if args.backend is not None or not resumed:
+        backend = args.backend or "brevitas"
+        checks.check_backend_ready(backend)
+        if not resumed:
+            checks.check_act_bits_default(backend, 4 if args.bits is None else args.bits, args.act_bits)
+    if args.loss is not None:
+        checks.check_cli_loss(args.loss)
+    if cmd == "distill" and args.candidates is not None and args.augment in (None, "auto"):
+        checks.check_candidates(args.candidates)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -56,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _preflight(args)
         return int(args.func(args) or 0)
     except DaqakdError as exc:
         print(f"daqakd {args.command}: error: {exc}", file=sys.stderr)

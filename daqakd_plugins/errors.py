@@ -56,7 +56,8 @@ class UnknownNameError(DaqakdError, LookupError):
 
     def __init__(self, kind: str, name: str, known: list[str] | tuple[str, ...], hint: str = "") -> None:
         self.kind, self.name, self.known = kind, name, sorted(known)
-        msg = f"unknown {kind} {name!r}; registered {kind}s: {', '.join(self.known) or '(none)'}."
+        plural = kind + ("es" if kind.endswith(("s", "x")) else "s")  # loss -> losses
+        msg = f"unknown {kind} {name!r}; registered {plural}: {', '.join(self.known) or '(none)'}."
         if hint:
             msg += " " + hint
         super().__init__(msg)

@@ -238,10 +238,24 @@ def _figure(a: dict[str, Any], path: Path, metric: str, baseline: str) -> None:
     plt.close(fig)
 
 
+def _check_report_rows(rows: list[dict[str, Any]], path: Path) -> None:
+    """A file to report on holds results (an empty file is fine to *resume*, not to report on)."""
+    if not rows:
+        raise DataError(f"{path} is empty (no result lines); the experiment has not written anything yet: run "
+                        f"benchmarks/reproduce_figure1.py --out {path} (it appends as it goes).")
+    kinds = {"teacher", "ranking", "student"}
+    if not any(r.get("kind") in kinds for r in rows):
+        found = sorted({str(r.get("kind")) for r in rows})[:5]
+        raise DataError(f"{path} is not a results file of benchmarks/reproduce_figure1.py: none of its {len(rows)} "
+                        f"line(s) has kind teacher, ranking or student (found kind {', '.join(found)}).")
+
+
 def write_report(results: str | Path, out_dir: str | Path, metric: str = "cmi", baseline: str = "tstddev",
                  n_boot: int = 1000) -> dict[str, Path]:
     """Analyse ``results`` and write ``analysis.json``, ``analysis.md`` and ``figure1.png`` into ``out_dir``."""
-    a = analyse(read_results(results), n_boot=n_boot)
+    rows = read_results(results)
+    _check_report_rows(rows, Path(results))
+    a = analyse(rows, n_boot=n_boot)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "analysis.json", "md": out / "analysis.md", "png": out / "figure1.png"}

@@ -176,7 +176,7 @@ def test_width_mismatch_is_a_model_error(fresh_plugins, teacher):
 def test_unknown_names_list_the_registered_ones(fresh_plugins, teacher):
     with pytest.raises(UnknownNameError, match="registered augmentations: .*none"):
         Distiller(teacher, BrevitasStudent(), augment="no-such-aug")
-    with pytest.raises(UnknownNameError, match="registered losss?: .*paper.*sqakd"):
+    with pytest.raises(UnknownNameError, match="registered loss(?:es)?: .*paper.*sqakd"):
         Distiller(teacher, BrevitasStudent(), loss="no-such-loss")
 
 

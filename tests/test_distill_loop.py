@@ -90,7 +90,7 @@ def test_bad_configuration_is_refused_before_training(fresh_plugins, tmp_path, t
     with pytest.raises(ConfigError, match=r"^activation bits \(--act-bits\) 1 are outside what backend 'brevitas' "
                                           r"supports \(2\.\.8\); pass a value in that range\.$"):
         _cfg(tmp_path, teacher_file, act_bits=1)
-    with pytest.raises(UnknownNameError, match="registered losss?: .*mixed.*paper.*sqakd"):
+    with pytest.raises(UnknownNameError, match="registered loss(?:es)?: .*mixed.*paper.*sqakd"):
         _cfg(tmp_path, teacher_file, loss="hinton++")
     with pytest.raises(UnknownNameError, match="registered augmentations: .*trivialaugmentwide"):
         _cfg(tmp_path, teacher_file, augment="trivialaugment")

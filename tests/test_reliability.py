@@ -286,3 +286,205 @@ def test_checkpoint_errors_do_not_advise_weights_only_false(tmp_path) -> None:
         load_checkpoint(tmp_path)
     msg = str(info.value)
     assert "weights_only=True" in msg and "weights_only=False" not in msg and "will likely succeed" not in msg
+
+
+def _set(args: list[str], flag: str, value: str) -> list[str]:
+    args = list(args)
+    args[args.index(flag) + 1] = value
+    return args
+
+
+# --------------------------------------------------------------------------------------------------
+# the battery beyond the issue's list (docs/troubleshooting.md, "Battery (issue 17)"): each case
+# that was unclear or wrong, through the real CLI where it is a CLI case
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("make", "words"), [
+    (lambda d: d, ["is a directory", "pass the model file"]),
+    (lambda d: (d / "notes.txt", (d / "notes.txt").write_text("hello"))[0], ["is not a PyTorch file", "daqakd teacher"]),
+    (lambda d: d / "missing.pt", ["does not exist", "daqakd teacher --out"]),
+])
+def test_a_wrong_teacher_file_is_refused_before_any_data_and_leaves_no_directory(tmp_path, make, words) -> None:
+    teacher = make(tmp_path)
+    out = tmp_path / "new" / "run"
+    r = _cli(*_quick(Path(teacher), out, "--no-export"))
+    _refused(r, f"--teacher {teacher}", *words)
+    assert not out.exists() and not out.parent.exists()
+    r = _cli("rank", "--teacher", str(teacher), "--candidates", "none")
+    _refused(r, f"--teacher {teacher}", *words)
+
+
+def test_a_run_refused_after_loading_data_removes_the_directory_it_made(digits_teacher, tmp_path) -> None:
+    from daqakd_plugins.models import build_model, save_model
+
+    _, meta = digits_teacher
+    arch = {**meta["arch"], "num_classes": 3}
+    other = save_model(tmp_path / "three.pt", build_model(arch), arch, {})
+    out = tmp_path / "new" / "run"
+    r = _cli(*_quick(other, out, "--no-export"))
+    _refused(r, "the teacher predicts 3 classes but the data has 10")
+    assert not out.exists() and not out.parent.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    _refused(_cli(*_quick(other, kept / "run", "--no-export")), "predicts 3 classes")
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]  # only what this run made is removed
+
+
+def test_fresh_with_resume_names_the_conflict_not_the_path(tmp_path) -> None:
+    r = _cli("distill", "--fresh", "--resume", str(tmp_path / "nowhere"))
+    _refused(r, "--fresh starts over and --resume continues a run: pass one of them")
+    assert "no checkpoint" not in r.stderr
+
+
+def test_bits_below_the_activation_range_names_the_act_bits_default(teacher_file, tmp_path) -> None:
+    out = tmp_path / "r"
+    r = _cli(*_set(_quick(teacher_file, out, "--no-export"), "--bits", "1"))
+    _refused(r, "--act-bits defaults to --bits", "pass --act-bits in 2..8")
+    assert not out.exists()
+
+
+def test_a_loss_that_needs_feature_layers_is_refused_on_the_command_line(teacher_file, tmp_path) -> None:
+    out = tmp_path / "r"
+    r = _cli(*_quick(teacher_file, out, "--no-export", "--loss", "paper+feature"))
+    _refused(r, "--loss 'paper+feature' includes feature", "command line cannot name them", "features=")
+    assert not out.exists()
+
+
+def test_an_empty_candidate_list_is_refused_before_any_work(teacher_file, tmp_path) -> None:
+    out = tmp_path / "r"
+    args = _set(_quick(teacher_file, out, "--no-export", "--candidates", ""), "--augment", "auto")
+    _refused(_cli(*args), "--candidates '' names no candidates")
+    assert not out.exists()
+
+
+def test_a_backend_that_does_not_import_is_refused_before_any_work(teacher_file, tmp_path) -> None:
+    out = tmp_path / "r"
+    code = ("import runpy, sys; sys.modules['brevitas'] = None; sys.argv = ['daqakd', *sys.argv[1:]]; "
+            "runpy.run_module('daqakd_plugins', run_name='__main__')")
+    e = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-c", code, *_quick(teacher_file, out, "--no-export")], capture_output=True,
+                       text=True, timeout=600, cwd=REPO, env=e)
+    _refused(r, "--backend brevitas", "does not import here", 'pip install "daqakd[brevitas]"')
+    assert not out.exists()
+
+
+def test_a_backend_whose_adapter_only_reports_availability_is_refused_before_any_work(teacher_file, tmp_path) -> None:
+    (tmp_path / "stub_backend_plugin.py").write_text(
+        "from daqakd_plugins import hookimpl\n"
+        "from daqakd_plugins.contracts import BackendInfo\n\n\n"
+        "@hookimpl\n"
+        "def daqakd_register_backends(register):\n"
+        "    register(BackendInfo(name='stub-backend', module='json', distribution='json', install='pip install stub',\n"
+        "                         implemented=False))\n")
+    out = tmp_path / "r"
+    env = {"DAQAKD_PLUGINS": "stub_backend_plugin",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    args = _set(_quick(teacher_file, out, "--no-export"), "--backend", "stub-backend")
+    _refused(_cli(*args, env=env), "--backend stub-backend", "only reports availability", "brevitas")
+    assert not out.exists()
+
+
+def test_report_on_an_empty_or_foreign_jsonl_says_what_it_is(tmp_path) -> None:
+    from daqakd_plugins.evidence import read_results
+
+    empty = tmp_path / "results.jsonl"
+    empty.write_text("")
+    assert read_results(empty) == []  # reproduce_figure1.py resumes from it: no error there
+    _refused(_cli("report", str(empty)), "is empty (no result lines)", "reproduce_figure1.py")
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"foo": 1}\n')
+    _refused(_cli("report", str(other)), "is not a results file", "kind teacher, ranking or student")
+    assert not (tmp_path / "analysis.json").exists()
+
+
+def test_loss_names_a_trailing_plus_and_the_plural(teacher_file, tmp_path) -> None:
+    r = _cli(*_quick(teacher_file, tmp_path / "r", "--loss", "paper+"))
+    _refused(r, "loss 'paper+' has an empty part", "'paper+feature'")
+    r = _cli(*_quick(teacher_file, tmp_path / "r", "--loss", "nosuch"))
+    _refused(r, "registered losses: ")
+    assert "losss" not in r.stderr
+
+
+def test_a_file_torch_did_not_write_is_named_as_such(tmp_path) -> None:
+    from daqakd_plugins.distill import load_checkpoint, load_student
+    from daqakd_plugins.errors import CheckpointError
+    from daqakd_plugins.models import load_model
+
+    text = tmp_path / "checkpoint.pt"
+    text.write_text("hello")
+    png = tmp_path / "image.pt"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    for load, path in ((load_model, text), (load_model, png), (load_checkpoint, tmp_path), (load_student, text)):
+        with pytest.raises(CheckpointError, match="not a PyTorch file, or a truncated one") as info:
+            load(path)
+        assert "KeyError" not in str(info.value) and "weights_only=False" not in str(info.value)
+
+
+def test_load_student_on_a_teacher_or_a_checkpoint_says_what_the_file_is(teacher_file, finished_run) -> None:
+    from daqakd_plugins.distill import load_student
+    from daqakd_plugins.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="float model file .* load it with daqakd_plugins.load_model"):
+        load_student(teacher_file)
+    with pytest.raises(CheckpointError, match=r"checkpoint of a distill run .*--resume"):
+        load_student(finished_run / "checkpoint.pt")
+
+
+def test_distiller_refuses_empty_batches_and_targets_that_are_not_distributions(kd, digits) -> None:
+    x, y = digits.train_x[:8], digits.train_y[:8]
+    with pytest.raises(DataError, match="the batch is empty"):
+        kd.loss(x[:0], y[:0])
+    for bad in (-torch.rand(8, 10), torch.rand(8, 10) * 3, torch.full((8, 10), float("nan"))):
+        with pytest.raises(DataError, match="must be probability distributions"):
+            kd.loss(x, bad)
+    soft = torch.softmax(torch.randn(8, 10), 1)
+    assert torch.isfinite(kd.loss(x, soft))  # proper distributions still pass
+
+
+def test_distiller_names_the_image_shape_the_models_cannot_run(digits_teacher, digits) -> None:
+    import warnings
+
+    from daqakd_plugins.distill import Distiller
+    from daqakd_plugins.errors import ModelError
+
+    teacher, _ = digits_teacher
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kd = Distiller(teacher, copy_of(teacher), loss="paper")
+    with pytest.raises(ModelError, match=r"cannot run on images of shape \(8, 3, 32, 32\).*channels"):
+        kd.loss(torch.rand(8, 3, 32, 32), digits.train_y[:8])
+    assert torch.isfinite(kd.loss(digits.train_x[:8], digits.train_y[:8]))  # the right images still work
+
+
+def copy_of(model: torch.nn.Module) -> torch.nn.Module:
+    import copy
+
+    m = copy.deepcopy(model)
+    m.requires_grad_(True)
+    return m
+
+
+def test_run_distill_from_python_leaves_no_empty_directory_when_refused(tmp_path) -> None:
+    from daqakd_plugins.distill import DistillConfig, run_distill
+    from daqakd_plugins.errors import CheckpointError
+
+    out = tmp_path / "new" / "run"
+    cfg = DistillConfig(out=str(out), teacher=str(tmp_path / "missing.pt"), epochs=1, augment="none",
+                        train_per_class=10, export=False, progress=False)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        run_distill(cfg)
+    assert not out.exists() and not out.parent.exists()
+
+
+def test_report_refuses_a_bootstrap_without_resamples_and_an_unwritable_out(tmp_path) -> None:
+    data = REPO / "docs" / "evidence" / "cifar10-subset-cpu.jsonl"
+    _refused(_cli("report", str(data), "--bootstrap", "0", "--out", str(tmp_path / "a")), "--bootstrap 0",
+             "would print as nan", "pass ≥ 1")
+    _refused(_cli("report", str(data), "--out", "/proc/daqakd-report"), "--out", "not writable")
+    assert not (tmp_path / "a").exists()
+
+
+def test_rank_markdown_to_an_unwritable_path_fails_before_ranking(tmp_path) -> None:
+    r = _cli("rank", "--data", "digits", "--markdown", "/proc/daqakd-ranking.md", "--candidates", "none")
+    _refused(r, "--markdown", "not writable")
+    assert "best:" not in r.stdout  # nothing was ranked

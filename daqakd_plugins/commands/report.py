@@ -17,9 +17,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checks import check_output_dir
+    from ..errors import ConfigError
     from ..evidence import write_report
 
-    out = args.out or args.results.parent
+    if args.bootstrap < 1:
+        raise ConfigError(f"--bootstrap {args.bootstrap}: the confidence intervals need resamples (with none they "
+                          "would print as nan); pass ≥ 1, e.g. the default 1000.")
+    out = check_output_dir(args.out or args.results.parent)  # before the analysis, not after it
     paths = write_report(args.results, out, metric=args.metric, baseline=args.baseline, n_boot=args.bootstrap)
     print(paths["md"].read_text())
     for k, p in paths.items():

@@ -19,7 +19,7 @@ import inspect
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
@@ -61,7 +61,10 @@ def resolve_loss(spec: LossSpec) -> tuple[LossTerm, ...]:
         terms = (spec,)
     elif isinstance(spec, str):
         out: list[LossTerm] = []
-        for part in (p.strip() for p in spec.split("+")):
+        parts = [p.strip() for p in spec.split("+")]
+        for part in parts:
+            if not part:
+                continue  # an unknown name elsewhere is the clearer message; an empty part is refused below
             if part in presets:
                 out.extend(presets[part].terms)
             elif part in comps:
@@ -72,6 +75,11 @@ def resolve_loss(spec: LossSpec) -> tuple[LossTerm, ...]:
                     "Presets and components can be combined with '+', e.g. 'paper+feature'; register new "
                     "ones with the daqakd_register_losses hook.",
                 )
+        if "" in parts:
+            raise ConfigError(
+                f"loss {spec!r} has an empty part; join names with a single '+' between them, e.g. 'paper' or "
+                "'paper+feature' (known: " + ", ".join(sorted(set(presets) | set(comps))) + ")."
+            )
         terms = tuple(out)
     elif isinstance(spec, Sequence) and all(isinstance(t, LossTerm) for t in spec):
         terms = tuple(t for t in spec if isinstance(t, LossTerm))
@@ -396,7 +404,10 @@ class Distiller:
                     "the optimizer (call kd.prepare(x) before building it) or they will not learn.",
                     stacklevel=2,
                 )
-        t = self._targets(x, y)
+        try:
+            t = self._targets(x, y)
+        except RuntimeError as exc:
+            self._raise_input_mismatch(exc, x)
         with torch.no_grad():
             if aug is None:
                 xs, ts = x, t
@@ -419,6 +430,8 @@ class Distiller:
                 t_feats = {}
             z_s = as_tensor(self.student(xs))
             s_feats = dict(self._s_feats)
+        except RuntimeError as exc:
+            self._raise_input_mismatch(exc, xs)
         finally:
             self._capture = False
             self._s_feats.clear()
@@ -461,6 +474,17 @@ class Distiller:
             raise PluginError(f"the loss has shape {tuple(total.shape)}; every term must be a scalar")
         self.step += 1
         return total
+
+    def _raise_input_mismatch(self, exc: RuntimeError, x: torch.Tensor) -> NoReturn:
+        """A forward pass failed. On the first step that is (nearly always) images the models were not
+        built for: say so with the shapes; after a step has run, it is something else: re-raise."""
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if self._width_checked or not any(w in first for w in ("shape", "size", "channels", "mat1", "dimension")):
+            raise exc  # not an input-shape problem of the first batch: a real error, with its traceback
+        raise ModelError(
+            f"Distiller.loss: the models cannot run on images of shape {tuple(x.shape)} ({first}); pass images "
+            "shaped like the teacher's training data (same channels and a size its layers accept)."
+        ) from exc
 
     def _raise_non_finite(self, result: LossResult, z_s: torch.Tensor, z_t: torch.Tensor | None) -> None:
         bad = [k for k, v in result.terms.items() if not bool(torch.isfinite(v.detach()).all())]

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checks import check_output_dir
+from ..checks import check_output_dir, new_dirs, remove_empty_dirs
 from ..errors import CheckpointError, ConfigError, DaqakdError, NonFiniteError, RunDirError
 from .checkpoint import CHECKPOINT_NAME, FORMAT, atomic_save, capture_rng, load_checkpoint, restore_rng
 from .config import _TRAJECTORY, DistillConfig
@@ -199,7 +199,19 @@ def _export(cfg: DistillConfig, student: nn.Module, teacher: nn.Module, example:
 
 # ------------------------------------------------------------------------------------------------
 def run_distill(config: DistillConfig) -> dict[str, Any]:
-    """Run (or resume) DA-QAKD end to end and return the report (also written to ``out/report.json``)."""
+    """Run (or resume) DA-QAKD end to end and return the report (also written to ``out/report.json``).
+
+    A run that fails (refused input, Ctrl-C, a crash) removes the directories it created and left
+    empty, so a refused run leaves no empty ``out`` behind (a checkpoint or teacher.pt keeps them)."""
+    made = new_dirs(config.out_dir)
+    try:
+        return _run_distill(config)
+    except BaseException:
+        remove_empty_dirs(made)
+        raise
+
+
+def _run_distill(config: DistillConfig) -> dict[str, Any]:
     from ..train import seed_everything
 
     cfg = config

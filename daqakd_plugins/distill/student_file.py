@@ -69,6 +69,18 @@ def load_student(path: str | Path, *, example_input: torch.Tensor | None = None)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a checkpoint error
         raise CheckpointError(f"cannot load {path} safely (weights_only=True: {safe_load_reason(exc)}); "
                               "it is not a daqakd student file or it is damaged.") from exc
+    if isinstance(ck, dict) and ck.get("format") != STUDENT_FORMAT:
+        from .checkpoint import FORMAT as CHECKPOINT_FORMAT
+
+        what = None
+        if ck.get("format") == CHECKPOINT_FORMAT:
+            what = (f"the checkpoint of a distill run (continue it with `daqakd distill --resume {path.parent}`; "
+                    f"the finished run writes {STUDENT_NAME} next to it)")
+        elif "format" not in ck and "state_dict" in ck:
+            what = "a float model file (a teacher from `daqakd teacher` / save_model): load it with daqakd_plugins.load_model"
+        if what is not None:
+            raise CheckpointError(f"{path} is not a student file: it is {what}. load_student takes the run directory "
+                                  f"of `daqakd distill` or its {STUDENT_NAME}.")
     if not isinstance(ck, dict) or ck.get("format") != STUDENT_FORMAT:
         found = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
         raise CheckpointError(
