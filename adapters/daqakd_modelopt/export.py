@@ -112,8 +112,10 @@ def _spec(name: str, q: Any) -> _Spec:
 
 def _student_kind(model: nn.Module) -> tuple[str, set[int]]:
     """("int", bit widths) or ("fp8", {8}) over the enabled quantizers."""
-    kinds, bits = set(), set()
-    for m in model.modules():
+    kinds: set[str] = set()
+    bits: set[int] = set()
+    for mod in model.modules():
+        m: Any = mod  # a modelopt TensorQuantizer: attributes mypy cannot see through nn.Module
         if _is_quantizer(m) and m.is_enabled:
             nb = m.num_bits
             if isinstance(nb, (tuple, list)):
