@@ -144,8 +144,10 @@ def export(
     formats: tuple[str, ...] | None = None,
 ) -> list[ExportedModel]:
     """Export ``model`` and return a runnable handle per written file."""
+    from .checks import check_output_dir
+
     require_backend(backend)
-    out = Path(out_dir)
+    out = check_output_dir(out_dir, flag="out_dir")  # a named error, not FileNotFoundError, before exporting
     out.mkdir(parents=True, exist_ok=True)
     res = backend_hook(backend, "daqakd_export")(
         request=ExportRequest(backend=backend, model=model, example_input=example_input, out_dir=out, formats=formats))

@@ -488,3 +488,14 @@ def test_rank_markdown_to_an_unwritable_path_fails_before_ranking(tmp_path) -> N
     r = _cli("rank", "--data", "digits", "--markdown", "/proc/daqakd-ranking.md", "--candidates", "none")
     _refused(r, "--markdown", "not writable")
     assert "best:" not in r.stdout  # nothing was ranked
+
+
+def test_export_to_an_unwritable_directory_names_it(digits_teacher, digits) -> None:
+    from daqakd_plugins import backends
+    from daqakd_plugins.config import QuantConfig
+    from daqakd_plugins.errors import ConfigError
+
+    teacher, _ = digits_teacher
+    s = backends.quantize(teacher, "brevitas", QuantConfig(weight_bits=4, act_bits=4), example_input=digits.train_x[:4])
+    with pytest.raises(ConfigError, match=r"out_dir /proc/daqakd-export: /proc is not writable"):
+        backends.export(s, "brevitas", example_input=digits.test_x[:1], out_dir="/proc/daqakd-export")
