@@ -448,7 +448,7 @@ def _quantize(model: nn.Module, cfg: QuantConfig, opts: PytorchQuantizationOptio
             ) from exc
         finally:
             student.train(was)
-        student._daqakd_pq_options = opts  # what daqakd_calibrate reads (CalibrateRequest has no options)
+        object.__setattr__(student, "_daqakd_pq_options", opts)  # read by daqakd_calibrate (CalibrateRequest has no options)
         if calib_data is not None:
             _calibrate(student, calib_data, cfg.calib_batches, opts)
     return student
