@@ -290,10 +290,12 @@ def test_w8_exports_nvidias_tensorrt_file_and_an_onnxruntime_file(digits_teacher
     assert files["onnx-qdq"].runtime == "onnxruntime" and files["onnx-qdq-tensorrt"].runtime == "onnxruntime-unfused"
     for e in files.values():
         assert abs(accuracy_of(e.predict, digits.test_x, digits.test_y) - ref) <= 0.005, e.format
-    logits = files["onnx-qdq"].predict(digits.test_x[:64].numpy())
+    logits = files["onnx-qdq"].predict(digits.test_x.numpy())
     with torch.no_grad():
-        t = s(digits.test_x[:64]).numpy()
-    assert np.mean(np.abs(logits - t).max(1) < 1e-2) >= 0.95
+        t = s(digits.test_x).numpy()
+    # the same rounding as the student; a rare image differs by one quantization step somewhere, where a
+    # float sum in another order lands on the other side of a rounding boundary
+    assert np.mean(np.abs(logits - t).max(1) < 1e-4) >= 0.99
 
 
 def test_w4_exports_qcdq_for_onnxruntime_and_refuses_tensorrt(digits_teacher, digits, tmp_path: Path) -> None:
@@ -308,6 +310,15 @@ def test_w4_exports_qcdq_for_onnxruntime_and_refuses_tensorrt(digits_teacher, di
     clips = [n for n in m.graph.node if n.op_type == "Clip"]
     assert len(clips) == 4  # one per activation quantizer; weights are stored already clipped
     assert abs(accuracy_of(files[0].predict, digits.test_x, digits.test_y) - evaluate(s, digits.test_x, digits.test_y)) <= 0.005
+    # max calibration: the input's amax is exactly 1, so the pixel 0.5 sits on a tie (3.5 levels); ONNX's
+    # QuantizeLinear divides by amax/7 and rounds it down, the student multiplies by 7/amax and rounds it up.
+    # The onnx-qdq file multiplies as the student does: its logits are the student's.
+    s_max = _quantize(digits_teacher[0], digits, 4, 4, calibrator="max").eval()
+    assert float(s_max.stem[0]._input_quantizer.amax) == 1.0
+    e = backends.export(s_max, BACKEND, example_input=digits.test_x[:1], out_dir=tmp_path / "max")[0]
+    with torch.no_grad():
+        t = s_max(digits.test_x).numpy()
+    assert np.abs(e.predict(digits.test_x.numpy()) - t).max() < 1e-4
     with pytest.raises(ExportError, match=r"TensorRT runs INT8 Q/DQ only.*--bits 8.*onnx-qdq"):
         backends.export(s, BACKEND, example_input=digits.test_x[:1], out_dir=tmp_path, formats=("onnx-qdq-tensorrt",))
     with pytest.raises(ExportError, match="supported: onnx-qdq"):

@@ -653,10 +653,70 @@ def _sub8_fake_quant(fn: Any) -> Callable[..., Any]:
     return fb_fake_quant
 
 
-def _torch_export(model: nn.Module, x: torch.Tensor, path: Path) -> None:
-    """NVIDIA's export: ``TensorQuantizer.use_fb_fake_quant = True`` (a class attribute, restored after)
-    and ``torch.onnx.export(opset_version=13)`` with the TorchScript exporter; sub-8-bit quantizers of
-    the export copy emit Q → Clip → DQ."""
+def _exact_function() -> Any:
+    """Fake quantization as pytorch-quantization trains it, ``clamp(round(x · bound/amax)) / (bound/amax)``,
+    whose ONNX form is ``Mul(bound/amax) → QuantizeLinear(scale 1) → [Clip] → DequantizeLinear(amax/bound)``.
+
+    Why not NVIDIA's ``QuantizeLinear(x, amax/bound)``: ONNX *divides* by the scale, pytorch-quantization
+    *multiplies* by its inverse, and at ties the two round differently. Digits pixels are multiples of
+    1/16; with amax 1 (max calibration) the pixel 0.5 is exactly 3.5 levels at 4 bits: torch rounds it to
+    4, ``0.5 / fl(1/7)`` gives 3 — measured: 83 % of the W4A4 test images had logits off by more than 1e-3
+    (up to 1.8). With the multiplication in the graph the file computes what the student computes."""
+    import torch
+
+    class QMul(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: torch.Tensor, mul: torch.Tensor, dq: torch.Tensor, axis: int, qmin: int,
+                    qmax: int) -> torch.Tensor:
+            return torch.clamp(torch.round(x * mul), qmin, qmax) / mul
+
+        @staticmethod
+        def symbolic(g: Any, x: Any, mul: Any, dq: Any, axis: int, qmin: int, qmax: int) -> Any:
+            dtype = torch.uint8 if qmin >= 0 else torch.int8
+            scaled = g.op("Mul", x, mul)
+            one = g.op("Constant", value_t=torch.tensor(1.0, dtype=torch.float32))
+            zp = g.op("Constant", value_t=torch.zeros((), dtype=dtype))
+            q = g.op("QuantizeLinear", scaled, one, zp)
+            info = torch.iinfo(dtype)
+            if (qmin, qmax) != (info.min, info.max):
+                q = g.op("Clip", q, g.op("Constant", value_t=torch.tensor(qmin, dtype=dtype)),
+                         g.op("Constant", value_t=torch.tensor(qmax, dtype=dtype)))
+            if axis < 0:
+                return g.op("DequantizeLinear", q, dq, zp)
+            channels = int(dq.type().sizes()[0]) if dq.type().sizes() else 1
+            zpc = g.op("Constant", value_t=torch.zeros(channels, dtype=dtype))
+            return g.op("DequantizeLinear", q, dq, zpc, axis_i=axis)
+
+    return QMul
+
+
+def _exact_fake_quant(fn: Any) -> Callable[..., Any]:
+    """A replacement for ``TensorQuantizer._fb_fake_quant`` on the export copy: the training arithmetic
+    (narrow range and unsigned honoured) in the :func:`_exact_function` form."""
+
+    def fb_fake_quant(self: Any, inputs: Any, amax: Any) -> Any:
+        import torch
+
+        bound = float((1 << (self._num_bits - 1 + int(self._unsigned))) - 1)
+        qmin = 0 if self._unsigned else (-int(bound) if self._narrow_range else -int(bound) - 1)
+        a = amax.detach().float()
+        mul = (torch.tensor(bound, dtype=torch.float32) / a).data  # exactly the scale torch trains with
+        if a.numel() == 1:
+            return fn.apply(inputs, mul.reshape(()), (a.reshape(()) / bound).data, -1, qmin, int(bound))
+        flat = a.squeeze()
+        if flat.dim() != 1:
+            raise TypeError("per-channel amax must vary along one axis")
+        axis = list(a.shape).index(flat.shape[0])
+        return fn.apply(inputs, mul, (flat / bound).data, axis, qmin, int(bound))
+
+    return fb_fake_quant
+
+
+def _torch_export(model: nn.Module, x: torch.Tensor, path: Path, *, exact: bool = False) -> None:
+    """``TensorQuantizer.use_fb_fake_quant = True`` (a class attribute, restored after) and
+    ``torch.onnx.export(opset_version=13)`` with the TorchScript exporter. ``exact=False``: NVIDIA's
+    export (sub-8-bit quantizers of the export copy emit Q → Clip → DQ, which opset 13 needs);
+    ``exact=True``: every quantizer in the :func:`_exact_function` form (the onnxruntime file)."""
     import torch
     from pytorch_quantization.nn import TensorQuantizer
 
@@ -664,7 +724,10 @@ def _torch_export(model: nn.Module, x: torch.Tensor, path: Path) -> None:
     for _, q in _quantizers(model):
         if "_amax" in q._buffers:
             q._amax.data.clamp_(min=2.0 ** -24)  # an all-zero channel: scale 0 would divide by zero in ONNX
-        if q.num_bits < 8:
+        if exact:
+            fn = fn or _exact_function()
+            q._fb_fake_quant = types.MethodType(_exact_fake_quant(fn), q)
+        elif q.num_bits < 8:
             fn = fn or _qcdq_function()
             q._fb_fake_quant = types.MethodType(_sub8_fake_quant(fn), q)
     old = TensorQuantizer.use_fb_fake_quant
@@ -703,8 +766,6 @@ def _ort_session(path: Path, *, fuse_qdq: bool) -> Callable[[np.ndarray], np.nda
 
 
 def _export(request: ExportRequest) -> list[ExportedModel]:
-    import tempfile
-
     model: nn.Module = request.model
     qs = _quantizers(model)
     if not qs:
@@ -720,66 +781,69 @@ def _export(request: ExportRequest) -> list[ExportedModel]:
     min_bits = min(int(q.num_bits) for _, q in qs)
     fmts = _formats(request.formats, min_bits)
     out_dir = Path(request.out_dir)
-    m = copy.deepcopy(model).cpu().eval()
     x = request.example_input[:1].detach().cpu().float()
-    trt_path = out_dir / "student.tensorrt.onnx"
-    with tempfile.TemporaryDirectory(prefix="daqakd-pq-") as tmp:
-        raw = trt_path if FMT_TRT in fmts else Path(tmp) / "student.raw.onnx"
-        try:
-            _torch_export(m, x, raw)
-        except Exception as exc:  # noqa: BLE001 - exporter failures come in many types
-            raise ExportError(
-                f"torch.onnx.export could not export {type(model).__name__} with pytorch-quantization's Q/DQ "
-                f"({type(exc).__name__}: {exc}). What exports: models of QuantConv*/QuantLinear/pools and ops "
-                "the TorchScript exporter knows, traced with dynamo=False, in float32 (not AMP)."
-            ) from exc
-        out: list[ExportedModel] = []
-        for fmt in fmts:
-            if fmt == FMT_TRT:
-                out.append(ExportedModel(
-                    format=FMT_TRT, path=trt_path, runtime="onnxruntime-unfused",
-                    predict=_ort_session(trt_path, fuse_qdq=False),
-                    notes="NVIDIA's export for TensorRT (use_fb_fake_quant, opset 13): int8 Q/DQ with zero point 0, "
-                          "float weights behind QuantizeLinear; trtexec --onnx=FILE --int8 builds the engine. Run here "
-                          "in onnxruntime with session.disable_quant_qdq=1, where it is exact on every CPU; in a default "
-                          "onnxruntime session its U8S8 pattern can saturate on CPUs without VNNI (use onnx-qdq there)."))
-            else:
-                path = out_dir / "student.qdq.onnx"
-                counts = _onnxruntime_file(raw, path)
-                notes = (f"QuantizeLinear/DequantizeLinear (opset 13); {counts['weights']} weight tensor(s) stored "
-                         "as integers")
-                if min_bits < 8:
-                    notes += "; sub-8-bit ranges as int8 Q -> Clip -> DQ"
-                if counts["unsigned_activations"]:
-                    notes += f"; {counts['unsigned_activations']} clipped int8 activation(s) stored as uint8"
-                if counts["u8u8_weights"]:
-                    notes += (f"; {counts['u8u8_weights']} weight tensor(s) after 8-bit activations stored as uint8 "
-                              "(U8U8: exact on CPUs without VNNI)")
-                notes += ("; exact in any onnxruntime session (no U8S8 pattern); run here with "
-                          "session.disable_quant_qdq=1 (same outputs as a default session, several times faster "
-                          "for this Q/DQ placement)")
-                out.append(ExportedModel(format=FMT_ORT, path=path, runtime="onnxruntime",
-                                         predict=_ort_session(path, fuse_qdq=False), notes=notes))
+    out: list[ExportedModel] = []
+    for fmt in fmts:
+        m = copy.deepcopy(model).cpu().eval()  # the export patches its quantizers: never the student's
+        if fmt == FMT_TRT:
+            path = out_dir / "student.tensorrt.onnx"
+            _export_or_explain(model, m, x, path, exact=False)
+            out.append(ExportedModel(
+                format=FMT_TRT, path=path, runtime="onnxruntime-unfused", predict=_ort_session(path, fuse_qdq=False),
+                notes="NVIDIA's export for TensorRT (use_fb_fake_quant, opset 13): int8 Q/DQ with zero point 0, "
+                      "float weights behind QuantizeLinear; trtexec --onnx=FILE --int8 builds the engine. Run here "
+                      "in onnxruntime with session.disable_quant_qdq=1, where it is exact on every CPU; in a default "
+                      "onnxruntime session its U8S8 pattern can saturate on CPUs without VNNI (use onnx-qdq there)."))
+            continue
+        path = out_dir / "student.qdq.onnx"
+        _export_or_explain(model, m, x, path, exact=True)
+        counts = _onnxruntime_file(path)
+        notes = (f"Mul(bound/amax) -> QuantizeLinear -> DequantizeLinear (opset 13, the student's own rounding); "
+                 f"{counts['weights']} weight tensor(s) stored as integers")
+        if min_bits < 8:
+            notes += "; sub-8-bit ranges as int8 with a Clip"
+        if counts["unsigned_activations"]:
+            notes += f"; {counts['unsigned_activations']} clipped int8 activation(s) stored as uint8"
+        if counts["u8u8_weights"]:
+            notes += (f"; {counts['u8u8_weights']} weight tensor(s) after 8-bit activations stored as uint8 "
+                      "(U8U8: exact on CPUs without VNNI)")
+        notes += ("; exact in any onnxruntime session (no U8S8 pattern); run here with session.disable_quant_qdq=1 "
+                  "(same outputs as a default session, several times faster for this Q/DQ placement)")
+        out.append(ExportedModel(format=FMT_ORT, path=path, runtime="onnxruntime",
+                                 predict=_ort_session(path, fuse_qdq=False), notes=notes))
     return out
 
 
-def _onnxruntime_file(src: Path, dst: Path) -> dict[str, int]:
-    """The onnxruntime file: weights quantized ahead of time into integer initializers (QuantizeLinear
-    of a constant folded, with the Clip of sub-8-bit ranges), then kit.prepare_for_onnxruntime."""
+def _export_or_explain(model: nn.Module, copy_: nn.Module, x: torch.Tensor, path: Path, *, exact: bool) -> None:
+    try:
+        _torch_export(copy_, x, path, exact=exact)
+    except Exception as exc:  # noqa: BLE001 - exporter failures come in many types
+        raise ExportError(
+            f"torch.onnx.export could not export {type(model).__name__} with pytorch-quantization's Q/DQ "
+            f"({type(exc).__name__}: {exc}). What exports: models of QuantConv*/QuantLinear/pools and ops "
+            "the TorchScript exporter knows, traced with dynamo=False, in float32 (not AMP)."
+        ) from exc
+
+
+def _onnxruntime_file(path: Path) -> dict[str, int]:
+    """The onnxruntime file, in place: weights quantized ahead of time into integer initializers (the
+    constant ``Mul → QuantizeLinear [→ Clip]`` chains folded), then kit.prepare_for_onnxruntime."""
     import onnx
 
-    model = onnx.load(str(src))
+    model = onnx.load(str(path))
     n = _fold_weight_quantizers(model)
     onnx.checker.check_model(model)
-    onnx.save(model, str(dst))
-    prep = kit.prepare_for_onnxruntime(dst)
+    onnx.save(model, str(path))
+    prep = kit.prepare_for_onnxruntime(path)
     return {"weights": n, **prep}
 
 
 def _fold_weight_quantizers(model: Any) -> int:
-    """Replace every ``QuantizeLinear(float constant)`` (and a following ``Clip`` with constant bounds)
-    by the integer initializer onnxruntime would compute at load (round half to even, saturate), so the
-    file stores int8 weights and the core's structural U8S8 check sees them. In place; returns the count."""
+    """Replace every ``QuantizeLinear(float constant)`` (and a following ``Clip`` with constant bounds) by
+    the integers onnxruntime would compute at load (round half to even, saturate), so the file stores
+    integer weights and the core's structural U8S8 check sees them. In the exact form the constant is
+    ``weight · bound/amax``, which the exporter's constant folding computed in float32 as torch does.
+    In place; returns the count."""
     import numpy as np
     from onnx import numpy_helper
 
