@@ -159,9 +159,12 @@ def summarise(rows: list[dict[str, Any]], configs: list[tuple[int, int]]) -> tup
             fp_ms = statistics.median(e["teacher"]["latency_ms_per_batch"] for e in exs)
             sizes, times = [], []
             for f, _ in fmts:
-                es = [e for e in entries[f] if e]
-                sz = statistics.mean(e["size_bytes"] for e in es) if es else float("nan")
-                sizes.append(f"{sz / 1024:.1f} KiB ({sz / fp_size:.2f}×)")
+                es = [e for e in entries[f] if e and "size_bytes" in e]
+                if es:
+                    sz = statistics.mean(e["size_bytes"] for e in es)
+                    sizes.append(f"{sz / 1024:.1f} KiB ({sz / fp_size:.2f}×)")
+                else:  # this backend wrote no such file at this bit width
+                    sizes.append("–")
                 ms = [e["latency_ms_per_batch"] for e in es if "latency_ms_per_batch" in e]
                 ratio = [e["latency_ratio_vs_fp"] for e in es if "latency_ratio_vs_fp" in e]
                 times.append(f"{statistics.median(ms):.2f} ({statistics.median(ratio):.2f}×)" if ms else "–")
