@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import tempfile
+import warnings
 from pathlib import Path
 
 import nncf
@@ -38,9 +39,12 @@ import numpy as np
 import openvino as ov
 import torch
 from torch import nn
+from torch.jit import TracerWarning
 
 from daqakd_plugins import Distiller, rank_augmentations  # DA-QAKD
 from daqakd_plugins.data import load_digits
+
+warnings.filterwarnings("ignore", category=TracerWarning)  # as NNCF's example: ov.convert_model traces the model
 
 
 class DigitsNet(nn.Module):

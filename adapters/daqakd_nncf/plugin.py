@@ -856,7 +856,7 @@ def export_openvino(model: nn.Module, example_input: torch.Tensor, path: str | P
     return path
 
 
-def _export_qdq(model: nn.Module, x: torch.Tensor, path: Path) -> dict[str, int]:
+def _export_qdq(model: nn.Module, x: torch.Tensor, path: Path, *, fold: bool = True) -> dict[str, int]:
     """NNCF's standard QDQ export (``ONNX_QUANTIZE_DEQUANTIZE_PAIRS``; 8 bits), BatchNorm folded into the
     quantized convolutions so onnxruntime can run them as integer kernels (onnx_fold.py), then the
     kit's onnxruntime preparation (U8U8 where int8 weights would saturate on CPUs without VNNI)."""
@@ -874,7 +874,7 @@ def _export_qdq(model: nn.Module, x: torch.Tensor, path: Path) -> dict[str, int]
         torch.onnx.export(m, (x,), str(path), input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=13, dynamo=False)
     proto = onnx.load(str(path))
-    folded = fold_batchnorm(proto)
+    folded = fold_batchnorm(proto) if fold else 0
     if folded:
         onnx.checker.check_model(proto)
         onnx.save(proto, str(path))

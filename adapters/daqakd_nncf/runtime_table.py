@@ -27,12 +27,15 @@ def measure_run(run: Path, repeats: int = 60, trials: int = 3) -> dict[str, Any]
     import torch
 
     from daqakd_plugins.data import load_data
+    from daqakd_plugins.distill import load_student
     from daqakd_plugins.models import load_model
     from daqakd_plugins.runtime import accuracy_of, export_fp_onnx, interleaved_latency
 
-    from .plugin import _ort_predict, _ov_predict, export_openvino
+    from .plugin import _export_qdq, _ort_predict, _ov_predict, export_openvino
 
     report = json.loads((run / "report.json").read_text())
+    student, _ = load_student(run)
+    student.eval()
     teacher, _ = load_model(report["teacher"])
     teacher.eval()
     data = load_data("digits", seed=0)
@@ -51,6 +54,10 @@ def measure_run(run: Path, repeats: int = 60, trials: int = 3) -> dict[str, Any]
     qdq = run / "export" / "student.qdq.onnx"
     if qdq.exists():
         models["student:onnxruntime"] = (qdq, _ort_predict(qdq), qdq.stat().st_size)
+        # the same student exported without the BatchNorm fold: what NNCF's QDQ export alone gives onnxruntime
+        raw = fp_dir / "student.qdq.unfolded.onnx"
+        _export_qdq(student, x1, raw, fold=False)
+        models["student-unfolded:onnxruntime"] = (raw, _ort_predict(raw), raw.stat().st_size)
     batch = data.test_x[:64].numpy()
     per: dict[str, list[float]] = {k: [] for k in models}
     with torch.no_grad():
@@ -58,8 +65,17 @@ def measure_run(run: Path, repeats: int = 60, trials: int = 3) -> dict[str, Any]
             lat = interleaved_latency({k: v[1] for k, v in models.items()}, batch, repeats=repeats, budget_s=120)
             for k in models:
                 per[k].append(lat[k]["median"])
-    return {k: {"path": str(v[0]), "size_bytes": v[2], "accuracy": accuracy_of(v[1], data.test_x, data.test_y),
-                "ms": statistics.median(per[k]), "ms_trials": per[k]} for k, v in models.items()}
+    with torch.no_grad():
+        ref = student(data.test_x).numpy()
+    out: dict[str, Any] = {}
+    for k, v in models.items():
+        out[k] = {"path": str(v[0]), "size_bytes": v[2], "accuracy": accuracy_of(v[1], data.test_x, data.test_y),
+                  "ms": statistics.median(per[k]), "ms_trials": per[k]}
+        if k.startswith("student"):
+            logits = v[1](data.test_x.numpy())
+            out[k]["max_abs_logit_diff_vs_torch"] = float(abs(logits - ref).max())
+            out[k]["argmax_differs_vs_torch"] = int((logits.argmax(1) != ref.argmax(1)).sum())
+    return out
 
 
 def table(rows: dict[str, list[dict[str, Any]]]) -> str:
@@ -76,11 +92,21 @@ def table(rows: dict[str, list[dict[str, Any]]]) -> str:
 
             ratio_ms = statistics.median(r[f"student:{rt}"]["ms"] / r[f"fp:{rt}"]["ms"] for r in st)
             ratio_sz = statistics.median(r[f"student:{rt}"]["size_bytes"] / r[f"fp:{rt}"]["size_bytes"] for r in st)
+            name = rt if rt != "onnxruntime" else "onnxruntime (QDQ, BatchNorm folded)"
             lines.append(
-                f"| {cfg} | {rt} | {med(f'fp:{rt}', 'size_bytes') / 1024:.1f} KiB | "
+                f"| {cfg} | {name} | {med(f'fp:{rt}', 'size_bytes') / 1024:.1f} KiB | "
                 f"{med(f'student:{rt}', 'size_bytes') / 1024:.1f} KiB ({ratio_sz:.2f}×) | {med(f'fp:{rt}', 'ms'):.2f} | "
                 f"{med(f'student:{rt}', 'ms'):.2f} ({ratio_ms:.2f}×) | {100 * med(f'fp:{rt}', 'accuracy'):.1f} | "
                 f"{100 * med(f'student:{rt}', 'accuracy'):.1f} |")
+            un = [r for r in st if f"student-unfolded:{rt}" in r]
+            if un:
+                ratio = statistics.median(r[f"student-unfolded:{rt}"]["ms"] / r[f"fp:{rt}"]["ms"] for r in un)
+                ratio_sz = statistics.median(r[f"student-unfolded:{rt}"]["size_bytes"] / r[f"fp:{rt}"]["size_bytes"] for r in un)
+                lines.append(
+                    f"| {cfg} | onnxruntime (NNCF's QDQ export as is, no fold) | {med(f'fp:{rt}', 'size_bytes') / 1024:.1f} KiB | "
+                    f"{med(f'student-unfolded:{rt}', 'size_bytes', un) / 1024:.1f} KiB ({ratio_sz:.2f}×) | "
+                    f"{med(f'fp:{rt}', 'ms'):.2f} | {med(f'student-unfolded:{rt}', 'ms', un):.2f} ({ratio:.2f}×) | "
+                    f"{100 * med(f'fp:{rt}', 'accuracy'):.1f} | {100 * med(f'student-unfolded:{rt}', 'accuracy', un):.1f} |")
     return "\n".join(lines)
 
 
