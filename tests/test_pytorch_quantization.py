@@ -205,6 +205,28 @@ def test_calibration_is_quiet_and_leaves_absl_as_it_was(digits_teacher, digits, 
     assert absl_logging.get_verbosity() == before
 
 
+def test_training_with_learned_ranges_is_quiet() -> None:
+    """pytorch-quantization logs from the learned clip's backward, inside the user's loop (and absl adds
+    "Logging before flag parsing"); a fresh process, since absl logs it only once per process."""
+    code = textwrap.dedent("""
+        import torch
+        from daqakd_plugins import backends
+        from daqakd_plugins.config import QuantConfig
+        from daqakd_plugins.models import SmallResNet
+        torch.manual_seed(0)
+        x = torch.rand(16, 1, 8, 8)
+        s = backends.quantize(SmallResNet(1, 10, 8, 1), "pytorch-quantization",
+                              QuantConfig(weight_bits=8, act_bits=8, options={"learn_amax": True}),
+                              example_input=x, calib_data=x)
+        s.train()(x).sum().backward()
+        print("DONE", s.stem[0]._input_quantizer.clip.clip_value_max.grad is not None)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "DONE True" in r.stdout
+    assert "experimental" not in r.stderr and "flag parsing" not in r.stderr, r.stderr[-1000:]
+
+
 def test_learned_ranges_start_from_calibration_and_train(digits_teacher, digits, tmp_path: Path) -> None:
     from daqakd_plugins.runtime import accuracy_of
 

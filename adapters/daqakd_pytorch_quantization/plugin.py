@@ -95,6 +95,19 @@ BUILD_HINT = (
 log = logging.getLogger("daqakd.pytorch_quantization")
 
 
+class _DropLearnedClipNotice(logging.Filter):
+    """With ``learn_amax`` pytorch-quantization's ClipFunction logs "Learning clip min/max is experimental,
+    use at your own risk :)." from its *backward*, i.e. inside the training loop where no adapter call can
+    silence it, and absl adds "WARNING: Logging before flag parsing goes to stderr." on the first line. The
+    filter is installed on the absl logger when this plugin loads; it drops only that one notice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Learning clip min/max is experimental" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_DropLearnedClipNotice())
+
+
 @dataclass(frozen=True, kw_only=True)
 class PytorchQuantizationOptions:
     """``QuantConfig.options`` for pytorch-quantization (documented in docs/backends/tensorrt.md).
