@@ -46,7 +46,8 @@ class NNCFOptions:
     ``preset``: ``"performance"`` (symmetric) or ``"mixed"`` (asymmetric activations, 8 bits only);
     ``None`` is NNCF's default for CNNs (performance).
     ``fast_bias_correction``: NNCF's post-training bias correction. Off by default: QAT learns the
-    biases anyway, and it wrecked PTQ accuracy here (0.573 instead of 0.969 on the digits model).
+    biases anyway, it can wreck PTQ (0.573 instead of 0.969 on one digits model), and with it on
+    calibrating again would overwrite the biases training learned.
     ``calibration_augment``: a registered augmentation applied to the calibration images (fixed seed),
     e.g. the ranked one; ``"none"`` (default) calibrates on the clean data.
     """

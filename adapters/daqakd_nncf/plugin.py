@@ -409,6 +409,8 @@ def _ignored_scope(graph: Any, opts: NNCFOptions, wrapped: bool) -> dict[str, li
         hits = [n for n in nodes if n.startswith(prefix)]
         if not hits:
             layers = sorted({_module_of(n) for n in nodes if _is_weighted(graph.get_node_by_name(n), graph)})
+            if wrapped:  # paths as in the user's Sequential
+                layers = [k.split(".", 1)[1] if "." in k else k for k in layers]
             raise ConfigError(
                 f"options['ignored_scope'] entry {entry!r} matches no module path or NNCF node of this model. "
                 f"Layers with weights: {', '.join(layers)}; NNCF nodes: {', '.join(nodes[:12])}"
