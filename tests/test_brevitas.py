@@ -260,13 +260,17 @@ def test_bad_bit_widths_name_the_fix(digits_teacher, digits, w, a, match: str) -
 
 def test_bit_range_errors_carry_the_adapters_reason(digits_teacher, digits) -> None:
     """The core checks the registered range once and appends Brevitas' reason; calls for another backend
-    never reach the Brevitas adapter (NNCF has no quantize hook yet, so nobody answers)."""
+    never reach the Brevitas adapter."""
     teacher, _ = digits_teacher
     for w, a, match in ((4, 1, r"activation bits 1 .*\(2\.\.8\).*BipolarQuant"), (12, 4, r"weight bits 12 .*at most 8 bits")):
         with pytest.raises(ConfigError, match=match):
             backends.quantize(teacher, "brevitas", QuantConfig(weight_bits=w, act_bits=a), example_input=digits.train_x[:2])
-    with pytest.raises(BackendError, match=r"no plugin implements quantization for backend 'nncf'"):
-        backends.quantize(teacher, "nncf", QuantConfig(weight_bits=8, act_bits=8), example_input=digits.train_x[:2])
+    from daqakd_plugins import plugins
+
+    for other in ("nncf", "pytorch-quantization", "modelopt"):  # their calls never reach the Brevitas adapter
+        impls = plugins.backend_hook(other, "daqakd_quantize").get_hookimpls()
+        assert [i.plugin_name for i in impls] == [plugins.backend_owner(other)] != ["brevitas"]
+    assert [i.plugin_name for i in plugins.backend_hook("brevitas", "daqakd_quantize").get_hookimpls()] == ["brevitas"]
 
 
 class _GeluNet(nn.Module):

@@ -131,3 +131,20 @@ def test_backend_options_from_the_command_line() -> None:
     assert cfg.quant_config().options == {"float_layers": "SiLU"}
     with pytest.raises(ConfigError, match=r"unknown brevitas option\(s\) \['float_layer'\]"):
         DistillConfig(out="x", backend_options={"float_layer": "SiLU"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["resnet18", "shufflenet_v2_x0_5"])
+def test_support_matrix_fast_subset(model: str) -> None:
+    """Two torchvision models through benchmarks/model_matrix.py's cell on Brevitas (16x16 images):
+    quantize, calibrate, KD steps, export, and the exported QCDQ file's logits next to torch's.
+    ShuffleNet's channel split needed QuantTensor.chunk, which Brevitas lacks (the adapter adds it)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from model_matrix import one_cell
+    finally:
+        sys.path.pop(0)
+    row = one_cell(model, "brevitas", size=16, batch=8, kd_steps=2, formats=("onnx-qcdq",))
+    assert row["ok"], row.get("error")
+    (qcdq,) = row["exports"]
+    assert qcdq["format"] == "onnx-qcdq" and qcdq["argmax_agreement"] == 1.0

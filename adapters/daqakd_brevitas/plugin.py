@@ -442,9 +442,36 @@ def daqakd_quantize(request: QuantizeRequest) -> nn.Module | None:
                      request.example_input, request.calib_data)
 
 
+def _quant_tensor_chunk(self: Any, chunks: int, dim: int = 0) -> tuple[Any, ...]:
+    """``Tensor.chunk`` for Brevitas' ``IntQuantTensor``: the value split along ``dim``, scale and zero
+    point split too where they vary along it (per-channel), bit width and signedness kept. Brevitas lacks
+    the method, so ShuffleNet's channel split (``x.chunk(2, dim=1)``) failed on a quantized activation."""
+    values = self.value.chunk(chunks, dim)
+
+    def split(t: Any) -> list[Any]:
+        if getattr(t, "dim", None) is None or t.dim() == 0 or t.dim() != self.value.dim() or t.shape[dim] == 1:
+            return [t] * len(values)
+        return list(t.chunk(chunks, dim))
+
+    scales, zps = split(self.scale), split(self.zero_point)
+    return tuple(type(self)(v, s, z, self.bit_width, self.signed, self.training)
+                 for v, s, z in zip(values, scales, zps))
+
+
+def _complete_quant_tensor() -> None:
+    """Add the tensor methods Brevitas' QuantTensor lacks and users' models call (only missing ones:
+    nothing Brevitas defines is replaced)."""
+    from brevitas.quant_tensor import IntQuantTensor
+
+    if not hasattr(IntQuantTensor, "chunk"):
+        IntQuantTensor.chunk = _quant_tensor_chunk
+
+
 def _quantize(model: nn.Module, cfg: QuantConfig, opts: BrevitasOptions, x: torch.Tensor,
               calib_data: Any) -> nn.Module:
     import torch
+
+    _complete_quant_tensor()
 
     with _quiet():
         import brevitas.nn  # noqa: F401 - import once, quietly
@@ -468,9 +495,16 @@ def _quantize(model: nn.Module, cfg: QuantConfig, opts: BrevitasOptions, x: torc
                 student(x[:2].to(kit.device_of(student)))
             student.train(was)
         except Exception as exc:  # noqa: BLE001
+            if isinstance(exc, AttributeError) and "QuantTensor" in str(exc):
+                raise BackendError(
+                    f"the Brevitas student's forward calls a tensor method Brevitas' QuantTensor does not have "
+                    f"({exc}). Leave the layer that produces its input in float (options float_layers=...), or "
+                    "rewrite that call with a supported operation (slicing, view, reshape, transpose, flatten, cat)."
+                ) from exc
             raise BackendError(
                 f"the Brevitas student fails on example_input of shape {tuple(x.shape)}: "
-                f"{type(exc).__name__}: {exc}. Pass an example batch the float model accepts."
+                f"{type(exc).__name__}: {exc}. Check that the float model accepts this batch; if it does, the "
+                "quantized graph does not (see docs/models.md for the architectures that work)."
             ) from exc
         if calib_data is not None:
             _calibrate(student, calib_data, cfg.calib_batches)
