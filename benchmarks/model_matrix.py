@@ -34,8 +34,8 @@ MODELS = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficie
 DEFAULT_BITS = {"brevitas": (4, 4), "nncf": (8, 8), "pytorch-quantization": (8, 8), "modelopt": (8, 8)}
 #: options a model needs on a backend, and why (documented in docs/models.md)
 MODEL_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
-    ("brevitas", "efficientnet_b0"): {"float_layers": ["SiLU", "sigmoid"]},
-    ("brevitas", "mobilenet_v3_small"): {"float_layers": ["Hardswish", "Hardsigmoid"]},
+    ("brevitas", "efficientnet_b0"): {"float_layers": ["SiLU", "sigmoid"], "bias_quant": False},
+    ("brevitas", "mobilenet_v3_small"): {"float_layers": ["Hardswish", "Hardsigmoid"], "bias_quant": False},
     ("brevitas", "convnext_tiny"): {"float_layers": ["LayerNorm2d", "GELU", "LayerNorm"]},
 }
 
@@ -118,8 +118,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         opts = ", ".join(f"{k}={v}" for k, v in (r.get("options") or {}).items()) or "–"
         if r.get("ok"):
-            ex = "; ".join(f"{e['format']} ({e['runtime']}): {e['max_abs_logit_diff'] / max(e.get('logit_spread', 0), 1e-12):.2g}"
-                           f" ({e['argmax_agreement']:.2f})" for e in r.get("exports", []))
+            ex = "; ".join(f"{e['format']} ({e['runtime']}): " + (
+                f"{e['max_abs_logit_diff'] / max(e['logit_spread'], 1e-12):.2g}" if "logit_spread" in e
+                else f"max diff {e['max_abs_logit_diff']:.3g}") + f" ({e['argmax_agreement']:.2f})"
+                for e in r.get("exports", []))
             warn = f" (warns: {r['warnings'][0][:80]})" if r.get("warnings") else ""
             lines.append(f"| {r['model']} | {r['backend']} | {r['bits']} | {opts} | works{warn} | {ex} | {r['seconds']} |")
         else:

@@ -352,3 +352,15 @@ def test_missing_brevitas_gives_install_command() -> None:
     assert r.returncode == 0, r.stderr
     assert 'MSG' in r.stdout and 'pip install "daqakd[brevitas]"' in r.stdout, r.stdout
     assert issubclass(BackendUnavailableError, ImportError)
+
+
+def test_bias_quant_option_keeps_biases_float_and_exports(digits_teacher, digits, tmp_path: Path) -> None:
+    """bias_quant=False: no Int32 bias quantizer (what EfficientNet-B0 and MobileNetV3 need, whose
+    biases Brevitas' QCDQ exporter refuses), and the export still equals torch."""
+    teacher, _ = digits_teacher
+    s = _quantize(teacher, digits, 4, 4, options={"bias_quant": False}).eval()
+    assert not s.get_submodule("fc").bias_quant.is_quant_enabled
+    assert _quantize(teacher, digits, 4, 4).get_submodule("fc").bias_quant.is_quant_enabled
+    ref = _torch_accuracy(s, digits.test_x, digits.test_y)
+    (e,) = backends.export(s, "brevitas", example_input=digits.test_x[:1], out_dir=tmp_path, formats=("onnx-qcdq",))
+    assert abs(_exported_accuracy(e.predict, digits.test_x, digits.test_y) - ref) <= 0.005

@@ -76,7 +76,10 @@ class BrevitasOptions:
     ``merge_bn``: fold BatchNorm into the preceding conv/linear before quantizing (FINN style);
     ``reduce_range``: train 8-bit weights in the 7-bit range ±63, so the QCDQ export runs onnxruntime's
     fast U8S8 kernels and is still exact on CPUs without VNNI (otherwise daqakd stores those weights as
-    uint8 at export: exact everywhere, slower on VNNI CPUs). Measured trade-off in the docs.
+    uint8 at export: exact everywhere, slower on VNNI CPUs). Measured trade-off in the docs;
+    ``bias_quant``: quantize biases to Int32 (FINN style). Off, biases stay float: Brevitas' QCDQ exporter
+    refuses ("QuantTensor not valid") a bias its Int32 grid cannot hold exactly, which happened for
+    EfficientNet-B0 and MobileNetV3 (see docs/models.md).
     """
 
     float_layers: tuple[str, ...] = ()
@@ -84,6 +87,7 @@ class BrevitasOptions:
     output_bits: int = 8
     merge_bn: bool = True
     reduce_range: bool = False
+    bias_quant: bool = True
 
     def __post_init__(self) -> None:
         fl = self.float_layers
@@ -99,7 +103,7 @@ class BrevitasOptions:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 2 <= v <= BITS[1]:
                 raise ConfigError(f"options['{name}'] must be an integer from 2 to {BITS[1]}, got {v!r}.")
-        for name in ("merge_bn", "reduce_range"):
+        for name in ("merge_bn", "reduce_range", "bias_quant"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"options['{name}'] must be True or False, got {getattr(self, name)!r}.")
 
@@ -255,6 +259,8 @@ def _layer_maps(cfg: QuantConfig, opts: BrevitasOptions) -> dict[str, Any]:
         if layer in _WEIGHT_LAYERS() and spec is not None:
             cls, kw = spec
             compute[layer] = (cls, {**kw, "weight_quant": wq, "weight_bit_width": _stored_weight_bits(cfg, opts)})
+            if not opts.bias_quant:
+                compute[layer][1]["bias_quant"] = None
         else:  # AvgPool (left alone by Brevitas) and RNN/LSTM/MHA (not bit-configurable here)
             compute[layer] = None
     acts: dict[type, Any] = {}
@@ -693,6 +699,9 @@ def daqakd_export(request: ExportRequest) -> list[ExportedModel] | None:
                     "quantizers: QONNX only). Layers left in float via options['float_layers'] must be "
                     "ONNX-exportable themselves."
                 )
+                if "QuantTensor not valid" in str(exc):
+                    hint += (" 'QuantTensor not valid' here means a bias that Brevitas' Int32 bias quantizer cannot "
+                             "hold exactly: quantize with options bias_quant=False (biases stay float).")
                 if "outputs" in str(exc) and "Graph" in str(exc):
                     hint += (" This error ('Graph' object has no attribute 'outputs') is the torch-2.13 "
                              "TorchScript-exporter failure on fx GraphModules; upgrade torch to ≥ 2.14.")
