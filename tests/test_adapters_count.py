@@ -1,6 +1,6 @@
-"""The NNCF, pytorch-quantization and ModelOpt adapters so far report availability and count their
-backend's quantizers (used for the "plain KD, not QAT" warning). Counted on models each real backend
-quantized here."""
+"""The NNCF, pytorch-quantization and ModelOpt adapters describe their backend's quantizers (used for
+the "plain KD, not QAT" warning and the conformance kit's bit check), counted on models each real
+backend quantized here with its own API."""
 
 from __future__ import annotations
 
