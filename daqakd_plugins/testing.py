@@ -24,10 +24,12 @@ give the documented errors.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import functools
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -73,7 +75,9 @@ def digits() -> Digits:
     teacher, meta = train_teacher(d, epochs=15, seed=0, progress=False)
     for p in teacher.parameters():
         p.requires_grad_(False)
-    path = Path(tempfile.mkdtemp(prefix="daqakd-conformance-")) / "teacher.pt"
+    tmp = tempfile.mkdtemp(prefix="daqakd-conformance-")
+    atexit.register(shutil.rmtree, tmp, True)  # one teacher file per process; gone when the process ends
+    path = Path(tmp) / "teacher.pt"
     save_model(path, teacher, meta["arch"], meta)
     return Digits(d.train_x, d.train_y, d.test_x, d.test_y, teacher.eval(), dict(meta["arch"]), path)
 
