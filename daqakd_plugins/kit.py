@@ -42,7 +42,7 @@ from .errors import (
     ModelError,
 )
 from .hookspecs import hookimpl
-from .onnx_qdq import prepare_for_onnxruntime, u8s8_hazards
+from .onnx_qdq import drop_dead_nodes, prepare_for_onnxruntime, u8s8_hazards
 
 if TYPE_CHECKING:
     import torch
@@ -54,7 +54,7 @@ __all__ = [
     "RestoreRequest", "ExportedModel", "QuantConfig",
     "DaqakdError", "ConfigError", "DataError", "ModelError", "BackendError", "BackendUnavailableError",
     "ExportError",
-    "prepare_for_onnxruntime", "u8s8_hazards", "image_batches", "describe_modules_from", "device_of",
+    "prepare_for_onnxruntime", "u8s8_hazards", "drop_dead_nodes", "image_batches", "describe_modules_from", "device_of",
     "backend_imported",
 ]
 

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["QdqHazard", "u8s8_hazards", "make_u8s8_safe", "unsign_clipped_activations", "prepare_for_onnxruntime"]
+__all__ = ["QdqHazard", "u8s8_hazards", "make_u8s8_safe", "unsign_clipped_activations", "prepare_for_onnxruntime",
+           "fold_constants", "drop_dead_nodes"]
 
 #: ops whose integer kernels onnxruntime builds from a DQ → op → Q group (activation, weight inputs)
 _MATMUL_OPS = {"Conv": (0, 1), "Gemm": (0, 1), "MatMul": (0, 1), "ConvTranspose": (0, 1)}
@@ -247,11 +248,11 @@ def make_u8s8_safe(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         else:
             wdq.input.append(base + "/zp")
         changed += 1
-    _drop_dead_nodes(model)
+    drop_dead_nodes(model)
     return model, changed
 
 
-def _drop_dead_nodes(model: onnx.ModelProto) -> None:
+def drop_dead_nodes(model: onnx.ModelProto) -> None:
     """Remove nodes whose outputs nothing reads (the int8 weights' Constant/Clip nodes a rewrite
     replaced), repeatedly, so the file holds each weight once."""
     graph = model.graph
@@ -324,7 +325,7 @@ def unsign_clipped_activations(model: onnx.ModelProto) -> tuple[onnx.ModelProto,
         keep = [vi for vi in graph.value_info if vi.name not in names]  # stale int8 annotations
         del graph.value_info[:]
         graph.value_info.extend(keep)
-        _drop_dead_nodes(model)
+        drop_dead_nodes(model)
     return model, changed
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daqakd_plugins.kit import ExportedModel, ExportError, prepare_for_onnxruntime
+from daqakd_plugins.kit import ExportedModel, ExportError, drop_dead_nodes, prepare_for_onnxruntime
 
 from .plugin import FORMATS, _describe, _is_quantizer, quiet
 
@@ -297,28 +297,10 @@ def _fold_weights(path: Path) -> int:
                     n.input[k] = name
         folded += 1
     if folded:
-        _drop_dead(model)
+        drop_dead_nodes(model)  # the kit's: also drops dead initializers listed as inputs
         onnx.checker.check_model(model)
         onnx.save(model, str(path))
     return folded
-
-
-def _drop_dead(model: Any) -> None:
-    g = model.graph
-    while True:
-        used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
-        keep = [n for n in g.node if any(o in used for o in n.output)]
-        if len(keep) == len(g.node):
-            break
-        del g.node[:]
-        g.node.extend(keep)
-    used = {i for n in g.node for i in n.input}
-    inits = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(inits)
-    inputs = [i for i in g.input if i.name not in {t.name for t in model.graph.initializer} or i.name in used]
-    del g.input[:]
-    g.input.extend(inputs)
 
 
 def _export_qdq(model: nn.Module, x: torch.Tensor, out_dir: Path, kind: str, bits: set[int]) -> ExportedModel:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from daqakd_plugins.kit import drop_dead_nodes
+
 __all__ = ["fold_batchnorm"]
 
 
@@ -132,28 +134,10 @@ def fold_batchnorm(model: Any) -> int:
         keep = [n for n in g.node if id(n) not in drop]
         del g.node[:]
         g.node.extend(keep)
-        _drop_dead(model)
+        drop_dead_nodes(model)  # the kit's: also drops dead initializers listed as inputs
         keep_vi = [vi for vi in g.value_info if vi.name in {o for n in g.node for o in n.output}]
         del g.value_info[:]
         g.value_info.extend(keep_vi)
     return folded
 
 
-def _drop_dead(model: Any) -> None:
-    """Remove nodes and initializers nothing reads any more (the replaced float weights and their Q)."""
-    g = model.graph
-    while True:
-        used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
-        keep = [n for n in g.node if any(o in used for o in n.output)]
-        if len(keep) == len(g.node):
-            break
-        del g.node[:]
-        g.node.extend(keep)
-    used = {i for n in g.node for i in n.input}
-    dead = {t.name for t in g.initializer if t.name not in used}
-    inits = [t for t in g.initializer if t.name not in dead]
-    del g.initializer[:]
-    g.initializer.extend(inits)
-    inputs = [i for i in g.input if i.name not in dead]  # exporters may list initializers as inputs
-    del g.input[:]
-    g.input.extend(inputs)

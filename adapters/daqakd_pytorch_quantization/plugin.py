@@ -45,6 +45,7 @@ from daqakd_plugins.kit import (
     ExportError,
     ModelError,
     QuantizerInfo,
+    drop_dead_nodes,
     hookimpl,
 )
 
@@ -903,23 +904,8 @@ def _fold_weight_quantizers(model: Any) -> int:
             else:
                 c.input[:] = [base if i == node.output[0] else i for i in c.input]
         folded += 1
-    _drop_dead(model)
+    drop_dead_nodes(model)  # the kit's: also drops dead initializers listed as inputs
     return folded
-
-
-def _drop_dead(model: Any) -> None:
-    g = model.graph
-    while True:
-        used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
-        keep = [n for n in g.node if any(o in used for o in n.output)]
-        if len(keep) == len(g.node):
-            break
-        del g.node[:]
-        g.node.extend(keep)
-    used = {i for n in g.node for i in n.input}
-    inits = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(inits)
 
 
 @hookimpl
