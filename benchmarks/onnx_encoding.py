@@ -111,9 +111,9 @@ def main() -> None:
     if not args.no_emulation:
         print(f"emulating {args.cpu} with {qemu} (minutes) ...", flush=True)
         emulated = _run([str(qemu), "-cpu", args.cpu, sys.executable, *base])
-    from daqakd_brevitas.plugin import _ort_predict  # the same single-threaded session daqakd reports with
+    from daqakd_plugins.runtime import ort_predict  # the same single-threaded session daqakd reports with
 
-    predicts = {p: _ort_predict(Path(p)) for p in files}
+    predicts = {p: ort_predict(p) for p in files}
     lat = interleaved_latency({**predicts, "fp": fp_predict}, d.test_x[:64].numpy(), repeats=args.repeats,
                               budget_s=120.0)
     fp_ms = lat["fp"]["median"]

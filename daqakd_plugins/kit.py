@@ -45,6 +45,10 @@ from .hookspecs import hookimpl
 from .onnx_qdq import drop_dead_nodes, prepare_for_onnxruntime, u8s8_hazards
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    import numpy as np
     import torch
     from torch import nn
 
@@ -54,9 +58,18 @@ __all__ = [
     "RestoreRequest", "ExportedModel", "QuantConfig",
     "DaqakdError", "ConfigError", "DataError", "ModelError", "BackendError", "BackendUnavailableError",
     "ExportError",
-    "prepare_for_onnxruntime", "u8s8_hazards", "drop_dead_nodes", "image_batches", "describe_modules_from", "device_of",
+    "prepare_for_onnxruntime", "u8s8_hazards", "drop_dead_nodes", "ort_predict", "image_batches", "describe_modules_from", "device_of",
     "backend_imported",
 ]
+
+
+def ort_predict(path: str | Path, *, fuse_qdq: bool = True) -> Callable[[np.ndarray], np.ndarray]:
+    """An onnxruntime ``predict`` for an exported file, with the session settings daqakd compares every
+    model under (:func:`daqakd_plugins.runtime.ort_predict`; imported on use, so loading an adapter stays
+    light)."""
+    from .runtime import ort_predict as _ort_predict
+
+    return _ort_predict(path, fuse_qdq=fuse_qdq)
 
 
 def backend_imported(module: str) -> bool:

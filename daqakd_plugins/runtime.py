@@ -23,7 +23,8 @@ from torch import nn
 
 from .errors import DataError, ExportError
 
-__all__ = ["export_and_measure", "export_fp_onnx", "accuracy_of", "interleaved_latency", "ort_integer_kernels"]
+__all__ = ["export_and_measure", "export_fp_onnx", "accuracy_of", "interleaved_latency", "ort_integer_kernels",
+           "ort_predict"]
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -32,7 +33,6 @@ def export_fp_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Pa
     """Export a float model to ONNX (TorchScript exporter, dynamic batch) and return the file and an
     onnxruntime ``predict``. Single-threaded session, like the backends' own ORT sessions, so the
     latency comparison is like for like."""
-    import onnxruntime as ort
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,17 +49,29 @@ def export_fp_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Pa
             f"the float model {type(model).__name__} could not be exported to ONNX for the side-by-side "
             f"comparison ({type(exc).__name__}: {exc}); it must be traceable by torch.onnx.export(dynamo=False)."
         ) from exc
+    return path, ort_predict(path)
+
+
+def ort_predict(path: str | Path, *, fuse_qdq: bool = True) -> Predict:
+    """``predict(float32 NCHW array) -> logits`` for an ONNX file in a single-threaded onnxruntime CPU
+    session (the same settings for every model daqakd compares, so latencies are like for like).
+    ``fuse_qdq=False`` sets ``session.disable_quant_qdq``: onnxruntime then runs Q/DQ as ONNX's float
+    reference semantics instead of fusing them into integer kernels (for files it cannot fuse anyway)."""
+    import onnxruntime as ort
+
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    so.log_severity_level = 3  # exporters that keep initializers as inputs make onnxruntime warn per tensor
+    if not fuse_qdq:
+        so.add_session_config_entry("session.disable_quant_qdq", "1")
     sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
     iname = sess.get_inputs()[0].name
 
     def predict(a: np.ndarray) -> np.ndarray:
         return np.asarray(sess.run(None, {iname: np.ascontiguousarray(a, dtype=np.float32)})[0])
 
-    return path, predict
+    return predict
 
 
 _COMPUTE_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}

@@ -585,23 +585,6 @@ def _formats(requested: tuple[str, ...] | None) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _ort_predict(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    import numpy as np
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3  # Brevitas' TorchScript export keeps initializers as inputs: ORT warns per tensor
-    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    iname = sess.get_inputs()[0].name
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        return np.asarray(sess.run(None, {iname: np.ascontiguousarray(x, dtype=np.float32)})[0])
-
-    return predict
-
-
 def _qonnx_predict(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     """qonnx executes the graph node by node with a fixed batch size; keep one copy per batch size."""
     import numpy as np
@@ -645,7 +628,7 @@ def _export_one(fmt: str, model: nn.Module, x: torch.Tensor, out_dir: Path) -> E
             notes += f"; {prep['unsigned_activations']} clipped int8 activation(s) stored as uint8 (fusable)"
         if prep["u8u8_weights"]:
             notes += f"; {prep['u8u8_weights']} weight tensor(s) after uint8 activations stored as uint8 (U8U8: exact on CPUs without VNNI)"
-        return ExportedModel(format=fmt, path=path, runtime="onnxruntime", predict=_ort_predict(path), notes=notes)
+        return ExportedModel(format=fmt, path=path, runtime="onnxruntime", predict=kit.ort_predict(path), notes=notes)
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 

@@ -826,23 +826,6 @@ def _ov_predict(xml: Path) -> Callable[[np.ndarray], np.ndarray]:
     return predict
 
 
-def _ort_predict(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    import numpy as np
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-    iname = sess.get_inputs()[0].name
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        return np.asarray(sess.run(None, {iname: np.ascontiguousarray(x, dtype=np.float32)})[0])
-
-    return predict
-
-
 def export_openvino(model: nn.Module, example_input: torch.Tensor, path: str | Path) -> Path:
     """``ov.convert_model`` + ``ov.save_model(compress_to_fp16=False)``, NNCF's documented export: the
     quantizers become OpenVINO ``FakeQuantize`` (weights stored as 8-bit integers), which OpenVINO's CPU
@@ -923,7 +906,7 @@ def daqakd_export(request: ExportRequest) -> list[ExportedModel] | None:
                 if prep["u8u8_weights"]:
                     notes += (f"; {prep['u8u8_weights']} weight tensor(s) after uint8 activations stored as uint8 "
                               "(U8U8: exact on CPUs without VNNI)")
-                out.append(ExportedModel(format=fmt, path=path, runtime="onnxruntime", predict=_ort_predict(path),
+                out.append(ExportedModel(format=fmt, path=path, runtime="onnxruntime", predict=kit.ort_predict(path),
                                          notes=notes))
         except (ExportError, BackendUnavailableError):
             raise

@@ -29,9 +29,9 @@ def measure_run(run: Path, repeats: int = 60, trials: int = 3) -> dict[str, Any]
     from daqakd_plugins.data import load_data
     from daqakd_plugins.distill import load_student
     from daqakd_plugins.models import load_model
-    from daqakd_plugins.runtime import accuracy_of, export_fp_onnx, interleaved_latency
+    from daqakd_plugins.runtime import accuracy_of, export_fp_onnx, interleaved_latency, ort_predict
 
-    from .plugin import _export_qdq, _ort_predict, _ov_predict, export_openvino
+    from .plugin import _export_qdq, _ov_predict, export_openvino
 
     report = json.loads((run / "report.json").read_text())
     student, _ = load_student(run)
@@ -53,11 +53,11 @@ def measure_run(run: Path, repeats: int = 60, trials: int = 3) -> dict[str, Any]
         models["student:openvino"] = (xml, _ov_predict(xml), xml.stat().st_size + xml.with_suffix(".bin").stat().st_size)
     qdq = run / "export" / "student.qdq.onnx"
     if qdq.exists():
-        models["student:onnxruntime"] = (qdq, _ort_predict(qdq), qdq.stat().st_size)
+        models["student:onnxruntime"] = (qdq, ort_predict(qdq), qdq.stat().st_size)
         # the same student exported without the BatchNorm fold: what NNCF's QDQ export alone gives onnxruntime
         raw = fp_dir / "student.qdq.unfolded.onnx"
         _export_qdq(student, x1, raw, fold=False)
-        models["student-unfolded:onnxruntime"] = (raw, _ort_predict(raw), raw.stat().st_size)
+        models["student-unfolded:onnxruntime"] = (raw, ort_predict(raw), raw.stat().st_size)
     batch = data.test_x[:64].numpy()
     per: dict[str, list[float]] = {k: [] for k in models}
     with torch.no_grad():

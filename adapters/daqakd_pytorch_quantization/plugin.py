@@ -47,6 +47,7 @@ from daqakd_plugins.kit import (
     QuantizerInfo,
     drop_dead_nodes,
     hookimpl,
+    ort_predict,
 )
 
 if TYPE_CHECKING:
@@ -756,28 +757,13 @@ def _torch_export(model: nn.Module, x: torch.Tensor, path: Path, *, exact: bool 
 
 
 def _ort_session(path: Path, *, fuse_qdq: bool) -> Callable[[np.ndarray], np.ndarray]:
-    import numpy as np
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    if not fuse_qdq:
-        # No Q/DQ fusion: onnxruntime folds the weights' DequantizeLinear into float initializers and runs
-        # its prepacked float kernels on quantized values (ONNX's reference semantics, exact on every CPU).
-        # Why: NVIDIA's placement (quantizers on layer inputs only, BatchNorm unfused) leaves onnxruntime
-        # no DQ -> Conv -> Q group to fuse into integer kernels, and a default session then runs every
-        # Conv with a runtime weight input, unprepacked: 2.7-3.3 ms against 0.88 ms per batch of 64 for the FP
-        # model (digits students, one process); with fusion off 1.04-1.09 ms.
-        so.add_session_config_entry("session.disable_quant_qdq", "1")
-    sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-    iname = sess.get_inputs()[0].name
-
-    def predict(a: np.ndarray) -> np.ndarray:
-        return np.asarray(sess.run(None, {iname: np.ascontiguousarray(a, dtype=np.float32)})[0])
-
-    return predict
+    # No Q/DQ fusion: onnxruntime folds the weights' DequantizeLinear into float initializers and runs
+    # its prepacked float kernels on quantized values (ONNX's reference semantics, exact on every CPU).
+    # Why: NVIDIA's placement (quantizers on layer inputs only, BatchNorm unfused) leaves onnxruntime
+    # no DQ -> Conv -> Q group to fuse into integer kernels, and a default session then runs every
+    # Conv with a runtime weight input, unprepacked: 2.7-3.3 ms against 0.88 ms per batch of 64 for the FP
+    # model (digits students, one process); with fusion off 1.04-1.09 ms.
+    return ort_predict(path, fuse_qdq=fuse_qdq)
 
 
 def _export(request: ExportRequest) -> list[ExportedModel]:
