@@ -21,7 +21,8 @@ from .errors import BackendError, CheckpointError, ConfigError, DataError, NonFi
 
 __all__ = ["check_output_dir", "check_output_file", "check_device", "check_batch", "check_finite_model",
            "check_lr", "check_model_file", "check_backend_ready", "check_act_bits_default", "check_cli_loss",
-           "check_candidates", "new_dirs", "remove_empty_dirs", "safe_load_reason"]
+           "check_candidates", "new_dirs", "remove_empty_dirs", "safe_load_reason", "default_workers", "check_workers",
+           "check_image_size", "check_normalization"]
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -193,6 +194,58 @@ def check_device(device: str | torch.device) -> torch.device:
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise ConfigError(f"--device {device!r}: Apple MPS is not available here; use --device cpu.")
     return dev
+
+
+def default_workers() -> int:
+    """DataLoader worker processes when none are asked for: half the cores this process may use (the
+    other half runs the teacher and the student), at most 8, at least 0 on one core."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(0, min(8, cores // 2))
+
+
+def check_workers(workers: Any, *, flag: str = "workers (--workers)") -> None:
+    if workers is None:
+        return
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError(f"{flag} must be an integer ≥ 0 (0 = load data in the main process), got {workers!r}.")
+
+
+def check_image_size(size: Any, *, flag: str = "image_size (--image-size)") -> None:
+    if size is None:
+        return
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"{flag} must be a positive integer number of pixels (e.g. 32 or 224), got {size!r}.")
+
+
+def check_normalization(mean: Any, std: Any) -> tuple[list[float] | None, list[float] | None]:
+    """``--mean``/``--std``: both or neither, equal lengths (1 or the image channels), finite, std > 0.
+    Returned as lists of floats (the form a run's config and checkpoint keep)."""
+    if mean is None and std is None:
+        return None, None
+    if (mean is None) != (std is None):
+        raise ConfigError("pass --mean and --std together (e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225), "
+                          "or neither to use the teacher file's normalisation (none: images in [0, 1]).")
+    out = []
+    for flag, v in (("--mean", mean), ("--std", std)):
+        if isinstance(v, str):
+            v = [s for s in v.replace(" ", ",").split(",") if s]
+        try:
+            vals = [float(t) for t in (v if isinstance(v, (list, tuple)) else [v])]
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{flag} {v!r} must be numbers, one per channel, e.g. 0.5 or 0.485,0.456,0.406.") from exc
+        if not vals or not all(math.isfinite(t) for t in vals):
+            raise ConfigError(f"{flag} {v!r} must be finite numbers, one per channel.")
+        out.append(vals)
+    if len(out[0]) != len(out[1]):
+        raise ConfigError(f"--mean has {len(out[0])} values but --std has {len(out[1])}; give one per channel.")
+    if any(s <= 0 for s in out[1]):
+        raise ConfigError(f"--std {out[1]} must be > 0 for every channel.")
+    return out[0], out[1]
 
 
 def check_lr(lr: Any, *, flag: str = "lr") -> float:

@@ -25,7 +25,7 @@ def add_backend_option_arg(p: argparse.ArgumentParser) -> None:
                         "docs/backends/<backend>.md")
 
 
-def parse_backend_options(items: list[str] | None) -> dict[str, Any]:
+def parse_backend_options(items: list[str] | None, *, flag: str = "--backend-option") -> dict[str, Any]:
     """``["float_layers=SiLU,GELU", "input_bits=8", "merge_bn=false"]`` → typed values: JSON when it
     parses (numbers, true/false, lists), a comma list as a list of strings, else the string."""
     out: dict[str, Any] = {}
@@ -33,7 +33,7 @@ def parse_backend_options(items: list[str] | None) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--backend-option {item!r} must be KEY=VALUE, e.g. --backend-option float_layers=SiLU")
+            raise ConfigError(f"{flag} {item!r} must be KEY=VALUE, e.g. {flag} name=value")
         raw = raw.strip()
         value: Any
         try:
@@ -41,6 +41,24 @@ def parse_backend_options(items: list[str] | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             value = [v.strip() for v in raw.split(",") if v.strip()] if "," in raw else raw
         if key in out:
-            raise ConfigError(f"--backend-option {key} is given twice; give each option once (lists: a,b,c).")
+            raise ConfigError(f"{flag} {key} is given twice; give each option once (lists: a,b,c).")
         out[key] = value
     return out
+
+
+def add_data_args(p: argparse.ArgumentParser, *, train: bool = True) -> None:
+    """The data pipeline's options (docs/data.md): worker processes, image size, normalisation."""
+    a = p.add_argument_group("data pipeline (docs/data.md)")
+    a.add_argument("--workers", type=int, default=None,
+                   help="DataLoader worker processes that decode and augment (default: half the cores, at most 8; "
+                        "0 = in the main process). Results do not depend on it.")
+    a.add_argument("--image-size", type=int, default=None, metavar="PIXELS",
+                   help="resize (shorter side) and centre-crop every image to PIXELSxPIXELS; needed for folders of "
+                        "variable-size images (default: keep the size; all images must share it)")
+    a.add_argument("--mean", default=None, help="per-channel mean to normalise with, e.g. 0.485,0.456,0.406 "
+                   "(default: the teacher file's, else none: the models see [0, 1] images)")
+    a.add_argument("--std", default=None, help="per-channel std, with --mean")
+    if train:
+        a.add_argument("--train-crop", choices=["center", "random"], default=None,
+                       help="training images with --image-size: center = the evaluation crop (default: the ranked "
+                            "augmentation is the only augmentation), random = random-resized crop as in ImageNet recipes")

@@ -10,7 +10,7 @@ import argparse
 import json
 from typing import Any
 
-from ._common import add_arch_args, add_backend_option_arg, parse_backend_options
+from ._common import add_arch_args, add_backend_option_arg, add_data_args, parse_backend_options
 
 # argparse defaults are None so that --resume can tell what the user actually typed.
 _DEFAULTS: dict[str, Any] = {
@@ -19,6 +19,8 @@ _DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0, "candidates": None, "metric": "cmi", "rank_per_class": None, "rank_repeats": 1,
     "train_per_class": None, "teacher_epochs": 15, "calib_batches": 8, "device": "cpu",
     "arch": None, "num_classes": None, "small_input": False, "backend_options": {},
+    "workers": None, "image_size": None, "mean": None, "std": None, "train_crop": "center", "data_free": False,
+    "generator_options": {},
 }
 
 
@@ -60,8 +62,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a("--no-export", action="store_true", default=None,
       help="skip export and the exported-model measurement (a resumed run keeps the original choice)")
     a("--json", action="store_true", help="print the whole report as JSON")
+    a("--data-free", action="store_true", default=None,
+      help="train without the training data: a generator synthesises the batches (docs/datafree.md); only the "
+      "test split is read, to report accuracy")
+    a("--generator-option", action="append", default=None, metavar="KEY=VALUE",
+      help="a data-free generator option (repeatable), see docs/datafree.md")
     add_arch_args(p)
     add_backend_option_arg(p)
+    add_data_args(p)
     p.set_defaults(func=run)
 
 
@@ -69,6 +77,8 @@ def _config(args: argparse.Namespace) -> Any:
     from ..distill import DistillConfig, load_checkpoint
 
     args.backend_options = parse_backend_options(args.backend_option) if args.backend_option else None
+    args.generator_options = parse_backend_options(args.generator_option, flag="--generator-option") \
+        if args.generator_option else None
     given = {k: getattr(args, k) for k in _DEFAULTS if getattr(args, k, None) is not None}
     export = True
     if args.resume:

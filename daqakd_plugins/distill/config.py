@@ -19,7 +19,7 @@ _TRAJECTORY = (
     "backend", "bits", "act_bits", "data", "epochs", "augment", "loss", "lr", "batch_size", "seed",
     "optimizer", "weight_decay", "candidates", "metric", "rank_per_class", "rank_repeats",
     "train_per_class", "teacher_epochs", "calib_batches", "per_channel", "backend_options",
-    "arch", "num_classes", "small_input",
+    "arch", "num_classes", "small_input", "image_size", "mean", "std", "train_crop", "data_free", "generator_options",
 )
 
 
@@ -74,6 +74,13 @@ class DistillConfig:
     arch: str | None = None
     num_classes: int | None = None
     small_input: bool = False
+    workers: int | None = None
+    image_size: int | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    train_crop: str = "center"
+    data_free: bool = False
+    generator_options: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -116,6 +123,22 @@ class DistillConfig:
         check_bits(self.backend, QuantConfig(weight_bits=self.bits, act_bits=self.weight_act_bits))  # bit_pairs
 
         resolve_options(self.backend, self.backend_options)  # unknown or bad options, before any work
+        from ..checks import check_image_size, check_normalization, check_workers
+
+        check_workers(self.workers)
+        check_image_size(self.image_size)
+        mean, std = check_normalization(self.mean, self.std)
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+        if self.train_crop not in ("center", "random"):
+            raise ConfigError(f"train_crop must be 'center' or 'random' (--train-crop), got {self.train_crop!r}")
+        if self.data_free:
+            from ..datafree import resolve_generator_options
+
+            resolve_generator_options(self.generator_options)  # unknown or bad options, before any work
+        elif self.generator_options:
+            raise ConfigError("generator options (--generator-option) apply only with --data-free; add --data-free "
+                              "or drop them.")
         resolve_loss(self.loss)  # UnknownNameError listing presets and components
         if self.augment != "auto":
             from ..augment import resolve_augmentation

@@ -205,6 +205,10 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
     empty, so a refused run leaves no empty ``out`` behind (a checkpoint or teacher.pt keeps them)."""
     made = new_dirs(config.out_dir)
     try:
+        if config.data_free:
+            from ..datafree import run_datafree
+
+            return run_datafree(config)
         return _run_distill(config)
     except BaseException:
         remove_empty_dirs(made)
