@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         RestoreRequest,
         SaveRequest,
     )
+    from .datafree.contracts import ImageGenerator
 
 PROJECT = "daqakd"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -93,6 +94,19 @@ def daqakd_compute_loss(ctx: LossContext) -> LossResult | None:
 
     :param ctx: the step's logits, targets, models and the recipe's terms.
     :return: the weighted terms; stops at the first non-``None`` result.
+    """
+
+
+# --------------------------------------------------------------------------------------------------
+# data-free distillation
+# --------------------------------------------------------------------------------------------------
+@hookspec
+def daqakd_register_generators(register: Callable[[ImageGenerator], None]) -> None:
+    """Register image generators for data-free distillation (``daqakd distill --data-free``).
+
+    :param register: call ``register(ImageGenerator(name=..., build=...))``; ``build(GeneratorRequest)``
+        returns a module mapping ``z [B, latent_dim]`` to images ``[B, C, H, W]`` in ``[0, 1]``. Names are
+        chosen with ``--generator-option name=NAME`` and must be unique across plugins.
     """
 
 

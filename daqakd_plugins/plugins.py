@@ -32,6 +32,7 @@ import pluggy
 
 from . import hookspecs
 from .contracts import Architecture, Augmentation, BackendInfo, LossComponent, LossPreset, Metric
+from .datafree.contracts import ImageGenerator
 from .errors import PluginError, PluginLoadError, UnknownNameError
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "get_metrics",
     "get_loss_components",
     "get_loss_presets",
+    "get_generators",
     "get_backends",
     "get_backend",
     "backend_hook",
@@ -66,6 +68,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "daqakd_plugins.builtin.augmentations",
     "daqakd_plugins.builtin.metrics",
     "daqakd_plugins.builtin.losses",
+    "daqakd_plugins.datafree.generators",
 )
 
 log = logging.getLogger("daqakd")
@@ -345,6 +348,11 @@ def get_loss_components() -> dict[str, LossComponent]:
 def get_loss_presets() -> dict[str, LossPreset]:
     """Every registered loss recipe, by name."""
     return _losses()[LossPreset]
+
+
+def get_generators() -> dict[str, ImageGenerator]:
+    """Every registered data-free image generator, by name."""
+    return _cached("generator", lambda: _collect("daqakd_register_generators", (ImageGenerator,))[ImageGenerator])
 
 
 def _backends_and_owners() -> tuple[dict[str, BackendInfo], dict[str, str]]:
