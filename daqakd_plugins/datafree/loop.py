@@ -166,6 +166,19 @@ class _Trainer:
         self.last = {k: float(v.detach()) for k, v in terms.items()}
         return self.last
 
+    def student_step(self, kd: Any, opt: torch.optim.Optimizer, sched: Any) -> float:
+        """One student update on a detached ``G(z)``: the KD loss chain (``kd``, a Distiller with the run's
+        augmentation) against the teacher's soft prediction on the clean generated image. The generator
+        gets no gradient: its output is detached before the student sees it."""
+        self.student.train()
+        x = self.sample()
+        loss = kd.loss(x, self.teacher_probs(x))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        return float(loss.detach())
+
     @torch.no_grad()
     def sample(self, n: int | None = None) -> torch.Tensor:
         """A detached batch ``G(z)`` (generator in train mode, as in its own step)."""
@@ -347,20 +360,12 @@ def run_datafree(cfg: Any) -> dict[str, Any]:
             for _ in range(opts.g_steps):
                 g_terms = tr.generator_step(adversarial=True)
                 g_tot += g_terms["total"]
-            student.train()
             for _ in range(opts.s_steps):
-                x = tr.sample()
-                y = tr.teacher_probs(x)
                 try:
-                    loss = kd.loss(x, y)
+                    s_tot += tr.student_step(kd, s_opt, sched)
                 except NonFiniteError as exc:
                     last = f"{ck_path} (after epoch {epoch})" if ck_path.exists() and epoch > 0 else "none (first epoch)"
                     raise NonFiniteError(f"{exc} Training stopped in epoch {epoch + 1}; last good checkpoint: {last}.") from None
-                s_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                s_opt.step()
-                sched.step()
-                s_tot += float(loss.detach())
             its.set_postfix(s_loss=f"{s_tot / ((it + 1) * opts.s_steps):.4f}", g_loss=f"{g_tot / ((it + 1) * opts.g_steps):.4f}")
         acc = _evaluate(student, test_x, test_y, dev)
         history.append({"epoch": epoch + 1, "loss": s_tot / (opts.iterations * opts.s_steps),
