@@ -219,7 +219,10 @@ def test_generator_and_student_each_get_gradients_only_from_their_own_step(digit
     s_before = {k: v.clone() for k, v in student.state_dict().items()}
     g_before = {k: v.clone() for k, v in gen.state_dict().items() if "running" not in k and "batches" not in k}
 
+    student.train()  # as in the loop, where student steps leave it in train mode
     tr.generator_step(adversarial=True)  # the generator's step
+    assert student.training, "the generator step must give the student back in the mode it found it"
+
     assert all(p.grad is None for p in student.parameters()), "the generator step left gradients on the student"
     assert all(p.grad is None for p in teacher.parameters())
     assert all(torch.equal(v, s_before[k]) for k, v in student.state_dict().items()), "the generator step changed the student"
