@@ -21,6 +21,7 @@ from .errors import ConfigError, DataError, UnknownNameError
 
 __all__ = [
     "per_sample",
+    "split_stages",
     "batch_transform",
     "compose",
     "resolve_augmentation",
@@ -108,7 +109,27 @@ def per_sample(
         return out, targets
 
     fn.__name__ = f"per_sample_{name}"
-    return Augmentation(name=name, fn=fn, description=description, family=family)
+    return Augmentation(name=name, fn=fn, description=description, family=family, stage="sample",
+                        sample_fn=_OneImage(transform, name, uint8))
+
+
+class _OneImage:
+    """``per_sample``'s transform on one image ``[C, H, W]`` float in ``[0, 1]`` (what a DataLoader worker
+    runs): uint8 round trip when asked, the image size kept."""
+
+    def __init__(self, transform: Callable[[torch.Tensor], torch.Tensor], name: str, uint8: bool) -> None:
+        self.transform, self.name, self.uint8 = transform, name, uint8
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        x = _to_uint8(image) if self.uint8 else image
+        out = torch.as_tensor(self.transform(x))
+        if out.shape != x.shape:
+            raise DataError(
+                f"augmentation {self.name!r} returned an image of shape {tuple(out.shape)} for one of shape "
+                f"{tuple(x.shape)}; a candidate must keep the image size (add a Resize/CenterCrop back to the "
+                "input size inside the transform)."
+            )
+        return out.to(image.dtype).div_(255.0) if self.uint8 else out
 
 
 def batch_transform(
@@ -145,6 +166,7 @@ def compose(name: str, parts: Sequence[Augmentation], *, description: str = "", 
 
     fn.__name__ = f"compose_{name.replace('+', '_')}"
     fam = family or next((p.family for p in parts if p.family != "none"), parts[0].family)
+    flat = tuple(q for p in parts for q in (p.parts or (p,)))
     return Augmentation(
         name=name,
         fn=fn,
@@ -152,7 +174,35 @@ def compose(name: str, parts: Sequence[Augmentation], *, description: str = "", 
         family=fam,
         mixes_labels=any(p.mixes_labels for p in parts),
         notes=lambda shape: [n for p in parts for n in candidate_notes(p, shape)],
+        parts=flat,
     )
+
+
+def split_stages(aug: Augmentation | None) -> tuple[tuple[Augmentation, ...], tuple[Augmentation, ...], Augmentation | None]:
+    """Where each piece of ``aug`` runs in a data pipeline: ``(sample, batch, device)``.
+
+    The leading per-image pieces (``stage="sample"``) run in the DataLoader's workers, the batch pieces
+    that follow them (``stage="batch"``: CutMix, MixUp) in its collate function, and everything from the
+    first other piece on (kornia, user callables, and any piece after them, to keep the order) on the
+    batch where the models run. ``none`` pieces are dropped. The order of the pieces is never changed."""
+    if aug is None:
+        return (), (), None
+    pieces = [p for p in (aug.parts or (aug,)) if p.family != "none"]
+    i = 0
+    while i < len(pieces) and pieces[i].stage == "sample":
+        i += 1
+    j = i
+    while j < len(pieces) and pieces[j].stage == "batch":
+        j += 1
+    rest = pieces[j:]
+    device: Augmentation | None
+    if not rest:
+        device = None
+    elif len(rest) == 1:
+        device = rest[0]
+    else:
+        device = compose("+".join(p.name for p in rest), rest)
+    return tuple(pieces[:i]), tuple(pieces[i:j]), device
 
 
 def candidate_notes(aug: Augmentation, image_shape: tuple[int, ...]) -> list[str]:
@@ -188,7 +238,7 @@ def mix_augmentation(kind: str) -> Augmentation:
     if kind not in MIX_DESCRIPTIONS:
         raise ConfigError(f"unknown batch mix {kind!r}; use one of {list(MIX_DESCRIPTIONS)}")
     return Augmentation(name=kind, fn=_BatchMix(kind), description=MIX_DESCRIPTIONS[kind], family="torchvision",
-                        mixes_labels=True)
+                        mixes_labels=True, stage="batch")
 
 
 def candidate_groups() -> dict[str, tuple[str, ...]]:

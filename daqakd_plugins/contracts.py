@@ -106,6 +106,17 @@ class Augmentation:
     ``notes(image_shape) -> list[str]`` (optional) says what the candidate cannot fully do on images
     of shape ``(C, H, W)``, e.g. a colour operation that is the identity on 1-channel images; the
     ranking copies the notes into its report (:func:`daqakd_plugins.augment.candidate_notes`).
+
+    Where the candidate runs in a data pipeline (docs/data.md) — ``stage``:
+
+    * ``"sample"``: ``sample_fn(image [C, H, W]) -> image`` transforms one image; a DataLoader runs it
+      in its worker processes (:func:`daqakd_plugins.augment.per_sample` sets it). ``fn`` still works on
+      a batch, one call per image.
+    * ``"batch"``: a whole-batch CPU step (CutMix, MixUp), run in the DataLoader's collate function.
+    * ``"device"`` (the default, and every user callable): on the batch, where the models run (kornia).
+
+    ``parts``: the pieces of a composed candidate (:func:`daqakd_plugins.augment.compose`), in order, so a
+    pipeline can run each piece at its own stage.
     """
 
     name: str
@@ -115,8 +126,15 @@ class Augmentation:
     mixes_labels: bool = False
     image_only: bool | None = None  # None: decided from fn's signature in __post_init__ (always a bool after)
     notes: NotesFn | None = None
+    stage: str = "device"
+    sample_fn: ImageFn | None = None
+    parts: tuple[Augmentation, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.stage not in ("sample", "batch", "device"):
+            raise ValueError(f"Augmentation.stage must be 'sample', 'batch' or 'device', got {self.stage!r}")
+        if self.stage == "sample" and self.sample_fn is None:
+            raise ValueError(f"augmentation {self.name!r}: stage='sample' needs sample_fn (one image in, one out)")
         if self.image_only is None:
             object.__setattr__(self, "image_only", _takes_targets(self.fn) is False)
         if self.notes is None:

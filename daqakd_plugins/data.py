@@ -1,12 +1,16 @@
-"""Data: the embedded digits set (no download) and users' ImageFolder directories.
+"""Data: the embedded digits set (no download) and users' ImageFolder directories and Datasets.
 
-Everything is held as in-memory tensors: images ``float32 [N, C, H, W]`` in ``[0, 1]`` and labels
-``int64 [N]``. Augmentations act on such batches, so the same code path serves digits, CIFAR-style
-folders and a user's own ``torch.utils.data.Dataset``.
+The digits set (1,797 images) is held in memory (:class:`DataBundle`). An ImageFolder directory is read
+lazily (:class:`FolderBundle`: file lists in memory, pixels decoded per item in DataLoader workers), so
+memory does not grow with the folder. Both expose ``train``/``test`` Datasets of ``(float32 [C, H, W] in
+[0, 1], class index)`` and ``train_labels``/``test_labels``; :mod:`daqakd_plugins.streams` builds the
+loaders (augmentation in the workers, seeds per sample) that ranking, calibration, distillation and
+evaluation read through.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +27,9 @@ log = logging.getLogger("daqakd.data")
 
 __all__ = [
     "DataBundle",
+    "FolderBundle",
+    "ImageFolderDataset",
+    "folder_mode",
     "load_digits",
     "load_image_folder",
     "load_data",
@@ -55,9 +62,33 @@ class DataBundle:
         c, h, w = self.train_x.shape[1:]
         return int(c), int(h), int(w)
 
+    in_memory = True
+
     @property
     def train(self) -> TensorDataset:
         return TensorDataset(self.train_x, self.train_y)
+
+    @property
+    def train_labels(self) -> torch.Tensor:
+        return self.train_y
+
+    @property
+    def test_labels(self) -> torch.Tensor:
+        return self.test_y
+
+    def training_set(self, crop: str = "center") -> TensorDataset:
+        """The training split as distillation reads it (in memory: the tensors themselves)."""
+        if crop == "random":
+            raise DataError("--train-crop random applies to image folders read with --image-size; in-memory data "
+                            "is used as it is.")
+        return self.train
+
+    def subset(self, train_index: torch.Tensor) -> DataBundle:
+        return DataBundle(self.name, self.train_x[train_index], self.train_y[train_index], self.test_x,
+                          self.test_y, list(self.classes))
+
+    def to_memory(self, workers: int = 0, progress: bool = False) -> DataBundle:
+        return self
 
     @property
     def test(self) -> TensorDataset:
@@ -86,14 +117,18 @@ def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(labels.long(), num_classes).float()
 
 
-def load_digits(test_size: float = 0.25, seed: int = 0) -> DataBundle:
+def load_digits(test_size: float = 0.25, seed: int = 0, *, image_size: int | None = None) -> DataBundle:
     """scikit-learn's 8×8 digits (1,797 images, 10 classes; ships inside scikit-learn, no download),
-    split with a fixed seed, stratified by class. Pixel values 0..16 are scaled to ``[0, 1]``."""
+    split with a fixed seed, stratified by class. Pixel values 0..16 are scaled to ``[0, 1]``.
+    ``image_size``: resized (bilinear) to that square, e.g. for torchvision models that need more pixels."""
     from sklearn.datasets import load_digits as _sk_digits
     from sklearn.model_selection import train_test_split
 
     d = _sk_digits()
     x = torch.from_numpy((d.images / 16.0).astype(np.float32)).unsqueeze(1)
+    if image_size is not None and image_size != 8:
+        x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False,
+                                            antialias=True).clamp_(0.0, 1.0)
     y = torch.from_numpy(d.target.astype(np.int64))
     idx = np.arange(len(y))
     tr, te = train_test_split(idx, test_size=test_size, random_state=seed, stratify=d.target)
@@ -133,55 +168,199 @@ def _scan_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
     return files, labels, classes
 
 
-def _decode(files: Sequence[Path], desc: str) -> torch.Tensor:
-    from PIL import Image
-    from tqdm.auto import tqdm
+GRAY_MODES = ("L", "1", "I;16", "I", "LA", "I;16B", "I;16L", "F")
 
-    arrs = []
-    size = None
-    gray_modes = ("L", "1", "I;16", "I", "LA")
-    # One mode for the whole folder: grayscale only if every image is grayscale, else RGB (a grayscale
-    # image is replicated to 3 channels). Headers only: PIL reads the mode without decoding pixels.
+
+def folder_mode(files: Sequence[str | Path], channels: int | None = None, probe: int = 64) -> str:
+    """The PIL mode every image of a folder is converted to: ``"L"`` (1 channel) or ``"RGB"`` (3).
+
+    ``channels`` (e.g. the teacher's input channels) decides when given. Otherwise up to ``probe`` image
+    headers, spread evenly over the files, are read (headers only, no pixels): grayscale only if every
+    probed image is grayscale, else RGB — a grayscale image is then replicated to 3 channels, and an RGB
+    image in a grayscale folder is converted to luminance. Reading every header of an ImageNet-size folder
+    would cost a full pass, hence the probe."""
+    from PIL import Image
+
+    if channels is not None:
+        if channels not in (1, 3):
+            raise DataError(f"images can be read as 1 (grayscale) or 3 (RGB) channels, not {channels}.")
+        return "L" if channels == 1 else "RGB"
+    if not files:
+        raise DataError("no image files to read.")
+    step = max(1, len(files) // probe)
     modes = set()
-    for f in files:
+    for f in list(files)[::step][:probe]:
         try:
             with Image.open(f) as raw:
                 modes.add(raw.mode)
         except Exception as exc:  # noqa: BLE001
             raise DataError(f"cannot read image {f}: {exc}. Remove or re-encode it.") from exc
-    mode = "L" if modes <= set(gray_modes) else "RGB"
-    if mode == "RGB" and modes & set(gray_modes):
-        log.info("mixed grayscale and colour images under %s: grayscale ones are converted to RGB", desc)
-    for f in tqdm(files, desc=desc, unit="img", leave=False, disable=None):
+    return "L" if modes <= set(GRAY_MODES) else "RGB"
+
+
+class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
+    """One image file per item, decoded when it is read (in a DataLoader worker): converted to ``mode``
+    (``"L"``/``"RGB"``), then sized: with ``size`` the shorter side is resized to ``size`` and the centre
+    ``size``×``size`` cut out (``crop="random"``: a random-resized crop, scale 0.35–1, drawn from torch's
+    RNG, which the pipeline seeds per sample); without ``size`` every image must be ``expect`` (W, H).
+    Items are ``(float32 [C, H, W] in [0, 1], class index)``. Memory: the file list and labels only.
+
+    A file that cannot be decoded (corrupt, truncated, not an image) raises a :class:`DataError` naming
+    it: daqakd stops rather than silently training on fewer samples (docs/data.md)."""
+
+    def __init__(self, files: Sequence[str | Path], labels: Sequence[int], classes: Sequence[str], *, mode: str,
+                 size: int | None = None, crop: str = "center", expect: tuple[int, int] | None = None) -> None:
+        if crop not in ("center", "random"):
+            raise DataError(f"crop must be 'center' or 'random', got {crop!r}")
+        self.files = [str(f) for f in files]
+        self.targets = [int(t) for t in labels]  # torchvision ImageFolder's name for the labels
+        self.classes = list(classes)
+        self.mode, self.size, self.crop, self.expect = mode, size, crop, expect
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _open(self, i: int) -> Any:
+        from PIL import Image
+
+        f = self.files[i]
         try:
             with Image.open(f) as raw:
-                im = raw.convert(mode)
-            if size is None:
-                size = im.size
-            elif im.size != size:
+                im = raw.convert(self.mode)
+                im.load()
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is a data problem of this file
+            raise DataError(f"cannot read image {f}: {type(exc).__name__}: {exc}. The file is corrupt, truncated or "
+                            "not an image: remove or re-encode it, then run again (--resume continues a "
+                            "distillation).") from exc
+        return im
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        im = self._open(i)
+        if self.size is None:
+            if self.expect is not None and im.size != self.expect:
                 raise DataError(
-                    f"{f} is {im.size[0]}x{im.size[1]} but earlier images are {size[0]}x{size[1]}; "
-                    "resize the folder to one size first (daqakd does not guess a resize)."
+                    f"{self.files[i]} is {im.size[0]}x{im.size[1]} but the folder's images are "
+                    f"{self.expect[0]}x{self.expect[1]}; pass --image-size N (image_size=N) to resize and "
+                    "centre-crop every image to NxN."
                 )
-            arrs.append(np.asarray(im, dtype=np.uint8).copy())
-        except DataError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise DataError(f"cannot read image {f}: {exc}. Remove or re-encode it.") from exc
-    a = np.stack(arrs)
-    if a.ndim == 3:
-        a = a[:, None]
-    else:
-        a = a.transpose(0, 3, 1, 2)
-    return torch.from_numpy(a).float().div_(255.0)
+            arr = np.asarray(im, dtype=np.uint8)
+            return _to_chw_float(arr), self.targets[i]
+        s = self.size
+        if self.crop == "random":
+            from torchvision.transforms.v2 import RandomResizedCrop
+            from torchvision.transforms.v2 import functional as F
+
+            t = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())
+            t = t[None] if t.dim() == 2 else t.permute(2, 0, 1)
+            top, left, h, w = RandomResizedCrop.get_params(t, scale=[0.35, 1.0], ratio=[3 / 4, 4 / 3])
+            t = F.resized_crop(t, top, left, h, w, [s, s], antialias=True)
+            return t.float().div_(255.0), self.targets[i]
+        w, h = im.size
+        r = s / min(w, h)
+        nw, nh = max(s, round(w * r)), max(s, round(h * r))
+        if (nw, nh) != (w, h):
+            im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
+        left, top = (nw - s) // 2, (nh - s) // 2
+        im = im.crop((left, top, left + s, top + s))
+        return _to_chw_float(np.asarray(im, dtype=np.uint8)), self.targets[i]
 
 
-def load_image_folder(root: str | Path, test_size: float = 0.2, seed: int = 0) -> DataBundle:
-    """Load an ImageFolder-style directory into memory.
+def _to_chw_float(arr: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(arr.copy())
+    t = t[None] if t.dim() == 2 else t.permute(2, 0, 1).contiguous()
+    return t.float().div_(255.0)
 
-    ``ROOT/train/<class>/*`` and ``ROOT/test/<class>/*`` are used as given; a plain
-    ``ROOT/<class>/*`` is split with a fixed seed, stratified by class.
+
+@dataclass
+class FolderBundle:
+    """An ImageFolder directory read lazily: file lists and labels in memory, pixels decoded per item.
+
+    ``train`` and ``test`` are the deterministic (evaluation) views — ranking, calibration and evaluation
+    read them; :meth:`training_set` is what distillation reads (``crop="random"``: random-resized crops)."""
+
+    name: str
+    classes: list[str]
+    train_files: list[str]
+    train_labels: torch.Tensor
+    test_files: list[str]
+    test_labels: torch.Tensor
+    mode: str
+    size: int | None
+    native_size: tuple[int, int]  # (W, H) of the first training image
+    root: str = ""
+
+    in_memory = False
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        c = 1 if self.mode == "L" else 3
+        if self.size is not None:
+            return c, self.size, self.size
+        return c, self.native_size[1], self.native_size[0]
+
+    def _ds(self, files: list[str], labels: torch.Tensor, crop: str) -> ImageFolderDataset:
+        return ImageFolderDataset(files, labels.tolist(), self.classes, mode=self.mode, size=self.size, crop=crop,
+                                  expect=None if self.size is not None else self.native_size)
+
+    @property
+    def train(self) -> ImageFolderDataset:
+        return self._ds(self.train_files, self.train_labels, "center")
+
+    @property
+    def test(self) -> ImageFolderDataset:
+        return self._ds(self.test_files, self.test_labels, "center")
+
+    def training_set(self, crop: str = "center") -> ImageFolderDataset:
+        """The training split as distillation reads it (``crop="random"`` needs ``image_size``)."""
+        if crop == "random" and self.size is None:
+            raise DataError("--train-crop random needs --image-size N (the size the random-resized crops are scaled to).")
+        return self._ds(self.train_files, self.train_labels, crop)
+
+    def subset(self, train_index: torch.Tensor) -> FolderBundle:
+        """The same bundle with only these training samples (e.g. a class-stratified subset)."""
+        idx = [int(i) for i in train_index]
+        return dataclasses.replace(self, train_files=[self.train_files[i] for i in idx],
+                                   train_labels=self.train_labels[train_index])
+
+    def to_memory(self, workers: int = 0, progress: bool = False) -> DataBundle:
+        """Decode both splits into a :class:`DataBundle` (for small folders and tests: memory grows with
+        the folder)."""
+        from .streams import dataset_tensors
+
+        trx, _ = dataset_tensors(self.train, workers=workers, progress=progress, desc="decode train")
+        tex, _ = dataset_tensors(self.test, workers=workers, progress=progress, desc="decode test")
+        return DataBundle(self.name, trx, self.train_labels.clone(), tex, self.test_labels.clone(), list(self.classes))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "train": int(self.train_labels.numel()),
+            "test": int(self.test_labels.numel()),
+            "classes": self.num_classes,
+            "image_shape": list(self.image_shape),
+            "streaming": True,
+            "mode": self.mode,
+            "image_size": self.size,
+        }
+
+
+def load_image_folder(root: str | Path, test_size: float = 0.2, seed: int = 0, *, image_size: int | None = None,
+                      channels: int | None = None) -> FolderBundle:
+    """An ImageFolder-style directory, read lazily (:class:`FolderBundle`): only the file lists are held.
+
+    ``ROOT/train/<class>/*`` and ``ROOT/test/<class>/*`` are used as given; a plain ``ROOT/<class>/*`` is
+    split with a fixed seed, stratified by class. ``image_size``: resize + centre-crop every image to
+    that square (needed when the images differ in size). ``channels``: 1 or 3 (default: probed, see
+    :func:`folder_mode`). Call :meth:`FolderBundle.to_memory` for tensors.
     """
+    from PIL import Image
+
     root = Path(root).expanduser()
     if not root.exists():
         raise DataError(f"data directory {root} does not exist; pass --data digits or a folder of class sub-folders.")
@@ -192,20 +371,31 @@ def load_image_folder(root: str | Path, test_size: float = 0.2, seed: int = 0) -
         tef, tel, classes_te = _scan_folder(root / "test")
         if classes_te != classes:
             raise DataError(f"train classes {classes} differ from test classes {classes_te} under {root}.")
-        trx, tex = _decode(trf, "decode train"), _decode(tef, "decode test")
-        return DataBundle(root.name, trx, torch.tensor(trl), tex, torch.tensor(tel), classes)
-    files, labels, classes = _scan_folder(root)
-    from sklearn.model_selection import train_test_split
+    else:
+        files, labels, classes = _scan_folder(root)
+        from sklearn.model_selection import train_test_split
 
-    idx = np.arange(len(files))
-    tr, te = train_test_split(idx, test_size=test_size, random_state=seed, stratify=labels)
-    x = _decode(files, "decode")
-    y = torch.tensor(labels)
-    return DataBundle(root.name, x[np.sort(tr)], y[np.sort(tr)], x[np.sort(te)], y[np.sort(te)], classes)
+        idx = np.arange(len(files))
+        tr, te = train_test_split(idx, test_size=test_size, random_state=seed, stratify=labels)
+        tr, te = np.sort(tr), np.sort(te)
+        trf, trl = [files[i] for i in tr], [labels[i] for i in tr]
+        tef, tel = [files[i] for i in te], [labels[i] for i in te]
+    mode = folder_mode(trf + tef, channels)
+    try:
+        with Image.open(trf[0]) as raw:
+            native = raw.size
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"cannot read image {trf[0]}: {exc}. Remove or re-encode it.") from exc
+    return FolderBundle(root.name, classes, [str(f) for f in trf], torch.tensor(trl), [str(f) for f in tef],
+                        torch.tensor(tel), mode, image_size, (int(native[0]), int(native[1])), str(root))
 
 
 def tensors_from_dataset(dataset: Dataset[Any], limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Materialise a map-style ``Dataset`` of ``(image_tensor, int_label)`` pairs into tensors."""
+    """Materialise (the first ``limit`` items of) a map-style ``Dataset`` of ``(image, int_label)`` pairs
+    into tensors — for small data only; ranking and distillation stream a Dataset instead. Images may be
+    PIL images or tensors (see :func:`daqakd_plugins.streams.to_image`)."""
+    from .streams import to_image
+
     try:
         n = len(dataset)  # type: ignore[arg-type]
     except TypeError as exc:
@@ -214,33 +404,29 @@ def tensors_from_dataset(dataset: Dataset[Any], limit: int | None = None) -> tup
         raise DataError("the dataset is empty; check the path or the filter that built it.")
     if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2 and limit is None:
         x, y = dataset.tensors[0], dataset.tensors[1]
-    else:
-        xs, ys = [], []
-        for i in range(n if limit is None else min(n, limit)):
-            item = dataset[i]
-            if not (isinstance(item, (tuple, list)) and len(item) >= 2):
-                raise DataError(f"dataset item {i} is {type(item).__name__}; expected an (image, label) pair.")
-            img, lab = item[0], item[1]
-            if not isinstance(img, torch.Tensor):
-                raise DataError(
-                    f"dataset item {i} holds a {type(img).__name__} image; give the dataset a transform that "
-                    "ends in a float tensor, e.g. torchvision.transforms.v2.Compose([ToImage(), ToDtype(torch.float32, scale=True)])."
-                )
-            xs.append(img)
-            ys.append(int(lab))
-        x, y = torch.stack(xs), torch.tensor(ys)
-    if x.dim() != 4:
-        raise DataError(f"images must be [C, H, W] tensors (batched [N, C, H, W]); got shape {tuple(x.shape)}.")
-    if not torch.is_floating_point(x):
-        x = x.float().div(255.0)
-    return x.float(), y.long()
+        if x.dim() != 4:
+            raise DataError(f"images must be [C, H, W] tensors (batched [N, C, H, W]); got shape {tuple(x.shape)}.")
+        return (x.float() if torch.is_floating_point(x) else x.float().div(255.0)), y.long()
+    xs, ys = [], []
+    for i in range(n if limit is None else min(n, limit)):
+        item = dataset[i]
+        if not (isinstance(item, (tuple, list)) and len(item) >= 2):
+            raise DataError(f"dataset item {i} is {type(item).__name__}; expected an (image, label) pair.")
+        xs.append(to_image(item[0], f"dataset item {i}"))
+        ys.append(int(item[1]))
+    try:
+        return torch.stack(xs), torch.tensor(ys)
+    except RuntimeError as exc:
+        raise DataError("the dataset's images differ in shape; give it a transform that makes them one size "
+                        "(or use --image-size with an ImageFolder directory).") from exc
 
 
-def load_data(spec: str | Path, seed: int = 0) -> DataBundle:
-    """``"digits"`` (embedded) or a path to an ImageFolder-style directory."""
+def load_data(spec: str | Path, seed: int = 0, *, image_size: int | None = None,
+              channels: int | None = None) -> DataBundle | FolderBundle:
+    """``"digits"`` (embedded, in memory) or a path to an ImageFolder-style directory (read lazily)."""
     if str(spec).lower() == "digits":
-        return load_digits(seed=seed)
-    return load_image_folder(spec, seed=seed)
+        return load_digits(seed=seed, image_size=image_size)
+    return load_image_folder(spec, seed=seed, image_size=image_size, channels=channels)
 
 
 def stratified_subset(labels: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:

@@ -15,7 +15,7 @@ from .data import DataBundle, make_loader
 from .errors import ConfigError, DataError, NonFiniteError
 from .models import as_tensor, load_model, save_model
 
-__all__ = ["evaluate", "predict_logits", "train_teacher", "default_arch", "teacher_arch", "get_or_train_teacher",
+__all__ = ["evaluate", "evaluate_loader", "predict_logits", "train_teacher", "default_arch", "teacher_arch", "get_or_train_teacher",
            "seed_everything"]
 
 
@@ -47,6 +47,26 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     runtime gets on the same predictions (a float32 mean can differ by ~1e-8)."""
     hits = int((predict_logits(model, x, batch_size, device).argmax(1) == y.cpu()).sum())
     return hits / max(1, len(y))
+
+
+def evaluate_loader(model: nn.Module, loader: Any, *, device: str | torch.device = "cpu",
+                    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float:
+    """Top-1 accuracy over a :func:`daqakd_plugins.streams.eval_loader` (clean batches, eval mode, no grad,
+    QuantTensor outputs unwrapped): exact hits / n, as :func:`daqakd_plugins.train.evaluate`."""
+    was = model.training
+    model.eval()
+    hits, n = 0, 0
+    try:
+        with torch.no_grad():
+            for b in loader:
+                x = b.images.to(device, non_blocking=True)
+                x = normalize(x) if normalize else x
+                pred = as_tensor(model(x)).argmax(1).cpu()
+                hits += int((pred == b.targets.argmax(1)).sum())
+                n += len(pred)
+    finally:
+        model.train(was)
+    return hits / max(1, n)
 
 
 def default_arch(bundle: DataBundle) -> dict[str, Any]:
@@ -82,9 +102,13 @@ def train_teacher(
     arch: dict[str, Any] | None = None,
     augment: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     progress: bool = True,
+    workers: int | None = 0,
+    normalize: tuple[list[float], list[float]] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train a full-precision teacher (Adam + cosine schedule). Returns ``(model, meta)``; ``meta``
-    holds the architecture, test accuracy and seconds."""
+    """Train a full-precision teacher (Adam + one-cycle schedule). Returns ``(model, meta)``; ``meta``
+    holds the architecture, test accuracy, seconds and the normalisation (``normalize``: ``(mean, std)``
+    applied to its inputs; later runs read it from the teacher file). In-memory data is batched from its
+    tensors; a folder streams through DataLoader workers (``workers``)."""
     from tqdm.auto import trange
 
     from .models import build_model
@@ -97,23 +121,39 @@ def train_teacher(
             f"the data has {bundle.num_classes} class ({', '.join(bundle.classes)}); a classifier needs at least 2 "
             "classes (an ImageFolder directory needs one sub-folder per class)."
         )
+    from .streams import Normalizer, eval_loader, resolve_workers, train_loader
+
     seed_everything(seed)
     arch = arch or default_arch(bundle)
     model = build_model(arch)
+    norm = Normalizer(*(normalize or (None, None)))
+    norm.check_channels(bundle.image_shape[0])
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
-    loader = make_loader(bundle.train_x, bundle.train_y, batch_size, shuffle=True, seed=seed)
+    nworkers = resolve_workers(workers)
+    stream = None
+    if getattr(bundle, "in_memory", True):
+        loader: Any = make_loader(bundle.train_x, bundle.train_y, batch_size, shuffle=True, seed=seed)
+    else:
+        stream = train_loader(bundle.train, None, num_classes=bundle.num_classes, batch_size=batch_size, seed=seed,
+                              workers=nworkers)
+        loader = stream
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(loader))
     t0 = time.perf_counter()
     bar = trange(epochs, desc="teacher", unit="epoch", disable=None if progress else True)
     nc = bundle.num_classes
-    for _ in bar:
+    for epoch in bar:
         model.train()
         tot = 0.0
-        for xb, yb in loader:
-            t = torch.nn.functional.one_hot(yb, nc).float()
+        if stream is not None:
+            stream.set_epoch(epoch)
+        for batch in loader:
+            if stream is not None:
+                xb, t = batch.images, batch.targets
+            else:
+                xb, t = batch[0], torch.nn.functional.one_hot(batch[1], nc).float()
             if augment is not None:
                 xb, t = augment(xb, t)
-            loss = torch.nn.functional.cross_entropy(model(xb), t)
+            loss = torch.nn.functional.cross_entropy(model(norm(xb)), t)
             if not torch.isfinite(loss):
                 raise NonFiniteError(
                     f"teacher training diverged (loss {float(loss.detach())}) at lr {lr:g}; lower --lr (the default is 3e-3). "
@@ -124,12 +164,17 @@ def train_teacher(
             opt.step()
             sched.step()
             tot += float(loss.detach()) * len(xb)
-        bar.set_postfix(loss=f"{tot / len(bundle.train_y):.3f}")
+        bar.set_postfix(loss=f"{tot / len(bundle.train_labels):.3f}")
     model.eval()
     check_finite_model(model, what="the trained teacher", fix=f"training diverged at lr {lr:g}: lower --lr. Nothing was saved.")
-    acc = evaluate(model, bundle.test_x, bundle.test_y)
+    if getattr(bundle, "in_memory", True) and not norm:
+        acc = evaluate(model, bundle.test_x, bundle.test_y)
+    else:
+        acc = evaluate_loader(model, eval_loader(bundle.test, num_classes=nc, workers=nworkers), normalize=norm)
     meta = {"arch": arch, "test_accuracy": acc, "epochs": epochs, "seed": seed, "data": bundle.name,
             "seconds": round(time.perf_counter() - t0, 3)}
+    if norm:
+        meta["normalize"] = norm.to_dict()
     return model, meta
 
 

@@ -44,8 +44,9 @@ def _write_images(root, classes, n, size=(6, 5), mode="RGB"):
 def test_image_folder_with_train_test_split(tmp_path):
     _write_images(tmp_path / "train", ["cat", "dog"], 4)
     _write_images(tmp_path / "test", ["cat", "dog"], 2)
-    b = load_data(tmp_path)
-    assert b.classes == ["cat", "dog"] and b.image_shape == (3, 5, 6)
+    lazy = load_data(tmp_path)
+    assert lazy.classes == ["cat", "dog"] and lazy.image_shape == (3, 5, 6) and not lazy.in_memory
+    b = lazy.to_memory()
     assert b.train_y.tolist() == [0] * 4 + [1] * 4 and len(b.test_y) == 4
     assert torch.allclose(b.train_x[b.train_y == 1][:, 0, 0, 0], torch.full((4,), 40 / 255))
 
@@ -53,8 +54,8 @@ def test_image_folder_with_train_test_split(tmp_path):
 def test_flat_image_folder_is_split_with_a_seed(tmp_path):
     _write_images(tmp_path, ["a", "b", "c"], 10, mode="L")
     b1, b2 = load_image_folder(tmp_path), load_image_folder(tmp_path)
-    assert b1.image_shape == (1, 5, 6) and len(b1.train_y) + len(b1.test_y) == 30
-    assert torch.equal(b1.test_y, b2.test_y) and torch.bincount(b1.test_y).tolist() == [2, 2, 2]
+    assert b1.image_shape == (1, 5, 6) and len(b1.train_labels) + len(b1.test_labels) == 30
+    assert torch.equal(b1.test_labels, b2.test_labels) and torch.bincount(b1.test_labels).tolist() == [2, 2, 2]
 
 
 @pytest.mark.parametrize(
@@ -72,11 +73,11 @@ def test_image_folder_errors_name_the_fix(tmp_path, setup, match):
         load_image_folder(root)
 
 
-def test_mixed_image_sizes_are_refused(tmp_path):
+def test_mixed_image_sizes_are_refused_naming_image_size(tmp_path):
     _write_images(tmp_path / "x", ["a", "b"], 5, size=(6, 5))
     Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(tmp_path / "x" / "a" / "big.png")
-    with pytest.raises(DataError, match="resize"):
-        load_image_folder(tmp_path / "x")
+    with pytest.raises(DataError, match=r"big\.png is 9x9 .* pass --image-size N"):
+        load_image_folder(tmp_path / "x").to_memory()
 
 
 def test_torch_dataset_is_materialised():
@@ -96,10 +97,17 @@ def test_torch_dataset_is_materialised():
 
     class PilDS(DS):
         def __getitem__(self, i):
-            return Image.new("L", (4, 4)), 0
+            return Image.new("L", (4, 4), color=51), 0
+
+    x, _ = tensors_from_dataset(PilDS())  # PIL images are converted (float in [0, 1])
+    assert x.shape == (7, 1, 4, 4) and torch.allclose(x, torch.full_like(x, 0.2))
+
+    class StrDS(DS):
+        def __getitem__(self, i):
+            return "img.png", 0
 
     with pytest.raises(DataError, match="ToDtype"):
-        tensors_from_dataset(PilDS())
+        tensors_from_dataset(StrDS())
 
 
 def test_one_hot_range_error_and_subset():

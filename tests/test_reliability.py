@@ -259,7 +259,7 @@ def test_mixed_grayscale_and_colour_become_rgb(tmp_path) -> None:
     for i in range(5):
         _png(tmp_path / "a" / f"{i}.png", "L", 10 * i)  # the first files are grayscale
         _png(tmp_path / "b" / f"{i}.png", "RGB", 200)
-    b = load_image_folder(tmp_path, test_size=0.2)
+    b = load_image_folder(tmp_path, test_size=0.2).to_memory()
     assert b.train_x.shape[1] == 3 and b.test_x.shape[1] == 3
     gray = torch.cat([b.train_x[b.train_y == 0], b.test_x[b.test_y == 0]])
     assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 1], gray[:, 2])  # replicated channels

@@ -13,12 +13,12 @@ Transforms are built on first use, so registering (``daqakd plugins``) never imp
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from ..augment import MIX_DESCRIPTIONS, compose, mix_augmentation, per_sample
-from ..contracts import Augmentation
+from ..contracts import Augmentation, ImageFn
 from ..errors import DataError
 from ..hookspecs import hookimpl
 
@@ -55,11 +55,19 @@ class _LazyTorchvision:
         self._aug: Augmentation | None = None
         self.__name__ = f"tv_{name}"
 
-    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_channels(self.name, images.shape[1])
+    def _built(self) -> Augmentation:
         if self._aug is None:
             self._aug = per_sample(self.factory(), self.name)
-        return self._aug.fn(images, targets)
+        return self._aug
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_channels(self.name, images.shape[1])
+        return self._built().fn(images, targets)
+
+    def sample(self, image: torch.Tensor) -> torch.Tensor:
+        """One image ``[C, H, W]``: what a DataLoader worker runs (the same transform, drawn per image)."""
+        _check_channels(self.name, image.shape[0])
+        return cast(ImageFn, self._built().sample_fn)(image)  # per_sample always sets sample_fn
 
     def notes(self, image_shape: tuple[int, ...]) -> list[str]:
         if image_shape and image_shape[0] == 1 and self.name in _COLOR_POLICIES:
@@ -69,7 +77,8 @@ class _LazyTorchvision:
 
 def _tv(name: str, factory: Callable[[], Any], description: str) -> Augmentation:
     fn = _LazyTorchvision(name, factory)
-    return Augmentation(name=name, fn=fn, description=description, family="torchvision", notes=fn.notes)
+    return Augmentation(name=name, fn=fn, description=description, family="torchvision", notes=fn.notes,
+                        stage="sample", sample_fn=fn.sample)
 
 
 def _v2() -> Any:

@@ -19,18 +19,24 @@ import inspect
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, NoReturn
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from ..checks import check_batch
 from ..contracts import Augmentation, LossComponent, LossContext, LossPreset, LossResult, LossTerm
 from ..errors import ConfigError, ModelError, NonFiniteError, PluginError, UnknownNameError
 from ..models import as_tensor
 from ..projections import make_projection, projection_key
+from ..streams import Normalizer, seeded
 
-__all__ = ["Distiller", "resolve_loss", "NoQuantizersWarning", "TeacherFrozenWarning", "as_tensor"]
+if TYPE_CHECKING:
+    from ..streams import TrainLoader
+
+__all__ = ["Distiller", "DistillLoader", "resolve_loss", "NoQuantizersWarning", "TeacherFrozenWarning", "as_tensor"]
 
 LossSpec = str | LossPreset | LossTerm | Sequence[LossTerm]
 AugmentSpec = str | Augmentation | Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
@@ -197,6 +203,7 @@ class Distiller:
         features: Mapping[str, str] | Sequence[str] | None = None,
         teachers: Sequence[nn.Module] | None = None,
         device: str | torch.device | None = None,
+        normalize: Normalizer | tuple[Sequence[float], Sequence[float]] | None = None,
     ) -> None:
         if not isinstance(teacher, nn.Module) or not isinstance(student, nn.Module):
             raise ModelError(
@@ -222,6 +229,9 @@ class Distiller:
         if any(t.component == "multi_teacher" for t in self.terms) and not self.teachers:
             warnings.warn("loss term 'multi_teacher' with a single teacher is plain KD; pass teachers=[...]", stacklevel=2)
         self.augment = _resolve_augment(augment)
+        self.normalize = normalize if isinstance(normalize, Normalizer) else Normalizer(*(normalize or (None, None)))
+        self._loader: DistillLoader | None = None  # set by loader(): the worker stages run there
+        self._device_seed: int | None = None
         self.num_classes = num_classes
         if device is None:
             p = next(student.parameters(), None)
@@ -325,6 +335,34 @@ class Distiller:
         self._prepared = True
         return self
 
+    def loader(self, dataset: Dataset[Any], *, batch_size: int = 64, workers: int | None = None, seed: int = 0,
+               shuffle: bool = True, drop_last: bool = False) -> DistillLoader:
+        """A DataLoader for ``dataset`` (``(image, label)`` items) that runs this Distiller's augmentation
+        where a data pipeline runs it: per-image pieces in ``workers`` processes, CutMix/MixUp in the
+        collate function; :meth:`loss` then adds only the device pieces (kornia, callables), seeded per
+        batch. It yields ``(images, targets)`` with targets as label distributions ``[B, C]``::
+
+            loader = kd.loader(train_set, batch_size=64, workers=4, seed=0)
+            for epoch in range(epochs):
+                loader.set_epoch(epoch)            # the order and every draw depend on (seed, epoch)
+                for x, y in loader:
+                    loss = kd.loss(x, y)
+
+        The batches and augmented images do not depend on ``workers``. Once a Distiller has made a loader,
+        :meth:`loss` leaves the worker pieces to it (do not also feed it batches from another loader). A
+        two-view loss (``dual_view``) needs two independent draws per sample, so with it the loader yields
+        clean batches and :meth:`loss` augments in the step, as without a loader."""
+        from ..streams import TrainLoader, resolve_workers
+
+        if self.num_classes is None:
+            raise ConfigError("kd.loader(...) needs the number of classes: pass Distiller(..., num_classes=C).")
+        aug = None if (self.two_views and self.needs_teacher) else self.augment
+        inner = TrainLoader(dataset, aug, num_classes=self.num_classes, batch_size=batch_size, seed=seed,
+                            workers=resolve_workers(workers), drop_last=drop_last, shuffle=shuffle,
+                            pin_memory=self.device.type == "cuda")
+        self._loader = DistillLoader(self, inner)
+        return self._loader
+
     def state_dict(self) -> dict[str, Any]:
         """The Distiller's own learned state (projections) and step counter, for checkpoints."""
         return {"projections": self.projections.state_dict(), "step": self.step}
@@ -385,14 +423,26 @@ class Distiller:
         # tensor that still carries no gradient history.
         return z.clone(), tuple(e.clone() for e in extra)
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor, *, augment: AugmentSpec | str = "default") -> torch.Tensor:
+    def loss(self, x: torch.Tensor, y: torch.Tensor, *, augment: AugmentSpec | str = "default",
+             seed: int | None = None) -> torch.Tensor:
         """The training loss of one batch (a scalar with grad for the student).
 
-        ``x``: images ``[B, C, H, W]``; ``y``: class indices ``[B]`` or label distributions ``[B, C]``.
-        ``augment``: override the Distiller's augmentation for this call (``None`` = none).
+        ``x``: images ``[B, C, H, W]`` in ``[0, 1]`` (normalised here, after augmentation, when the
+        Distiller has ``normalize``); ``y``: class indices ``[B]`` or label distributions ``[B, C]``.
+        ``augment``: override the Distiller's augmentation for this call (``None`` = none). ``seed``: draw
+        this batch's augmentation from a torch RNG seeded with it (the global RNG is left untouched);
+        batches from :meth:`loader` carry their own seed.
         Raises :class:`NonFiniteError` naming the step and the term when the loss is NaN/inf.
         """
-        aug = self.augment if isinstance(augment, str) and augment == "default" else _resolve_augment(augment)
+        if isinstance(augment, str) and augment == "default":
+            if self._loader is not None and self._loader.worker_stages:
+                aug = self._loader.device_piece  # the loader ran the per-image and batch pieces
+            else:
+                aug = self.augment
+        else:
+            aug = _resolve_augment(augment)
+        if seed is None and self._device_seed is not None:
+            seed, self._device_seed = self._device_seed, None
         x, y = check_batch(x, y, where="Distiller.loss")
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
@@ -408,7 +458,7 @@ class Distiller:
             t = self._targets(x, y)
         except RuntimeError as exc:
             self._raise_input_mismatch(exc, x)
-        with torch.no_grad():
+        with torch.no_grad(), (seeded(seed, self.device) if seed is not None else nullcontext()):
             if aug is None:
                 xs, ts = x, t
             else:
@@ -417,6 +467,10 @@ class Distiller:
                 xt, _ = (x, t) if aug is None else aug(x, t)  # an independent draw for the teacher
             else:
                 xt = xs
+            if self.normalize:  # after augmenting, which works on [0, 1] images
+                xs_n = self.normalize(xs)
+                xt = xs_n if xt is xs else self.normalize(xt)
+                xs = xs_n
         labels = y if (ts is t and y.dim() == 1) else None
 
         self._capture = bool(self.feature_pairs)
@@ -504,3 +558,29 @@ class Distiller:
         terms = " + ".join(f"{t.weight:g}*{t.key}" for t in self.terms)
         aug = self.augment.name if self.augment else "none"
         return f"Distiller(loss={terms}, augment={aug}, quantizers={self.num_quantizers}, device={self.device})"
+
+
+class DistillLoader:
+    """What :meth:`Distiller.loader` returns: iterates ``(images, targets)`` after the worker stages and
+    hands each batch's device-stage seed to the Distiller's next :meth:`~Distiller.loss` call."""
+
+    def __init__(self, kd: Distiller, inner: TrainLoader) -> None:
+        self.kd, self.inner = kd, inner
+        self.device_piece = inner.device_piece
+        self.worker_stages = not (kd.two_views and kd.needs_teacher)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose order and draws the next pass uses (call it before every epoch)."""
+        self.inner.set_epoch(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self.inner.epoch
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for b in self.inner:
+            self.kd._device_seed = self.inner.device_seed(b.number)
+            yield b.images, b.targets

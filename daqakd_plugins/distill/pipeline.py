@@ -24,13 +24,15 @@ from torch import nn
 
 from ..checks import check_output_dir, new_dirs, remove_empty_dirs
 from ..errors import CheckpointError, ConfigError, DaqakdError, NonFiniteError, RunDirError
+from ..streams import Normalizer, eval_loader, resolve_workers
+from ..train import evaluate_loader
 from .checkpoint import CHECKPOINT_NAME, FORMAT, atomic_save, capture_rng, load_checkpoint, restore_rng
 from .config import _TRAJECTORY, DistillConfig
 from .distiller import Distiller, as_tensor
 from .report import pick_summary, ranking_rows, render_markdown
 from .student_file import STUDENT_NAME, save_student_file
 
-__all__ = ["run_distill", "evaluate_student"]
+__all__ = ["run_distill", "evaluate_student", "evaluate_loader"]
 
 
 def _bar(iterable: Any, *, desc: str, enabled: bool, **kw: Any) -> Any:
@@ -47,26 +49,36 @@ def evaluate_student(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batc
     return evaluate(model, x, y, batch_size=batch_size, device=device)
 
 
-def _calibration(cfg: DistillConfig, train_x: torch.Tensor, train_y: torch.Tensor,
-                 classes: list[str]) -> tuple[list[torch.Tensor], dict[str, Any]]:
-    """Calibration batches from a class-stratified, seeded sample of the training images, and what the
-    report says about it (per-class counts)."""
-    from ..data import calibration_sample
+#: at most this many test images are read into memory to check an exported model against torch
+EXPORT_CHECK_IMAGES = 2000
 
-    idx = calibration_sample(train_y, cfg.calib_batches * cfg.batch_size, seed=cfg.seed)
-    xs = train_x[idx]
-    counts = torch.bincount(train_y[idx], minlength=len(classes)).tolist()
+
+def _calibration(cfg: DistillConfig, bundle: Any, norm: Normalizer,
+                 workers: int) -> tuple[list[torch.Tensor], dict[str, Any]]:
+    """Calibration batches (normalised, as the models see them) from a class-stratified, seeded sample of
+    the training images — a bounded sample, read through the data pipeline — and what the report says
+    about it (per-class counts)."""
+    from ..data import calibration_sample
+    from ..streams import dataset_tensors
+
+    labels = bundle.train_labels
+    idx = calibration_sample(labels, cfg.calib_batches * cfg.batch_size, seed=cfg.seed)
+    xs, _ = dataset_tensors(bundle.train, num_classes=bundle.num_classes, index=idx, workers=workers,
+                            batch_size=cfg.batch_size, desc="calibration images")
+    xs = norm(xs)
+    classes = list(bundle.classes)
+    counts = torch.bincount(labels[idx], minlength=len(classes)).tolist()
     info = {"images": int(len(idx)), "batches": int(math.ceil(len(idx) / cfg.batch_size)), "seed": cfg.seed,
             "sampling": "class-stratified, seeded, shuffled", "per_class": dict(zip(classes, counts))}
     return [xs[i : i + cfg.batch_size] for i in range(0, len(xs), cfg.batch_size)], info
 
 
-def _build_student(cfg: DistillConfig, teacher: nn.Module, train_x: torch.Tensor,
+def _build_student(cfg: DistillConfig, teacher: nn.Module, example: torch.Tensor,
                    calib: list[torch.Tensor]) -> nn.Module:
     from .. import backends
 
     qcfg = cfg.quant_config()
-    example = train_x[: min(len(train_x), cfg.batch_size)].to(cfg.device)
+    example = example.to(cfg.device)
     fp = copy.deepcopy(teacher)
     for p in fp.parameters():
         p.requires_grad_(True)
@@ -91,15 +103,8 @@ def _make_optimizer(cfg: DistillConfig, params: list[nn.Parameter], steps: int) 
     return opt, sched
 
 
-def _loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, epoch: int) -> Any:
-    from ..data import make_loader
-
-    # The order of epoch e depends only on (seed, e): a resumed run sees the same batches.
-    return make_loader(x, y, batch_size, shuffle=True, seed=seed * 100_003 + epoch)
-
-
-def _rank(cfg: DistillConfig, teacher: nn.Module, bundle: Any, train_x: torch.Tensor,
-          train_y: torch.Tensor) -> tuple[str, dict[str, Any] | None]:
+def _rank(cfg: DistillConfig, teacher: nn.Module, bundle: Any, norm: Normalizer,
+          workers: int) -> tuple[str, dict[str, Any] | None]:
     """Resolve ``augment``: ``auto`` ranks the candidates with the teacher and picks the best."""
     if cfg.augment != "auto":
         from ..augment import resolve_augmentation
@@ -108,8 +113,9 @@ def _rank(cfg: DistillConfig, teacher: nn.Module, bundle: Any, train_x: torch.Te
     from ..ranking import rank_augmentations
 
     ranking = rank_augmentations(
-        teacher, (train_x, train_y), cfg.candidates, cfg.metric, seed=cfg.seed, repeats=cfg.rank_repeats,
+        teacher, bundle, cfg.candidates, cfg.metric, seed=cfg.seed, repeats=cfg.rank_repeats,
         per_class=cfg.rank_per_class, device=cfg.device, num_classes=bundle.num_classes, progress=cfg.progress,
+        workers=workers, normalize=norm,
     )
     return str(ranking.best), json.loads(json.dumps(ranking.to_dict(), default=str))
 
@@ -124,20 +130,51 @@ def _teacher(cfg: DistillConfig, bundle: Any, out: Path) -> tuple[nn.Module, dic
         model, meta = load_model(cfg.teacher, arch=spec if cfg.arch is not None else None)
         return model, meta, str(cfg.teacher)
     path = out / "teacher.pt"
+    norm = (cfg.mean, cfg.std) if cfg.mean is not None else None
     model, meta = get_or_train_teacher(bundle, path, epochs=cfg.teacher_epochs, seed=cfg.seed, progress=cfg.progress,
-                                       arch=spec)
+                                       arch=spec, workers=cfg.workers, normalize=norm)
     return model, meta, str(path)
 
 
-def _load_data(cfg: DistillConfig) -> tuple[Any, torch.Tensor, torch.Tensor]:
+def _load_data(cfg: DistillConfig) -> Any:
+    """The data bundle (digits in memory, a folder read lazily), restricted to ``train_per_class``."""
     from ..data import load_data, stratified_subset
 
-    bundle = load_data(cfg.data, seed=0)
-    tx, ty = bundle.train_x, bundle.train_y
+    bundle = load_data(cfg.data, seed=0, image_size=cfg.image_size)
+    if cfg.train_crop == "random":
+        bundle.training_set("random")  # refuses in-memory data and folders without --image-size, before any work
     if cfg.train_per_class is not None:
-        idx = stratified_subset(ty, cfg.train_per_class, seed=0)  # same subset for every seed and arm
-        tx, ty = tx[idx], ty[idx]
-    return bundle, tx, ty
+        idx = stratified_subset(bundle.train_labels, cfg.train_per_class, seed=0)  # same subset for every seed and arm
+        bundle = bundle.subset(idx)
+    return bundle
+
+
+def _normalizer(cfg: DistillConfig, tmeta: dict[str, Any], channels: int) -> Normalizer:
+    """``--mean/--std``, else the teacher file's ``normalize`` record, else none ([0, 1] images)."""
+    if cfg.mean is not None:
+        norm = Normalizer(cfg.mean, cfg.std)
+    else:
+        rec = tmeta.get("normalize") or {}
+        norm = Normalizer(rec.get("mean"), rec.get("std")) if rec.get("mean") is not None else Normalizer()
+    norm.check_channels(channels)
+    return norm
+
+
+def _export_sample(bundle: Any, norm: Normalizer, workers: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Test images for the exported-model check: all of a small test split, else an evenly spaced
+    subset of :data:`EXPORT_CHECK_IMAGES` (bounded memory); normalised as the models see them."""
+    from ..streams import dataset_tensors
+
+    n = len(bundle.test_labels)
+    if n <= EXPORT_CHECK_IMAGES:
+        idx = torch.arange(n)
+        what = f"all {n} test images"
+    else:
+        idx = torch.linspace(0, n - 1, EXPORT_CHECK_IMAGES).round().long().unique()
+        what = f"{len(idx)} of {n} test images, evenly spaced"
+    x, y = dataset_tensors(bundle.test, num_classes=bundle.num_classes, index=idx, workers=workers,
+                           desc="export check images")
+    return norm(x), y, what
 
 
 #: the files a run writes into its directory; --fresh deletes exactly these
@@ -185,15 +222,17 @@ def _check_resume(cfg: DistillConfig, ck: dict[str, Any]) -> None:
 
 
 def _export(cfg: DistillConfig, student: nn.Module, teacher: nn.Module, example: torch.Tensor,
-            bundle: Any, out: Path) -> dict[str, Any]:
+            bundle: Any, out: Path, norm: Normalizer, workers: int) -> dict[str, Any]:
     try:
         from ..runtime import export_and_measure
     except ImportError as exc:
         return {"skipped": f"daqakd_plugins.runtime is not available here ({exc})"}
     try:
-        res = export_and_measure(student, teacher, cfg.backend, example, bundle.test_x, bundle.test_y, out / "export")
+        test_x, test_y, what = _export_sample(bundle, norm, workers)
+        res = export_and_measure(student, teacher, cfg.backend, example, test_x, test_y, out / "export")
     except DaqakdError as exc:
         return {"error": str(exc)}
+    res["test_images"] = what
     return json.loads(json.dumps(res, default=str))
 
 
@@ -229,7 +268,8 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
         _claim_run_dir(cfg, out)
 
     seed_everything(cfg.seed)
-    bundle, train_x, train_y = _load_data(cfg)
+    bundle = _load_data(cfg)
+    workers = resolve_workers(cfg.workers)
     out.mkdir(parents=True, exist_ok=True)  # only now: a run refused above leaves no empty directory
     if ck is not None and cfg.teacher is None and Path(ck["teacher_path"]).exists():
         from ..models import load_model
@@ -241,25 +281,30 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
     teacher.to(cfg.device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    if bundle.num_classes != _out_width(teacher, train_x[:1].to(cfg.device)):
+    norm = _normalizer(cfg, tmeta, bundle.image_shape[0])
+    test_loader = eval_loader(bundle.test, num_classes=bundle.num_classes, batch_size=max(256, cfg.batch_size),
+                              workers=workers, pin_memory=torch.device(cfg.device).type == "cuda")
+    calib, calibration = _calibration(cfg, bundle, norm, workers)
+    example = calib[0][: cfg.batch_size]
+    width = _out_width(teacher, example[:1].to(cfg.device))
+    if bundle.num_classes != width:
         raise ConfigError(
-            f"the teacher predicts {_out_width(teacher, train_x[:1].to(cfg.device))} classes but the data "
-            f"has {bundle.num_classes}; pass a teacher trained on this data."
+            f"the teacher predicts {width} classes but the data has {bundle.num_classes}; pass a teacher trained "
+            "on this data."
         )
-    teacher_fp = evaluate_student(teacher, bundle.test_x, bundle.test_y, device=cfg.device)
+    teacher_fp = evaluate_loader(teacher, test_loader, device=cfg.device, normalize=norm)
 
     if ck is not None:
         augmentation, ranking = ck["augmentation"], json.loads(ck["ranking"])
     else:
-        augmentation, ranking = _rank(cfg, teacher, bundle, train_x, train_y)
+        augmentation, ranking = _rank(cfg, teacher, bundle, norm, workers)
 
     seed_everything(cfg.seed)  # what follows must not depend on whether ranking ran
     from .. import backends
 
-    calib, calibration = _calibration(cfg, train_x, train_y, list(bundle.classes))
     if ck is None:
-        student = _build_student(cfg, teacher, train_x, calib)
-        student_before = evaluate_student(student, bundle.test_x, bundle.test_y, device=cfg.device)
+        student = _build_student(cfg, teacher, example, calib)
+        student_before = evaluate_loader(student, test_loader, device=cfg.device, normalize=norm)
     else:
         # The adapter rebuilds the student from a fresh FP copy (Brevitas keeps shared quantizers
         # shared, NNCF reloads its config, ...); before the optimizer exists, which must hold the
@@ -267,15 +312,18 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
         fp = copy.deepcopy(teacher)
         for p in fp.parameters():
             p.requires_grad_(True)
-        example = train_x[: min(len(train_x), cfg.batch_size)].to(cfg.device)
-        student = backends.restore_student(fp, cfg.backend, cfg.quant_config(), ck["student"], example_input=example)
+        student = backends.restore_student(fp, cfg.backend, cfg.quant_config(), ck["student"],
+                                           example_input=example.to(cfg.device))
         student.to(cfg.device)
         for p in student.parameters():
             p.requires_grad_(True)
         student_before = float(ck["student_before"])
     kd = Distiller(teacher, student, loss=cfg.loss, augment=augmentation, num_classes=bundle.num_classes,
-                   device=cfg.device)
-    steps_per_epoch = math.ceil(len(train_y) / cfg.batch_size)
+                   device=cfg.device, normalize=norm)
+    train_set = bundle.training_set(cfg.train_crop)
+    loader = kd.loader(train_set, batch_size=cfg.batch_size, workers=workers, seed=cfg.seed)
+    n_train = len(bundle.train_labels)
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     opt, sched = _make_optimizer(cfg, [*student.parameters(), *kd.parameters()], cfg.epochs * steps_per_epoch)
 
     history: list[dict[str, Any]] = []
@@ -295,8 +343,8 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
     for epoch in epochs_bar:
         student.train()
         tot, n = 0.0, 0
-        batches = _bar(_loader(train_x, train_y, cfg.batch_size, cfg.seed, epoch), desc=f"epoch {epoch + 1}",
-                       enabled=cfg.progress, unit="batch")
+        loader.set_epoch(epoch)  # the order and every draw of epoch e depend only on (seed, e)
+        batches = _bar(loader, desc=f"epoch {epoch + 1}", enabled=cfg.progress, unit="batch", total=len(loader))
         for xb, yb in batches:
             try:
                 loss = kd.loss(xb, yb)
@@ -310,7 +358,7 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
             tot += float(loss.detach()) * len(yb)
             n += len(yb)
             batches.set_postfix(loss=f"{tot / n:.4f}")
-        acc = evaluate_student(student, bundle.test_x, bundle.test_y, device=cfg.device)
+        acc = evaluate_loader(student, test_loader, device=cfg.device, normalize=norm)
         history.append({"epoch": epoch + 1, "loss": tot / max(1, n), "test_accuracy": acc,
                         "lr": float(opt.param_groups[0]["lr"]), "terms": kd.last_terms})
         epochs_bar.set_postfix(loss=f"{tot / max(1, n):.4f}", acc=f"{acc:.4f}")
@@ -337,14 +385,15 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
     train_seconds = prior_seconds + (time.perf_counter() - t_train)
 
     student.eval()
-    student_after = evaluate_student(student, bundle.test_x, bundle.test_y, device=cfg.device)
-    example = train_x[: min(len(train_x), cfg.batch_size)].to(cfg.device)
+    student_after = evaluate_loader(student, test_loader, device=cfg.device, normalize=norm)
+    example = example.to(cfg.device)
     student_path = save_student_file(
         out / STUDENT_NAME, student, backend=cfg.backend, config=cfg.quant_config(), arch=tmeta.get("arch"),
-        input_shape=list(train_x.shape[1:]),
+        input_shape=list(bundle.image_shape),
         meta={"accuracy": student_after, "augmentation": augmentation, "loss": cfg.loss, "seed": cfg.seed},
     )
-    export = _export(cfg, student, teacher, example, bundle, out) if cfg.export else {"skipped": "--no-export"}
+    export = _export(cfg, student, teacher, example, bundle, out, norm, workers) if cfg.export \
+        else {"skipped": "--no-export"}
     kd.remove_hooks()
     pick = pick_summary(ranking)
     report: dict[str, Any] = {
@@ -366,7 +415,8 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
         "lr": cfg.lr,
         "batch_size": cfg.batch_size,
         "optimizer": cfg.optimizer,
-        "data": {**bundle.describe(), "train_used": int(len(train_y))},
+        "data": {**bundle.describe(), "train_used": n_train},
+        "pipeline": _pipeline_summary(cfg, loader, workers, norm),
         "teacher": teacher_path,
         "num_quantizers": backends.count_quantizers(student),
         "calibration": calibration,
@@ -385,3 +435,21 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
 def _out_width(model: nn.Module, x: torch.Tensor) -> int:
     with torch.inference_mode():
         return int(as_tensor(model(x)).shape[1])
+
+
+def _pipeline_summary(cfg: DistillConfig, loader: Any, workers: int, norm: Normalizer) -> dict[str, Any]:
+    """Where the augmentation ran and how the data was read (report.json's ``pipeline``)."""
+    prog = loader.inner.programs[0]
+    dev = loader.device_piece if loader.worker_stages else loader.kd.augment
+    return {
+        "workers": workers,
+        "image_size": cfg.image_size,
+        "train_crop": cfg.train_crop,
+        "normalize": norm.to_dict(),
+        "augmentation_stages": {
+            "workers_per_image": [a.name for a in prog.sample],
+            "collate_batch": [a.name for a in prog.batch],
+            "step_on_device": [p.name for p in (dev.parts or (dev,))] if dev is not None else [],
+        },
+        "seeds": "per sample from (seed, epoch, index); per batch from (seed, epoch, batch number)",
+    }

@@ -1,10 +1,12 @@
 """``rank_augmentations``: score every candidate augmentation with a frozen teacher, in one pass each.
 
 For each candidate and repeat the samples are visited once, in a shuffled order that depends only on
-``seed + repeat`` (the same for every candidate, so candidates are compared on the same batches), and
-torch's RNG is reseeded with ``seed + repeat`` before the candidate runs (so a candidate's score does not
-depend on which other candidates are ranked or in what order). Per batch: augment on the teacher's
-device → teacher forward under ``inference_mode`` → metric accumulator.
+``seed + repeat`` (the same for every candidate, so candidates are compared on the same batches). Every
+random draw is seeded from ``seed + repeat`` and the sample's index (per-image pieces, in the DataLoader
+workers) or the batch's number (mixers, device pieces): a candidate's score does not depend on which
+other candidates are ranked, in what order, or on the number of workers (:mod:`daqakd_plugins.streams`).
+Per batch: worker stages → device stage on the teacher's device → teacher forward under
+``inference_mode`` → metric accumulator.
 """
 
 from __future__ import annotations
@@ -13,18 +15,30 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset, TensorDataset
 
 from ..augment import candidate_notes, resolve_candidates
 from ..checks import check_batch as check_images_and_labels
 from ..contracts import Augmentation, Metric, MetricBatch, MetricResult, PlannedMetricAccumulator
-from ..data import DataBundle, one_hot, stratified_subset, tensors_from_dataset
+from ..data import DataBundle, FolderBundle, one_hot, stratified_subset
 from ..errors import ConfigError, DaqakdError, DataError, ModelError, PluginError, UnknownNameError
+from ..streams import (
+    TAG_DEVICE,
+    Normalizer,
+    Program,
+    StreamLoader,
+    dataset_tensors,
+    derive_seed,
+    device_stage,
+    resolve_workers,
+    to_image,
+)
 from .metrics import check_batch
 from .result import RankEntry, Ranking
 
@@ -34,34 +48,68 @@ log = logging.getLogger("daqakd.ranking")
 
 
 class RankData:
-    """The samples a ranking visits: images ``[N, C, H, W]`` float, targets ``[N, K]`` distributions."""
+    """The samples a ranking visits: ``dataset`` items at ``index`` (in that order before shuffling), read
+    through a DataLoader; ``labels`` are their class indices (for the notes), ``image_shape`` (C, H, W)."""
 
-    def __init__(self, x: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, num_classes: int, name: str,
-                 notes: list[str]) -> None:
-        self.x, self.targets, self.labels = x, targets, labels
-        self.num_classes, self.name, self.notes = num_classes, name, notes
+    def __init__(self, dataset: Dataset[Any], index: torch.Tensor, labels: torch.Tensor | None, num_classes: int,
+                 name: str, notes: list[str], image_shape: tuple[int, ...]) -> None:
+        self.dataset, self.index, self.labels = dataset, index, labels
+        self.num_classes, self.name, self.notes, self.image_shape = num_classes, name, notes, image_shape
 
     def __len__(self) -> int:
-        return int(self.x.shape[0])
+        return int(self.index.numel())
 
 
-def _as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor, str, int | None]:
-    if isinstance(data, DataBundle):
-        return data.train_x, data.train_y, data.name, data.num_classes
+def _source(data: Any) -> tuple[Dataset[Any], torch.Tensor | None, str, int | None, torch.Tensor | None]:
+    """(dataset, labels [N] or None, name, classes, targets [N, K] of a tensor pair or None)."""
+    if isinstance(data, (DataBundle, FolderBundle)):
+        return data.train, data.train_labels, data.name, data.num_classes, None
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        return data[0], data[1], "tensors", None
-    if isinstance(data, torch.utils.data.Dataset):
-        x, y = tensors_from_dataset(data)
-        return x, y, type(data).__name__, None
+        x, y = data
+        if x.shape[0] == 0 or y.shape[0] == 0:
+            raise DataError("the data set is empty; rank on a data set with at least one labelled sample.")
+        x, y = check_images_and_labels(x, y, where="the ranking data")  # the same rules as Distiller.loss
+        return TensorDataset(x, y), None, "tensors", None, y
+    if isinstance(data, Dataset):
+        return data, _known_labels(data), type(data).__name__, None, None
     raise DataError(
         f"cannot rank on {type(data).__name__}; pass a DataBundle (its train split is used), a map-style torch "
-        "Dataset of (image tensor, label) pairs, or an (images [N,C,H,W], labels [N]) tensor pair."
+        "Dataset of (image, label) pairs, or an (images [N,C,H,W], labels [N]) tensor pair."
     )
 
 
-def _probe_width(teacher: nn.Module, x: torch.Tensor, device: torch.device) -> int:
+def _known_labels(ds: Dataset[Any]) -> torch.Tensor | None:
+    """Class indices a dataset states without reading its images: ``targets`` (torchvision datasets) or
+    a TensorDataset's second tensor."""
+    t = getattr(ds, "targets", None)
+    if t is not None:
+        try:
+            lab = torch.as_tensor(list(t) if not isinstance(t, torch.Tensor) else t)
+        except (TypeError, ValueError):
+            return None
+        return lab.long() if lab.dim() == 1 else None
+    tensors = getattr(ds, "tensors", None)
+    if tensors is not None and len(tensors) >= 2 and tensors[1].dim() == 1:
+        return tensors[1].long()
+    return None
+
+
+def _probe(teacher: nn.Module, dataset: Dataset[Any], device: torch.device,
+           normalize: Normalizer) -> tuple[int, tuple[int, ...]]:
+    """The teacher's output width on the first sample, and the images' shape (C, H, W)."""
+    try:
+        n = len(dataset)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise DataError("the dataset has no len(); pass a map-style torch Dataset or an ImageFolder path.") from exc
+    if n == 0:
+        raise DataError("the data set is empty; rank on a data set with at least one labelled sample.")
+    item = dataset[0]
+    if not (isinstance(item, (tuple, list)) and len(item) >= 2):
+        raise DataError(f"dataset item 0 is {type(item).__name__}; expected an (image, label) pair.")
+    x = to_image(item[0], "dataset item 0")[None]
+    normalize.check_channels(int(x.shape[1]))
     with torch.inference_mode():
-        out = teacher(x[:2].to(device))
+        out = teacher(normalize(x.to(device)))
     if not isinstance(out, torch.Tensor):
         raise ModelError(
             f"the teacher returned {type(out).__name__}; it must return a logits tensor [batch, classes] "
@@ -69,17 +117,16 @@ def _probe_width(teacher: nn.Module, x: torch.Tensor, device: torch.device) -> i
         )
     if out.dim() != 2:
         raise ModelError(f"the teacher returned shape {tuple(out.shape)}; expected logits [batch, classes].")
-    return int(out.shape[1])
+    return int(out.shape[1]), tuple(int(s) for s in x.shape[1:])
 
 
 def prepare_data(data: Any, teacher: nn.Module, *, num_classes: int | None, per_class: int | None, seed: int,
-                 device: torch.device) -> RankData:
-    """Validate and materialise the ranking samples; every data problem is raised here, before any work."""
-    x, y, name, bundle_classes = _as_tensors(data)
-    if x.shape[0] == 0 or y.shape[0] == 0:
-        raise DataError("the data set is empty; rank on a data set with at least one labelled sample.")
-    x, y = check_images_and_labels(x, y, where="the ranking data")  # the same rules as Distiller.loss
-    width = _probe_width(teacher, x, device)
+                 device: torch.device, normalize: Normalizer | None = None, workers: int = 0) -> RankData:
+    """Validate the ranking samples without reading them all; every problem found here is raised before
+    any candidate runs (a bad file further in is named when it is read)."""
+    normalize = normalize or Normalizer()
+    dataset, labels, name, bundle_classes, pair_targets = _source(data)
+    width, shape = _probe(teacher, dataset, device, normalize)
     c = num_classes if num_classes is not None else (bundle_classes if bundle_classes is not None else width)
     if c < 1:
         raise ConfigError(f"num_classes must be ≥ 1, got {c}")
@@ -89,39 +136,48 @@ def prepare_data(data: Any, teacher: nn.Module, *, num_classes: int | None, per_
             "(its last layer must have one output per class)" + (" or the right num_classes=." if num_classes else ".")
         )
     notes: list[str] = []
-    if y.dim() == 1:
-        if torch.is_floating_point(y):
-            if not bool((y == y.round()).all()):
-                raise DataError("labels are fractional; pass integer class labels [N] or label distributions [N, C].")
-            y = y.long()
-        targets = one_hot(y, c)  # raises DataError for labels outside [0, C)
-        labels = y.long()
-    elif y.dim() == 2:
-        if y.shape[1] != c:
-            raise DataError(f"label distributions have {y.shape[1]} columns but there are {c} classes.")
-        targets = y.float()
-        rows = targets.double().sum(1)
-        if float(targets.min()) < 0 or float((rows - 1).abs().max()) > 1e-4:
-            raise DataError("label distributions must be ≥ 0 with rows summing to 1.")
-        labels = targets.argmax(1)
-    else:
-        raise DataError(f"labels must be [N] class indices or [N, C] distributions; got shape {tuple(y.shape)}.")
+    if pair_targets is not None:
+        y = pair_targets
+        if y.dim() == 1:
+            if torch.is_floating_point(y):
+                if not bool((y == y.round()).all()):
+                    raise DataError("labels are fractional; pass integer class labels [N] or label distributions [N, C].")
+                y = y.long()
+            one_hot(y, c)  # raises DataError for labels outside [0, C)
+            labels = y.long()
+            dataset = TensorDataset(dataset.tensors[0], labels)  # type: ignore[attr-defined]
+        elif y.dim() == 2:
+            if y.shape[1] != c:
+                raise DataError(f"label distributions have {y.shape[1]} columns but there are {c} classes.")
+            rows = y.double().sum(1)
+            if float(y.min()) < 0 or float((rows - 1).abs().max()) > 1e-4:
+                raise DataError("label distributions must be ≥ 0 with rows summing to 1.")
+            labels = y.argmax(1)
+            dataset = TensorDataset(dataset.tensors[0], y.float())  # type: ignore[attr-defined]
+        else:
+            raise DataError(f"labels must be [N] class indices or [N, C] distributions; got shape {tuple(y.shape)}.")
+    elif labels is not None:
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= c):
+            one_hot(labels, c)  # the range error, naming the fix
+    index = torch.arange(len(dataset))  # type: ignore[arg-type]
     if per_class is not None:
         if not (isinstance(per_class, int) and per_class >= 1):
             raise ConfigError(f"per_class must be an integer ≥ 1 (samples per class), got {per_class!r}")
-        idx = stratified_subset(labels, per_class, seed=seed)
-        counts = torch.bincount(labels[idx], minlength=c)
+        if labels is None:
+            labels = dataset_tensors(dataset, num_classes=c, workers=workers, desc="read labels")[1]
+        index = stratified_subset(labels, per_class, seed=seed)
+        counts = torch.bincount(labels[index], minlength=c)
         short = [k for k in labels.unique().tolist() if int(counts[k]) < per_class]
-        x, targets, labels = x[idx], targets[idx], labels[idx]
-        notes.append(f"class-stratified subset: up to {per_class} samples per class ({len(idx)} samples, seed {seed})")
+        notes.append(f"class-stratified subset: up to {per_class} samples per class ({len(index)} samples, seed {seed})")
         if short:
             notes.append(f"classes {short} have fewer than {per_class} samples; all of theirs are used")
-    missing = [k for k in range(c) if not bool((targets[:, k] > 0).any())]
-    if missing:
-        notes.append(f"classes {missing} have no samples in the data; they are excluded from D")
-    # Keep the images' memory layout: ImageFolder data decodes channels-last, and on CPU the teacher ran
-    # ~1.5x faster on it than on an NCHW-contiguous copy (benchmarks/rank_speed.py, docs/ranking.md).
-    return RankData(x, targets.contiguous(), labels, c, name, notes)
+    sub = labels[index] if labels is not None else None
+    if sub is not None:
+        missing = [k for k in range(c) if not bool((sub == k).any())] if pair_targets is None or pair_targets.dim() == 1 \
+            else [k for k in range(c) if not bool((pair_targets[index][:, k] > 0).any())]
+        if missing:
+            notes.append(f"classes {missing} have no samples in the data; they are excluded from D")
+    return RankData(dataset, index, sub, c, name, notes, shape)
 
 
 def resolve_metric(metric: str | Metric) -> Metric:
@@ -168,42 +224,84 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _run_candidate(
-    aug: Augmentation, teacher: nn.Module, rd: RankData, metric: Metric, params: Mapping[str, Any], *,
-    order: torch.Tensor, batch_size: int, seed: int, device: torch.device, progress: bool, label: str,
-) -> MetricResult:
-    """One pass of one candidate over the samples in ``order`` (one repeat)."""
+def _run_all(
+    cands: list[Augmentation], teacher: nn.Module, rd: RankData, metric: Metric, params: Mapping[str, Any], *,
+    repeats: int, batch_size: int, seed: int, device: torch.device, progress: bool, workers: int,
+    normalize: Normalizer,
+) -> tuple[list[list[MetricResult]], list[float]]:
+    """Every candidate and repeat in one DataLoader pass (the workers start once): per-image pieces and
+    mixers run in the workers, the rest here on ``device``; each batch goes through the teacher into the
+    candidate's accumulator. Returns the results per candidate (one per repeat) and seconds per candidate."""
     from tqdm.auto import tqdm
 
-    from ..train import seed_everything
+    from ..augment import split_stages
 
-    acc = metric.create(rd.num_classes, **params)
-    seed_everything(seed)
-    n = len(order)
+    n = len(rd)
     nb = math.ceil(n / batch_size)
-    bar = tqdm(range(nb), desc=label, unit="batch", leave=False, disable=None if progress else True)
-    for b in bar:
-        idx = order[b * batch_size : (b + 1) * batch_size]
-        xb = rd.x.index_select(0, idx).to(device, non_blocking=True)
-        tb = rd.targets.index_select(0, idx).to(device, non_blocking=True)
-        with torch.inference_mode():
-            try:
-                xa, ta = aug(xb.clone() if metric.needs_clean else xb, tb)
-            except DaqakdError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - name the candidate and batch for any failure
-                raise PluginError(
-                    f"candidate {aug.name!r} failed on batch {b} (images {tuple(xb.shape)} {xb.dtype} on {device}): "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-            if metric.needs_clean:
-                out = teacher(torch.cat([xb, xa]))
-                clean, logits = out[: xb.shape[0]], out[xb.shape[0] :]
-            else:
-                clean, logits = None, teacher(xa)
-        check_batch(logits, ta, rd.num_classes, candidate=aug.name, batch_index=b)
-        acc.update(MetricBatch(logits=logits, targets=ta, clean_logits=clean, candidate=aug.name, batch_index=b))
-    return acc.result()
+    stages = [split_stages(a) for a in cands]
+    programs = [Program(sm, bt, keep_clean=metric.needs_clean) for sm, bt, _ in stages]
+    orders = [rd.index[torch.randperm(n, generator=torch.Generator().manual_seed(seed + r))].tolist()
+              for r in range(repeats)]
+
+    def plan() -> list[list[tuple[int, int, int, int]]]:
+        out = []
+        for ci in range(len(cands)):
+            for r in range(repeats):
+                order = orders[r]
+                for b in range(nb):
+                    out.append([(ci, seed + r, b, i) for i in order[b * batch_size : (b + 1) * batch_size]])
+        return out
+
+    loader = StreamLoader(rd.dataset, programs, plan, num_classes=rd.num_classes, workers=workers,
+                          pin_memory=device.type == "cuda")
+    results: list[list[MetricResult]] = [[] for _ in cands]
+    seconds = [0.0] * len(cands)
+    acc: Any = None
+    current: tuple[int, int] | None = None
+    bar = tqdm(total=len(cands) * repeats * nb, desc=f"rank ({metric.name})", unit="batch",
+               disable=None if progress else True, dynamic_ncols=True)
+    t_last = time.perf_counter()
+    try:
+        for batch in loader:
+            ci, r = batch.program, batch.stream - seed
+            if (ci, r) != current:
+                if acc is not None and current is not None:
+                    results[current[0]].append(acc.result())
+                acc = metric.create(rd.num_classes, **params)
+                current = (ci, r)
+                bar.set_postfix_str(cands[ci].name + (f" r{r}" if repeats > 1 else ""))
+            aug, device_piece = cands[ci], stages[ci][2]
+            xb = batch.images.to(device, non_blocking=True)
+            tb = batch.targets.to(device, non_blocking=True)
+            with torch.inference_mode():
+                try:
+                    xa, ta = device_stage(device_piece, xb, tb, derive_seed(seed + r, batch.number, TAG_DEVICE))
+                except DaqakdError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - name the candidate and batch for any failure
+                    raise PluginError(
+                        f"candidate {aug.name!r} failed on batch {batch.number} (images {tuple(xb.shape)} {xb.dtype} "
+                        f"on {device}): {type(exc).__name__}: {exc}"
+                    ) from exc
+                if metric.needs_clean:
+                    clean = batch.clean.to(device) if batch.clean is not None else xb
+                    out = teacher(normalize(torch.cat([clean, xa])))
+                    clean_logits, logits = out[: xa.shape[0]], out[xa.shape[0] :]
+                else:
+                    clean_logits, logits = None, teacher(normalize(xa))
+            check_batch(logits, ta, rd.num_classes, candidate=aug.name, batch_index=batch.number)
+            acc.update(MetricBatch(logits=logits, targets=ta, clean_logits=clean_logits, candidate=aug.name,
+                                   batch_index=batch.number))
+            _sync(device)
+            now = time.perf_counter()
+            seconds[ci] += now - t_last
+            t_last = now
+            bar.update(1)
+        if acc is not None and current is not None:
+            results[current[0]].append(acc.result())
+    finally:
+        bar.close()
+    return results, seconds
 
 
 def _mean_std(vals: list[float]) -> tuple[float, float]:
@@ -215,7 +313,7 @@ def _mean_std(vals: list[float]) -> tuple[float, float]:
 
 def rank_augmentations(
     teacher: nn.Module,
-    data: DataBundle | torch.utils.data.Dataset[Any] | tuple[torch.Tensor, torch.Tensor],
+    data: DataBundle | FolderBundle | Dataset[Any] | tuple[torch.Tensor, torch.Tensor],
     candidates: Iterable[str | Augmentation | Callable[..., Any]] | str | None = None,
     metric: str | Metric = "cmi",
     *,
@@ -227,13 +325,16 @@ def rank_augmentations(
     device: str | torch.device | None = "cpu",
     num_classes: int | None = None,
     progress: bool = True,
+    workers: int | None = 0,
+    normalize: Normalizer | tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> Ranking:
     """Rank candidate augmentations for distilling from ``teacher`` (lower score is better for ``cmi``).
 
     :param teacher: the frozen full-precision model; left in train mode it is ranked in eval mode (with a
         warning) and its mode and device are restored afterwards.
-    :param data: a :class:`DataBundle` (its train split), a map-style ``Dataset`` of ``(image, label)``, or
-        an ``(images, labels)`` pair; labels are class indices ``[N]`` or distributions ``[N, C]``.
+    :param data: a :class:`DataBundle` or :class:`FolderBundle` (its train split), a map-style ``Dataset`` of
+        ``(image, label)`` (read through a DataLoader, never all in memory), or an ``(images, labels)`` pair;
+        labels are class indices or distributions ``[C]``.
     :param candidates: ``None`` for the paper's 16 torchvision candidates; otherwise names (``A+cutmix``
         composes; groups ``paper``, ``kornia``, ``torchvision``, ``all``), :class:`Augmentation` objects or
         callables ``fn(images, targets) -> (images, targets)``.
@@ -241,8 +342,11 @@ def rank_augmentations(
     :param metric_params: e.g. ``{"w_CE": 1.0, "w_D": 0.0}`` for the authors' CE − I variant.
     :param repeats: independent passes with seeds ``seed, seed+1, ...``; entries report mean and std.
     :param per_class: rank on a class-stratified subset of this many samples per class.
-    :param device: where the teacher and the augmentations run (``None``: the teacher's device).
+    :param device: where the teacher and the device-stage augmentations run (``None``: the teacher's device).
     :param num_classes: defaults to the bundle's classes, else the teacher's output width.
+    :param workers: DataLoader worker processes that decode and run the per-image and batch pieces of
+        each candidate (``None``: half the cores). The scores do not depend on it (docs/data.md).
+    :param normalize: ``(mean, std)`` applied after augmentation, right before the teacher.
     """
     if not isinstance(teacher, nn.Module):
         raise ModelError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
@@ -250,6 +354,8 @@ def rank_augmentations(
         raise ConfigError(f"batch_size must be an integer ≥ 1, got {batch_size!r}")
     if not (isinstance(repeats, int) and repeats >= 1):
         raise ConfigError(f"repeats must be an integer ≥ 1, got {repeats!r}")
+    nworkers = resolve_workers(workers)
+    norm = normalize if isinstance(normalize, Normalizer) else Normalizer(*(normalize or (None, None)))
     if device is None:
         p = next(iter(teacher.parameters()), None)
         dev = p.device if p is not None else torch.device("cpu")
@@ -260,39 +366,21 @@ def rank_augmentations(
     met = resolve_metric(metric)
     params = dict(metric_params or {})
     cands = resolve_candidates(candidates)
-    from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
     notes: list[str] = []
     with _teacher_ready(teacher, dev, notes):
-        rd = prepare_data(data, teacher, num_classes=num_classes, per_class=per_class, seed=seed, device=dev)
+        rd = prepare_data(data, teacher, num_classes=num_classes, per_class=per_class, seed=seed, device=dev,
+                          normalize=norm, workers=nworkers)
         notes = notes + rd.notes
         probe = met.create(rd.num_classes, **params)  # unknown metric parameters fail here, before any work
         n = len(rd)
         nb = math.ceil(n / batch_size)
         if isinstance(probe, PlannedMetricAccumulator):
             probe.check_plan(nb, batch_size, n)
-        shape = tuple(int(s) for s in rd.x.shape[1:])
-        orders = [torch.randperm(n, generator=torch.Generator().manual_seed(seed + r)) for r in range(repeats)]
-        entries: list[RankEntry] = []
-        outer = tqdm(total=len(cands) * repeats, desc=f"rank ({met.name})", unit="pass",
-                     disable=None if progress else True)
-        try:
-            for aug in cands:
-                results: list[MetricResult] = []
-                t0 = time.perf_counter()
-                for r in range(repeats):
-                    outer.set_postfix_str(aug.name + (f" r{r}" if repeats > 1 else ""))
-                    results.append(_run_candidate(
-                        aug, teacher, rd, met, params, order=orders[r], batch_size=batch_size, seed=seed + r,
-                        device=dev, progress=progress, label=aug.name,
-                    ))
-                    outer.update(1)
-                _sync(dev)
-                secs = time.perf_counter() - t0
-                entries.append(_entry(aug, results, secs, shape))
-        finally:
-            outer.close()
+        results, seconds = _run_all(cands, teacher, rd, met, params, repeats=repeats, batch_size=batch_size,
+                                    seed=seed, device=dev, progress=progress, workers=nworkers, normalize=norm)
+        entries = [_entry(aug, res, secs, rd.image_shape) for aug, res, secs in zip(cands, results, seconds)]
     return Ranking(
         metric=met.name,
         entries=entries,
