@@ -228,6 +228,7 @@ def test_generator_and_student_each_get_gradients_only_from_their_own_step(digit
     assert all(torch.equal(v, s_before[k]) for k, v in student.state_dict().items()), "the generator step changed the student"
     assert any(not torch.equal(gen.state_dict()[k], v) for k, v in g_before.items()), "the generator did not learn"
     assert {"adv", "bn", "balance", "total"} <= set(tr.last) and tr.last["adv"] < 0
+    copy.deepcopy(teacher)  # the BN hooks keep no autograd graph between steps (a teacher copy must still work)
 
     kd = Distiller(teacher, student, loss="paper", augment="none", num_classes=10)
     opt = torch.optim.Adam(student.parameters(), lr=1e-3)

@@ -142,6 +142,7 @@ class _Trainer:
                 with self.bn:
                     z_t = as_tensor(self.teacher(x))
                 bn_loss = self.bn.loss
+                self.bn.clear()  # the terms hold this step's graph: drop them once summed
             else:
                 z_t = as_tensor(self.teacher(x))
                 bn_loss = torch.zeros((), device=x.device)
@@ -292,34 +293,22 @@ def run_datafree(cfg: Any) -> dict[str, Any]:
 
     seed_everything(cfg.seed)
     gen = build_generator(opts, image_shape, nc, dev)  # type: ignore[arg-type]
-    tr = _Trainer(teacher, gen=gen, student=nn.Identity(), opts=opts, batch_size=cfg.batch_size, device=dev)
     noise_g = torch.Generator().manual_seed(cfg.seed)
     noise = [torch.rand(cfg.batch_size, *image_shape, generator=noise_g).to(dev) for _ in range(cfg.calib_batches)]
     example = noise[0]
 
-    baselines: dict[str, float]
+    # Every copy of the teacher is made before the BN-statistics hooks go onto it (a copy would carry them).
+    baselines: dict[str, float] = {}
     warm_seconds = rank_seconds = 0.0
     if ck is None:
         # Baselines: the quantized copy as built (no calibration) and post-training quantization on noise.
         uncal = _quantized_copy(cfg, teacher, example).to(dev)
-        acc_uncal = _evaluate(uncal, test_x, test_y, dev)
-        del uncal
-        student = _quantized_copy(cfg, teacher, example)
-        student = backends.calibrate(student, cfg.backend, noise, num_batches=cfg.calib_batches)
-        acc_noise = _evaluate(student.to(dev), test_x, test_y, dev)
-        # Warm-up: the generator learns the teacher's BN statistics and class balance (no student yet).
-        t0 = time.perf_counter()
-        for _ in _bar(range(opts.warmup_steps), desc="generator warm-up", enabled=cfg.progress, unit="step"):
-            tr.generator_step(adversarial=False)
-        warm_seconds = time.perf_counter() - t0
-        calib = [tr.sample() for _ in range(cfg.calib_batches)]
-        student = backends.calibrate(student, cfg.backend, calib, num_batches=cfg.calib_batches)
-        student = _trainable(student, dev)
-        acc_gen = _evaluate(student, test_x, test_y, dev)
-        baselines = {"quantized_uncalibrated": acc_uncal, "ptq_noise": acc_noise, "ptq_generated": acc_gen}
-        t0 = time.perf_counter()
-        augmentation, ranking, aug_choice = _augmentation(cfg, opts, tr, nc)
-        rank_seconds = time.perf_counter() - t0
+        baselines["quantized_uncalibrated"] = _evaluate(uncal, test_x, test_y, dev)
+        noisy = backends.calibrate(_quantized_copy(cfg, teacher, example), cfg.backend, noise,
+                                   num_batches=cfg.calib_batches)
+        baselines["ptq_noise"] = _evaluate(noisy.to(dev), test_x, test_y, dev)
+        del uncal, noisy
+        student = _quantized_copy(cfg, teacher, example)  # calibrated on generated images after the warm-up
     else:
         fp = copy.deepcopy(teacher)
         for p in fp.parameters():
@@ -327,10 +316,25 @@ def run_datafree(cfg: Any) -> dict[str, Any]:
         student = backends.restore_student(fp, cfg.backend, cfg.quant_config(), ck["student"], example_input=example)
         student = _trainable(student, dev)
         gen.load_state_dict(ck["generator"])
+    tr = _Trainer(teacher, student, gen, opts=opts, batch_size=cfg.batch_size, device=dev)
+    if ck is None:
+        # Warm-up: the generator learns the teacher's BN statistics and class balance (no adversarial term).
+        t0 = time.perf_counter()
+        for _ in _bar(range(opts.warmup_steps), desc="generator warm-up", enabled=cfg.progress, unit="step"):
+            tr.generator_step(adversarial=False)
+        warm_seconds = time.perf_counter() - t0
+        calib = [tr.sample() for _ in range(cfg.calib_batches)]
+        student = backends.calibrate(student, cfg.backend, calib, num_batches=cfg.calib_batches)
+        student = _trainable(student, dev)
+        tr.student = student
+        baselines["ptq_generated"] = _evaluate(student, test_x, test_y, dev)
+        t0 = time.perf_counter()
+        augmentation, ranking, aug_choice = _augmentation(cfg, opts, tr, nc)
+        rank_seconds = time.perf_counter() - t0
+    else:
         baselines = {k: float(v) for k, v in json.loads(ck["baselines"]).items()}
         augmentation, ranking, aug_choice = ck["augmentation"], json.loads(ck["ranking"]), json.loads(ck["augmentation_choice"])
         warm_seconds, rank_seconds = float(ck["warmup_seconds"]), float(ck["rank_seconds"])
-    tr.student = student
 
     kd = Distiller(teacher, student, loss=cfg.loss, augment=augmentation, num_classes=nc, device=dev)
     s_total = cfg.epochs * opts.iterations * opts.s_steps

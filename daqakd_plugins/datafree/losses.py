@@ -76,6 +76,10 @@ class BNStatsLoss:
             return torch.zeros(())
         return torch.stack(self._terms).sum()
 
+    def clear(self) -> None:
+        """Forget the recorded terms (they hold the forward's autograd graph)."""
+        self._terms = []
+
     @property
     def per_layer(self) -> list[float]:
         return [float(t.detach()) for t in self._terms]
