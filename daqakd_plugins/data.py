@@ -261,7 +261,7 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
         r = s / min(w, h)
         nw, nh = max(s, round(w * r)), max(s, round(h * r))
         if (nw, nh) != (w, h):
-            im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
+            im = im.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=None)
         left, top = (nw - s) // 2, (nh - s) // 2
         im = im.crop((left, top, left + s, top + s))
         return _to_chw_float(np.asarray(im, dtype=np.uint8)), self.targets[i]
@@ -419,6 +419,10 @@ def tensors_from_dataset(dataset: Dataset[Any], limit: int | None = None) -> tup
     except RuntimeError as exc:
         raise DataError("the dataset's images differ in shape; give it a transform that makes them one size "
                         "(or use --image-size with an ImageFolder directory).") from exc
+
+
+#: what ranking, distillation and teacher training accept as data
+AnyBundle = DataBundle | FolderBundle
 
 
 def load_data(spec: str | Path, seed: int = 0, *, image_size: int | None = None,

@@ -155,7 +155,7 @@ class Batch(NamedTuple):
     program: int
     stream: int
     number: int  # the batch's number within its pass
-    index: torch.Tensor  # the dataset indices of the samples, int64 [B]
+    indices: torch.Tensor  # the dataset indices of the samples, int64 [B]
 
 
 class _Failed(NamedTuple):
@@ -245,18 +245,16 @@ class _Collate:
 def _worker_init(_worker_id: int) -> None:
     """Ctrl-C reaches the whole process group; the main process handles it (checkpoint, message) and
     shuts the workers down, so a worker must not die of it first. And a forked worker inherits copies of
-    the main process's other live loader iterators (the evaluation loader's persistent workers); left
-    alone, their finalisers run at the worker's exit and try to shut down processes that are not its
-    children, printing a traceback. The worker never uses them: mark them shut down."""
-    import gc
+    the main process's other live loader iterators (e.g. the evaluation loader's persistent workers);
+    left alone, their finalisers run at the worker's exit and try to shut down processes that are not
+    its children, printing a traceback. A worker owns no loader: make those finalisers no-ops, as
+    torch does for every loader when the interpreter exits."""
     import signal
 
-    from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
+    from torch.utils.data import _utils
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for obj in gc.get_objects():
-        if type(obj) is _MultiProcessingDataLoaderIter:  # type(), not isinstance: no lazy-module __class__ lookups
-            obj._shutdown = True
+    _utils.python_exit_status = True
 
 
 class _Keys(Sampler[list[Key]]):
@@ -273,13 +271,14 @@ class _Keys(Sampler[list[Key]]):
 class StreamLoader:
     """A DataLoader over ``dataset`` whose batches are planned in the main process as lists of keys
     ``(program, stream, batch number, index)`` by ``plan()`` (called at the start of every pass, so a
-    plan may depend on an epoch set in between). Worker processes stay alive across passes.
+    plan may depend on an epoch set in between). With ``persistent`` the worker processes stay alive
+    across passes (loaders read every epoch); otherwise each pass starts and ends its own.
 
     Iterating yields :class:`Batch` objects; a sample that cannot be read raises a :class:`DataError`
     naming it (raised in the main process, without the worker's traceback)."""
 
     def __init__(self, dataset: Dataset[Any], programs: Sequence[Program], plan: Callable[[], list[list[Key]]], *,
-                 num_classes: int, workers: int = 0, pin_memory: bool = False) -> None:
+                 num_classes: int, workers: int = 0, pin_memory: bool = False, persistent: bool = False) -> None:
         self.programs = list(programs)
         self.plan_fn = plan
         self._cached: list[list[Key]] | None = None
@@ -289,10 +288,13 @@ class StreamLoader:
             batch_sampler=_Keys(self),
             collate_fn=_Collate(self.programs),
             num_workers=workers,
-            persistent_workers=workers > 0,
+            persistent_workers=persistent and workers > 0,
             prefetch_factor=4 if workers > 0 else None,
             pin_memory=pin_memory,
             worker_init_fn=_worker_init if workers > 0 else None,
+            # its own generator: a DataLoader draws its workers' base seed at every pass, from the global
+            # RNG unless given one, which would shift the caller's random stream (every draw here is seeded)
+            generator=torch.Generator().manual_seed(0),
         )
 
     def _plan(self) -> list[list[Key]]:
@@ -319,8 +321,10 @@ def _batches(keys: list[Key], batch_size: int) -> list[list[Key]]:
 
 
 def eval_loader(dataset: Dataset[Any], *, num_classes: int, batch_size: int = 256, workers: int = 0,
-                index: Sequence[int] | torch.Tensor | None = None, pin_memory: bool = False) -> StreamLoader:
-    """Clean batches in dataset order (or in the order of ``index``)."""
+                index: Sequence[int] | torch.Tensor | None = None, pin_memory: bool = False,
+                persistent: bool = False) -> StreamLoader:
+    """Clean batches in dataset order (or in the order of ``index``); ``persistent`` for one read every
+    epoch."""
     idx = list(range(len(dataset))) if index is None else [int(i) for i in index]  # type: ignore[arg-type]
 
     def plan() -> list[list[Key]]:
@@ -328,7 +332,8 @@ def eval_loader(dataset: Dataset[Any], *, num_classes: int, batch_size: int = 25
         out = _batches(keys, batch_size)
         return [[(0, 0, b, k[3]) for k in batch] for b, batch in enumerate(out)]
 
-    return StreamLoader(dataset, [Program()], plan, num_classes=num_classes, workers=workers, pin_memory=pin_memory)
+    return StreamLoader(dataset, [Program()], plan, num_classes=num_classes, workers=workers, pin_memory=pin_memory,
+                        persistent=persistent)
 
 
 class TrainLoader(StreamLoader):
@@ -345,7 +350,7 @@ class TrainLoader(StreamLoader):
         self.batch_size, self.seed, self.drop_last, self.shuffle = batch_size, seed, drop_last, shuffle
         self.epoch = 0
         super().__init__(dataset, [Program(sample, batch)], self._epoch_plan, num_classes=num_classes,
-                         workers=workers, pin_memory=pin_memory)
+                         workers=workers, pin_memory=pin_memory, persistent=True)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .checks import check_finite_model, check_lr
-from .data import DataBundle, make_loader
+from .data import AnyBundle, DataBundle, make_loader
 from .errors import ConfigError, DataError, NonFiniteError
 from .models import as_tensor, load_model, save_model
 
@@ -69,7 +69,7 @@ def evaluate_loader(model: nn.Module, loader: Any, *, device: str | torch.device
     return hits / max(1, n)
 
 
-def default_arch(bundle: DataBundle) -> dict[str, Any]:
+def default_arch(bundle: AnyBundle) -> dict[str, Any]:
     """A teacher size that fits the data: 1 stage for tiny images, a ResNet-8 for 32×32 and up."""
     c, h, _ = bundle.image_shape
     if h <= 16:
@@ -77,7 +77,7 @@ def default_arch(bundle: DataBundle) -> dict[str, Any]:
     return {"name": "small_resnet", "in_channels": c, "num_classes": bundle.num_classes, "width": 16, "stages": 3}
 
 
-def teacher_arch(bundle: DataBundle, name: str | None = None, *, num_classes: int | None = None,
+def teacher_arch(bundle: AnyBundle, name: str | None = None, *, num_classes: int | None = None,
                  small_input: bool = False) -> dict[str, Any]:
     """The architecture spec for ``--arch NAME`` on this data (``None``: :func:`default_arch`).
     ``num_classes`` defaults to the data's classes, ``in_channels`` comes from the images."""
@@ -93,7 +93,7 @@ def teacher_arch(bundle: DataBundle, name: str | None = None, *, num_classes: in
 
 
 def train_teacher(
-    bundle: DataBundle,
+    bundle: AnyBundle,
     *,
     epochs: int = 15,
     lr: float = 3e-3,
@@ -103,7 +103,7 @@ def train_teacher(
     augment: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     progress: bool = True,
     workers: int | None = 0,
-    normalize: tuple[list[float], list[float]] | None = None,
+    normalize: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train a full-precision teacher (Adam + one-cycle schedule). Returns ``(model, meta)``; ``meta``
     holds the architecture, test accuracy, seconds and the normalisation (``normalize``: ``(mean, std)``
@@ -131,7 +131,7 @@ def train_teacher(
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
     nworkers = resolve_workers(workers)
     stream = None
-    if getattr(bundle, "in_memory", True):
+    if isinstance(bundle, DataBundle):
         loader: Any = make_loader(bundle.train_x, bundle.train_y, batch_size, shuffle=True, seed=seed)
     else:
         stream = train_loader(bundle.train, None, num_classes=bundle.num_classes, batch_size=batch_size, seed=seed,
@@ -167,7 +167,7 @@ def train_teacher(
         bar.set_postfix(loss=f"{tot / len(bundle.train_labels):.3f}")
     model.eval()
     check_finite_model(model, what="the trained teacher", fix=f"training diverged at lr {lr:g}: lower --lr. Nothing was saved.")
-    if getattr(bundle, "in_memory", True) and not norm:
+    if isinstance(bundle, DataBundle) and not norm:
         acc = evaluate(model, bundle.test_x, bundle.test_y)
     else:
         acc = evaluate_loader(model, eval_loader(bundle.test, num_classes=nc, workers=nworkers), normalize=norm)
@@ -178,7 +178,7 @@ def train_teacher(
     return model, meta
 
 
-def get_or_train_teacher(bundle: DataBundle, path: str | Path | None, **kw: Any) -> tuple[nn.Module, dict[str, Any]]:
+def get_or_train_teacher(bundle: AnyBundle, path: str | Path | None, **kw: Any) -> tuple[nn.Module, dict[str, Any]]:
     """Load the teacher at ``path`` if it exists, else train one (and save it there when given)."""
     if path is not None and Path(path).exists():
         return load_model(path)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ._common import add_arch_args
+from ._common import add_arch_args, add_data_args
 
 if TYPE_CHECKING:
     from ..ranking.result import Separation
@@ -42,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--markdown", type=Path, default=None, metavar="PATH", help="also write the table as Markdown")
     p.add_argument("--list", action="store_true", help="list candidates and metrics, then exit")
     add_arch_args(p)
+    add_data_args(p, train=False)
     p.set_defaults(func=run)
 
 
@@ -87,7 +88,7 @@ def _verdict(sep: Separation) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.list:
         return _list()
-    from ..checks import check_device, check_output_file
+    from ..checks import check_device, check_image_size, check_normalization, check_output_file, check_workers
     from ..data import load_data
     from ..models import load_model
     from ..ranking import rank_augmentations
@@ -97,7 +98,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         check_output_file(args.json, flag="--json")  # before the ranking, not after it
     check_device(args.device)
-    bundle = load_data(args.data, seed=0)
+    check_workers(args.workers, flag="--workers")
+    check_image_size(args.image_size, flag="--image-size")
+    mean, std = check_normalization(args.mean, args.std)
+    bundle = load_data(args.data, seed=0, image_size=args.image_size)
     from ..train import teacher_arch
 
     spec = teacher_arch(bundle, args.arch, num_classes=args.num_classes, small_input=bool(args.small_input))
@@ -107,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         path = Path("runs") / (f"teacher-{bundle.name}.pt" if args.arch is None else f"teacher-{bundle.name}-{args.arch.replace(':', '-')}.pt")
         existed = path.exists()
-        teacher, meta = get_or_train_teacher(bundle, path, epochs=args.teacher_epochs, seed=args.seed, arch=spec)
+        teacher, meta = get_or_train_teacher(bundle, path, epochs=args.teacher_epochs, seed=args.seed, arch=spec,
+                                             workers=args.workers, normalize=(mean, std) if mean is not None and std is not None else None)
         if existed:
             src = f"teacher {path} (no --teacher given; reusing the one trained earlier on {meta.get('data', bundle.name)})"
         else:
@@ -120,9 +125,12 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     for p in teacher.parameters():
         p.requires_grad_(False)
+    rec = meta.get("normalize") or {}
+    normalize = (mean, std) if mean is not None and std is not None else ((rec["mean"], rec["std"]) if rec.get("mean") is not None else None)
     ranking = rank_augmentations(
         teacher, bundle, args.candidates, args.metric, metric_params=params, batch_size=args.batch_size,
         seed=args.seed, repeats=args.repeats, per_class=args.per_class, device=args.device, progress=True,
+        workers=args.workers, normalize=normalize,
     )
     print(ranking.to_markdown())  # its footer says whether the pick is separated (Ranking.separation)
     print(f"best: {ranking.best}  ({ranking.seconds:.1f} s){_verdict(ranking.separation(option='--repeats'))}")

@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ._common import add_arch_args, add_backend_option_arg, parse_backend_options
+from ._common import add_arch_args, add_backend_option_arg, add_data_args, parse_backend_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     add_arch_args(p)
     add_backend_option_arg(p)
+    add_data_args(p)
     p.add_argument("--fresh", action="store_true",
                    help="start over: delete OUT's earlier checkpoint, student, report and export first")
     p.set_defaults(func=run)
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend, bits=args.bits, act_bits=args.act_bits, data=args.data, teacher=args.teacher,
         epochs=args.epochs, out=str(out), augment="auto", loss=args.loss, seed=args.seed, resume=resume,
         fresh=args.fresh, arch=args.arch, num_classes=args.num_classes, small_input=bool(args.small_input),
-        backend_options=parse_backend_options(args.backend_option),
+        backend_options=parse_backend_options(args.backend_option), workers=args.workers,
+        image_size=args.image_size, mean=args.mean, std=args.std, train_crop=args.train_crop or "center",
     )
     report = run_distill(cfg)
     png = draw_report_figure(report, out / "report.png")

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ._common import add_arch_args
+from ._common import add_arch_args, add_data_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,28 +19,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="retrain even if --out exists")
     add_arch_args(p)
+    add_data_args(p, train=False)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checks import check_lr, check_output_file
+    from ..checks import check_image_size, check_lr, check_normalization, check_output_file, check_workers
     from ..data import load_data
     from ..models import load_model, save_model
-    from ..train import evaluate, train_teacher
+    from ..streams import Normalizer, eval_loader, resolve_workers
+    from ..train import evaluate_loader, train_teacher
 
     check_lr(args.lr, flag="--lr")
     check_output_file(args.out, flag="--out")
-    bundle = load_data(args.data, seed=args.seed)
+    check_workers(args.workers, flag="--workers")
+    check_image_size(args.image_size, flag="--image-size")
+    mean, std = check_normalization(args.mean, args.std)
+    bundle = load_data(args.data, seed=args.seed, image_size=args.image_size)
     if args.out.exists() and not args.force:
         model, meta = load_model(args.out)
-        acc = evaluate(model, bundle.test_x, bundle.test_y)
+        rec = meta.get("normalize") or {}
+        norm = Normalizer(mean, std) if mean is not None else Normalizer(rec.get("mean"), rec.get("std"))
+        loader = eval_loader(bundle.test, num_classes=bundle.num_classes, workers=resolve_workers(args.workers))
+        acc = evaluate_loader(model, loader, normalize=norm)
         print(f"teacher {args.out} exists (use --force to retrain): test accuracy {acc:.4f}")
         return 0
     from ..train import teacher_arch
 
     arch = teacher_arch(bundle, args.arch, num_classes=args.num_classes, small_input=bool(args.small_input))
     model, meta = train_teacher(bundle, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                                arch=arch)
+                                arch=arch, workers=args.workers, normalize=(mean, std) if mean is not None and std is not None else None)
     save_model(args.out, model, meta["arch"], meta)
     print(json.dumps({"teacher": str(args.out), **meta}, indent=2))
     return 0

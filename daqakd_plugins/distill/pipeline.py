@@ -283,7 +283,7 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
         p.requires_grad_(False)
     norm = _normalizer(cfg, tmeta, bundle.image_shape[0])
     test_loader = eval_loader(bundle.test, num_classes=bundle.num_classes, batch_size=max(256, cfg.batch_size),
-                              workers=workers, pin_memory=torch.device(cfg.device).type == "cuda")
+                              workers=workers, pin_memory=torch.device(cfg.device).type == "cuda", persistent=True)
     calib, calibration = _calibration(cfg, bundle, norm, workers)
     example = calib[0][: cfg.batch_size]
     width = _out_width(teacher, example[:1].to(cfg.device))

@@ -396,6 +396,7 @@ def rank_augmentations(
         metric_params=params,
         notes=notes,
         seconds=time.perf_counter() - t_start,
+        workers=nworkers,
     )
 
 

@@ -177,6 +177,7 @@ class Ranking:
     metric_params: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    workers: int = 0  # DataLoader worker processes (the scores do not depend on it)
 
     def __post_init__(self) -> None:
         self.entries = sorted(self.entries, key=_sort_key(self.lower_is_better))
@@ -313,6 +314,7 @@ class Ranking:
             "metric_params": dict(self.metric_params),
             "notes": list(self.notes),
             "seconds": round(self.seconds, 4),
+            "workers": self.workers,
         }
 
     @classmethod
@@ -334,6 +336,7 @@ class Ranking:
             metric_params=dict(d.get("metric_params") or {}),
             notes=list(d.get("notes") or []),
             seconds=float(d.get("seconds", 0.0)),
+            workers=int(d.get("workers", 0)),
         )
 
     def save_json(self, path: str | Path) -> Path:
