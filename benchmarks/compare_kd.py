@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     a.out.mkdir(parents=True, exist_ok=True)
-    bundle = load_data(a.data, seed=0)
+    bundle = load_data(a.data, seed=0).to_memory()  # this evidence script subsets tensors: small folders only
     teacher_path = _teacher(a, bundle, a.out)
     if a.teacher_only:
         return 0

@@ -5,6 +5,12 @@
     maths (teacher under no_grad, CE + 2·τ²·KL with τ = 4). Goal: ratio ≤ 1.03.
 (b) A DA-QAKD step (ranked augmentation + teacher + KD) versus the plain QAT step the user had
     (CE only, no teacher, no augmentation), same backend student. This is the real price of DA-QAKD.
+(d) ``--loader`` (issue 14): the same steps fed by DataLoaders with ``--workers`` worker processes, as a
+    training script runs them: plain QAT and KD-without-DA read a loader without augmentation; DA-QAKD
+    reads ``Distiller.loader``, whose workers run the augmentation's per-image pieces and CutMix/MixUp.
+    Each round runs ``--loader-steps`` consecutive steps of each variant (more than the loader's
+    prefetch depth, so the steady state is measured), including the wait for data. Goal: DA-QAKD/QAT ≤
+    KD(no DA)/QAT + 0.05, i.e. the augmentation no longer sits in the step's critical path.
 (c) ``--backend modelopt`` only: ``Distiller.loss`` versus Model Optimizer's own KD on the same student
     (``mtd.convert(student, mode=[("kd_loss", daqakd_modelopt.kd.kd_loss_config(teacher, "paper"))])``,
     one forward of the wrapper, ``compute_kd_loss(student_loss=CE)``): the same loss, two engines.
@@ -17,6 +23,7 @@ figure is the median of per-round means, and the ratios are of those medians.
     python benchmarks/kd_overhead.py                       # digits-size and CIFAR-size models
     python benchmarks/kd_overhead.py --shapes cifar --augment autoaugment-cifar10 --rounds 40
     python benchmarks/kd_overhead.py --backend modelopt --bits 8 --act-bits 8   # adds (c)
+    python benchmarks/kd_overhead.py --loader --workers 1                        # (d) only
 """
 
 from __future__ import annotations
@@ -197,6 +204,93 @@ def run_shape(shape: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _loader_dataset(shape: str, n: int) -> torch.utils.data.Dataset[Any]:
+    from daqakd_plugins.data import load_digits
+
+    if shape == "digits":
+        return load_digits().train
+    c, size, _ = SHAPES[shape]
+    g = torch.Generator().manual_seed(0)
+    return torch.utils.data.TensorDataset(torch.rand(n, c, size, size, generator=g), torch.randint(0, 10, (n,), generator=g))
+
+
+def run_loader_shape(shape: str, args: argparse.Namespace) -> dict[str, Any]:
+    """(d): steps fed by DataLoaders with workers; the augmentation runs in DA-QAKD's loader workers."""
+    from daqakd_plugins.distill import Distiller, as_tensor
+    from daqakd_plugins.models import SmallResNet
+    from daqakd_plugins.streams import train_loader
+
+    c, size, kw = SHAPES[shape]
+    torch.manual_seed(0)
+    teacher = SmallResNet(c, 10, **kw).eval()
+    teacher.requires_grad_(False)
+    ds = _loader_dataset(shape, 2048)
+    x0 = torch.rand(args.batch_size, c, size, size)
+    base = _student(teacher, args.backend, args.bits, args.act_bits, x0)
+    opts: dict[str, Any] = {}
+    steps: dict[str, Callable[[torch.Tensor, torch.Tensor], None]] = {}
+    loaders: dict[str, Any] = {}
+
+    s_qat = copy.deepcopy(base)
+    opts["plain_qat"] = torch.optim.Adam(s_qat.parameters(), lr=args.lr)
+
+    def plain_qat(x: torch.Tensor, t: torch.Tensor) -> None:
+        loss = F.cross_entropy(as_tensor(s_qat(x)), t)
+        opts["plain_qat"].zero_grad(set_to_none=True)
+        loss.backward()
+        opts["plain_qat"].step()
+
+    steps["plain_qat"] = plain_qat
+    loaders["plain_qat"] = train_loader(ds, None, num_classes=10, batch_size=args.batch_size, seed=0, workers=args.workers)
+    for name, aug in (("kd_no_da", None), ("da_qakd", args.augment)):
+        student = copy.deepcopy(base)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            kd = Distiller(teacher, student, loss="paper", augment=aug, num_classes=10)
+        opt = torch.optim.Adam(student.parameters(), lr=args.lr)
+        loaders[name] = kd.loader(ds, batch_size=args.batch_size, workers=args.workers, seed=0)
+
+        def step(x: torch.Tensor, t: torch.Tensor, kd: Distiller = kd, opt: torch.optim.Optimizer = opt) -> None:
+            loss = kd.loss(x, t)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        steps[name] = step
+
+    def batches(name: str) -> Any:
+        epoch = 0
+        while True:
+            loaders[name].set_epoch(epoch)
+            for b in loaders[name]:
+                yield (b.images, b.targets) if hasattr(b, "images") else b
+            epoch += 1
+
+    its = {n: batches(n) for n in steps}
+    names = list(steps)
+    for n in names:  # warm-up: worker start, allocator, first-call costs
+        for _ in range(args.warmup + 4):
+            steps[n](*next(its[n]))
+    per_round: dict[str, list[float]] = {n: [] for n in names}
+    from tqdm.auto import trange
+
+    for r in trange(args.loader_rounds, desc="loader rounds", leave=False, disable=None):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for n in order:
+            t0 = time.perf_counter()
+            for _ in range(args.loader_steps):
+                steps[n](*next(its[n]))
+            per_round[n].append((time.perf_counter() - t0) / args.loader_steps * 1e3)
+    med = {n: statistics.median(v) for n, v in per_round.items()}
+    kd_q, da_q = med["kd_no_da"] / med["plain_qat"], med["da_qakd"] / med["plain_qat"]
+    return {
+        "shape": shape, "input": [args.batch_size, c, size, size], "workers": args.workers, "augment": args.augment,
+        "median_ms_per_step": med, "ratio_kd_no_da_vs_plain_qat": kd_q, "ratio_daqakd_vs_plain_qat": da_q,
+        "teacher_share": kd_q - 1.0, "bound": kd_q + 0.05, "within_bound": da_q <= kd_q + 0.05,
+        "rounds": args.loader_rounds, "steps_per_round": args.loader_steps,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", default="brevitas")
@@ -211,8 +305,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("runs/kd_overhead.json"))
+    p.add_argument("--loader", action="store_true", help="measure (d) only: steps fed by DataLoaders with workers")
+    p.add_argument("--workers", type=int, default=1, help="(d) DataLoader worker processes per loader")
+    p.add_argument("--loader-rounds", type=int, default=6)
+    p.add_argument("--loader-steps", type=int, default=20)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.loader:
+        res = [run_loader_shape(s.strip(), args) for s in args.shapes.split(",") if s.strip()]
+        print(f"\nbackend {args.backend} W{args.bits}A{args.act_bits}, batch {args.batch_size}, DA = {args.augment} in "
+              f"{args.workers} loader worker(s), {args.threads} main thread(s), {args.loader_rounds} rounds x "
+              f"{args.loader_steps} steps")
+        print(f"{'shape':<8} {'plain QAT':>10} {'KD no DA':>9} {'DA-QAKD':>9}   {'KD/QAT':>7} {'DA-QAKD/QAT':>12} "
+              f"{'bound (KD/QAT+0.05)':>20}")
+        for r in res:
+            m = r["median_ms_per_step"]
+            print(f"{r['shape']:<8} {m['plain_qat']:>8.2f}ms {m['kd_no_da']:>7.2f}ms {m['da_qakd']:>7.2f}ms   "
+                  f"{r['ratio_kd_no_da_vs_plain_qat']:>7.3f} {r['ratio_daqakd_vs_plain_qat']:>12.3f} {r['bound']:>20.3f}"
+                  f"  {'within' if r['within_bound'] else 'ABOVE'}")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"config": {k: str(v) for k, v in vars(args).items()}, "loader_results": res,
+                                        "torch": torch.__version__, "python": platform.python_version()}, indent=2))
+        print(f"written {args.out}")
+        return 0
     results = [run_shape(s.strip(), args) for s in args.shapes.split(",") if s.strip()]
     print(f"\nbackend {args.backend} W{args.bits}A{args.act_bits}, batch {args.batch_size}, DA = {args.augment}, "
           f"{args.threads} thread(s), {args.rounds} interleaved rounds x {args.steps} steps")

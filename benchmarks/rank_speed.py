@@ -114,7 +114,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    bundle = load_data(args.data)
+    bundle = load_data(args.data).to_memory()  # the floor is measured on in-memory tensors
     tpath = args.teacher or Path("runs") / f"teacher-{bundle.name}.pt"
     teacher, meta = get_or_train_teacher(bundle, tpath, epochs=args.teacher_epochs, progress=False)
     teacher.eval()

@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         wb, ab = cfg.strip().upper().lstrip("W").split("A")
         configs.append((cfg.strip().upper(), int(wb), int(ab)))
     res = Results(a.out)
-    bundle = load_data(a.data)
+    bundle = load_data(a.data).to_memory()  # this evidence script subsets tensors: small folders only
     t0 = time.perf_counter()
 
     teacher_path = a.out.parent / "teacher.pt"

@@ -26,7 +26,7 @@ def measure_run(run: Path, repeats: int = 60, trials: int = 3) -> dict[str, Any]
     enough); every trial's median is kept in ``ms_trials``."""
     import torch
 
-    from daqakd_plugins.data import load_data
+    from daqakd_plugins.data import load_digits
     from daqakd_plugins.distill import load_student
     from daqakd_plugins.models import load_model
     from daqakd_plugins.runtime import accuracy_of, export_fp_onnx, interleaved_latency, ort_predict
@@ -38,7 +38,7 @@ def measure_run(run: Path, repeats: int = 60, trials: int = 3) -> dict[str, Any]
     student.eval()
     teacher, _ = load_model(report["teacher"])
     teacher.eval()
-    data = load_data("digits", seed=0)
+    data = load_digits(seed=0)
     x1 = data.test_x[:1]
     fp_dir = run / "export" / "fp"
     fp_dir.mkdir(parents=True, exist_ok=True)

@@ -51,12 +51,12 @@ def ptq(args: argparse.Namespace) -> None:
 
     from daqakd_plugins import backends
     from daqakd_plugins.config import QuantConfig
-    from daqakd_plugins.data import load_data
+    from daqakd_plugins.data import load_digits
     from daqakd_plugins.models import load_model
     from daqakd_plugins.train import evaluate
 
     torch.set_num_threads(1)
-    d = load_data("digits", seed=0)
+    d = load_digits(seed=0)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     configs = [c.strip().upper() for c in args.configs.split(",") if c.strip()]
     rows: dict[str, dict[str, list[float]]] = {c: {k: [] for k in ("fp", *CALIBRATORS)} for c in configs}
@@ -97,13 +97,13 @@ def layerwise(args: argparse.Namespace) -> None:
 
     from daqakd_plugins import Distiller, backends
     from daqakd_plugins.config import QuantConfig
-    from daqakd_plugins.data import load_data, make_loader
+    from daqakd_plugins.data import load_digits, make_loader
     from daqakd_plugins.models import load_model
     from daqakd_plugins.train import evaluate, seed_everything
     from daqakd_pytorch_quantization import supervision_layers
 
     torch.set_num_threads(1)
-    d = load_data("digits", seed=0)
+    d = load_digits(seed=0)
     seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
     configs = [c.strip().upper() for c in args.configs.split(",") if c.strip()]
     res: dict[str, list[float]] = {c: [] for c in configs}
