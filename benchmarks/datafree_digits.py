@@ -48,6 +48,38 @@ def _done(jsonl: Path) -> set[tuple[str, int, int, int]]:
     return {(r["arm"], r["seed"], r["bits"], r["act_bits"]) for r in rows}
 
 
+#: the rows of the docs/results.md table: (label, arm, field, digits)
+TABLE_ROWS = (
+    ("teacher (FP)", "datafree", "teacher_fp", 4),
+    ("quantized copy, no calibration", "datafree", "quantized_uncalibrated", 4),
+    ("PTQ calibrated on random noise", "datafree", "ptq_noise", 4),
+    ("PTQ calibrated on generated images", "datafree", "ptq_generated", 4),
+    ("**data-free DA-QAKD**", "datafree", "student_after", 4),
+    ("data-driven reference: PTQ calibrated on real images", "data-driven", "ptq_real", 4),
+    ("data-driven reference: DA-QAKD", "data-driven", "student_after", 4),
+    ("data-free: training seconds", "datafree", "seconds", 1),
+    ("data-driven reference: training seconds", "data-driven", "seconds", 1),
+)
+
+
+def table(rows: list[dict[str, Any]], bits: int, act_bits: int) -> str:
+    """The Markdown table docs/results.md shows for one bit setting (tests/test_results_datafree.py checks it)."""
+    rows = [r for r in rows if (r["bits"], r["act_bits"]) == (bits, act_bits)]
+    seeds = sorted({r["seed"] for r in rows})
+    out = ["| | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std |", "|---" * (len(seeds) + 2) + "|"]
+    for label, arm, field, digits in TABLE_ROWS:
+        vals = []
+        for s in seeds:
+            match = [r for r in rows if r["arm"] == arm and r["seed"] == s and field in r]
+            vals.append(float(match[0][field]) if match else float("nan"))
+        cells = [f"{v:.{digits}f}" for v in vals]
+        agg = f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}" if len(vals) > 1 else "–"
+        if label.startswith("**"):
+            agg = f"**{agg}**"
+        out.append(f"| {label} | " + " | ".join(cells) + f" | {agg} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/datafree_digits")
@@ -62,7 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--generator-option", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-reference", action="store_true", help="skip the data-driven reference runs")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--table-only", action="store_true", help="print the results.md table from --jsonl and exit")
     args = p.parse_args(argv)
+    act = args.act_bits if args.act_bits is not None else args.bits
+    if args.table_only:
+        lines = Path(args.jsonl).read_text().splitlines()
+        print(table([json.loads(x) for x in lines if x.strip()], args.bits, act))
+        return 0
 
     os.environ.setdefault("TQDM_DISABLE", "1")
     import torch
@@ -77,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     jsonl.parent.mkdir(parents=True, exist_ok=True)
     teacher = _teacher(args)
     gopts = parse_backend_options(args.generator_option, flag="--generator-option")
-    act = args.act_bits if args.act_bits is not None else args.bits
     done = _done(jsonl)
     common = dict(backend=args.backend, bits=args.bits, act_bits=args.act_bits, data="digits", teacher=str(teacher),
                   epochs=args.epochs, augment=args.augment, export=False, fresh=True, progress=False)
@@ -110,12 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 fh.write(json.dumps(row) + "\n")
             print(f"{arm} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()
                                                     if k in ("ptq_noise", "ptq_generated", "ptq_real", "student_after")))
-    rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r["bits"] == args.bits and r["act_bits"] == act]
-    for arm in ("datafree", "data-driven"):
-        vals = [r["student_after"] for r in rows if r["arm"] == arm]
-        if len(vals) > 1:
-            print(f"{arm}: student_after {statistics.mean(vals):.4f} ± {statistics.stdev(vals):.4f} over {len(vals)} seeds")
+    print(table([json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()], args.bits, act))
     return 0
 
 
