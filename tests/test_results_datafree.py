@@ -112,3 +112,55 @@ def test_the_commands_in_the_section_name_the_benchmark_and_its_evidence_file():
 def test_each_row_label_maps_to_a_field_of_the_evidence(label):
     arm, field = ROWS[label]
     assert any(r["arm"] == arm and field in r for r in _rows()), (label, arm, field)
+
+
+# ------------------------------------------------------------------------------------------ docs/datafree.md
+GUIDE = ROOT / "docs" / "datafree.md"
+ABLATION = ROOT / "docs" / "evidence" / "datafree-ablation.jsonl"
+MEASURED = {
+    "quantized copy, no calibration": ("datafree", "quantized_uncalibrated"),
+    "PTQ calibrated on random noise": ("datafree", "ptq_noise"),
+    "PTQ calibrated on generated images": ("datafree", "ptq_generated"),
+    "data-free DA-QAKD": ("datafree", "student_after"),
+    "data-driven DA-QAKD, same settings (176 student steps)": ("data-driven", "student_after"),
+}
+
+
+def _guide_section(title: str) -> str:
+    text = GUIDE.read_text()
+    start = text.index(f"\n## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start: end if end != -1 else len(text)]
+
+
+def test_the_guides_summary_table_is_recomputed_from_the_evidence():
+    rows = _rows()
+    header, body = _table(_guide_section("Measured"))
+    settings = [tuple(int(v) for v in re.findall(r"\d+", h)) for h in header[1:]]
+    assert settings == [(4, 4), (2, 4)], header
+    assert {c[0].strip("* ") for c in body} == set(MEASURED)
+    for cells in body:
+        arm, field = MEASURED[cells[0].strip("* ")]
+        for (w, a), cell in zip(settings, cells[1:]):
+            vals = [float(r[field]) for r in rows if (r["arm"], r["bits"], r["act_bits"]) == (arm, w, a)]
+            assert len(vals) == 3, (arm, w, a)
+            nums = NUM.findall(cell)
+            _check(nums[0], statistics.mean(vals), f"datafree.md {cells[0]} W{w}A{a} mean")
+            if len(nums) > 1:
+                _check(nums[1], statistics.stdev(vals), f"datafree.md {cells[0]} W{w}A{a} std")
+            else:
+                assert statistics.stdev(vals) == 0, f"datafree.md {cells[0]} W{w}A{a}: a spread is left out"
+
+
+def test_the_ablation_table_is_recomputed_from_its_evidence():
+    rows = {r["variant"]: r for r in (json.loads(x) for x in ABLATION.read_text().splitlines() if x.strip())}
+    header, body = _table(_guide_section("Ablation"))
+    assert header[:2] == ["variant", "accuracy"], header
+    assert [c[0] for c in body] == list(rows), "the table lists other variants than the JSONL, or in another order"
+    base = rows["defaults"]["student_after"]
+    for variant, acc, delta, aug, secs in body:
+        r = rows[variant]
+        _check(acc, r["student_after"], f"ablation {variant} accuracy")
+        _check(delta.replace("+", ""), (r["student_after"] - base) * 100, f"ablation {variant} delta")
+        assert aug.strip("`") == r["augmentation"], variant
+        _check(secs, r["seconds"], f"ablation {variant} seconds")
