@@ -112,13 +112,49 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str) -
     return evaluate(model, x, y, device=device)
 
 
+Normalization = tuple[list[float], list[float]]
+
+
+def normalization(cfg: Any, tmeta: dict[str, Any], channels: int) -> Normalization | None:
+    """What the models expect: ``--mean/--std``, else the teacher file's ``normalize`` record, else ``None``
+    (images in ``[0, 1]``), as in the data-driven mode. The generator always makes ``[0, 1]`` images (the
+    space the augmentations work in); they are normalised right before a model sees them."""
+    if cfg.mean is not None:
+        mean, std = cfg.mean, cfg.std
+    else:
+        rec = tmeta.get("normalize") or {}
+        mean, std = rec.get("mean"), rec.get("std")
+    if mean is None or std is None:
+        return None
+    m, sd = [float(v) for v in mean], [float(v) for v in std]
+    if len(m) != len(sd) or len(m) not in (1, channels) or any(v <= 0 for v in sd):
+        raise ConfigError(f"the normalisation mean {m} / std {sd} does not fit {channels}-channel images; pass "
+                          "--mean/--std with one value, or one per channel (std > 0).")
+    return m, sd
+
+
+class _Normalize:
+    """``(x - mean) / std`` per channel; the identity without a normalisation."""
+
+    def __init__(self, norm: Normalization | None) -> None:
+        self.norm = norm
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.norm is None:
+            return x
+        m = torch.tensor(self.norm[0], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        sd = torch.tensor(self.norm[1], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x - m) / sd
+
+
 # ------------------------------------------------------------------------------------------------ steps
 class _Trainer:
     """The two alternating updates, each touching only its own model's gradients."""
 
     def __init__(self, teacher: nn.Module, student: nn.Module, gen: nn.Module, opts: GeneratorOptions,
-                 batch_size: int, device: str) -> None:
+                 batch_size: int, device: str, normalize: Normalization | None = None) -> None:
         self.teacher, self.student, self.gen, self.opts = teacher, student, gen, opts
+        self.norm = _Normalize(normalize)
         self.batch_size, self.device = batch_size, torch.device(device)
         self.bn = BNStatsLoss(teacher) if opts.bn_weight > 0 else None
         self.g_opt = torch.optim.Adam(gen.parameters(), lr=opts.g_lr, betas=(0.5, 0.999))
@@ -137,7 +173,7 @@ class _Trainer:
         was = self.student.training
         self.student.eval()
         try:
-            x = self.gen(self.z())
+            x = self.norm(self.gen(self.z()))  # what the models see
             if self.bn is not None:
                 with self.bn:
                     z_t = as_tensor(self.teacher(x))
@@ -182,7 +218,7 @@ class _Trainer:
 
     @torch.no_grad()
     def sample(self, n: int | None = None) -> torch.Tensor:
-        """A detached batch ``G(z)`` (generator in train mode, as in its own step)."""
+        """A detached batch ``G(z)`` in ``[0, 1]`` (generator in train mode, as in its own step)."""
         self.gen.train()
         n = n or self.batch_size
         return self.gen(torch.randn(n, self.opts.latent_dim, device=self.device)).detach()
@@ -192,7 +228,7 @@ class _Trainer:
         from ..models import as_tensor
 
         with torch.inference_mode():
-            p = F.softmax(as_tensor(self.teacher(x)).float(), 1)
+            p = F.softmax(as_tensor(self.teacher(self.norm(x))).float(), 1)
         return p.clone()  # outside inference mode: a normal tensor the loss may save for backward
 
     def remove(self) -> None:
@@ -284,17 +320,20 @@ def run_datafree(cfg: Any) -> dict[str, Any]:
     from ..models import as_tensor
 
     with torch.inference_mode():
-        width = int(as_tensor(teacher(torch.rand(2, *image_shape, device=dev))).shape[1])
+        width = int(as_tensor(teacher(torch.rand(2, *image_shape, device=dev))).shape[1])  # shape only
     if width != nc:
         raise ConfigError(f"the teacher predicts {width} classes but the data has {nc}; pass a teacher trained on "
                           "this data.")
+    norm = normalization(cfg, tmeta, image_shape[0])
+    nz = _Normalize(norm)
     test_x, test_y = _test_tensors(bundle)
+    test_x = nz(test_x)  # as the models see them
     teacher_fp = _evaluate(teacher, test_x, test_y, dev)
 
     seed_everything(cfg.seed)
     gen = build_generator(opts, image_shape, nc, dev)  # type: ignore[arg-type]
     noise_g = torch.Generator().manual_seed(cfg.seed)
-    noise = [torch.rand(cfg.batch_size, *image_shape, generator=noise_g).to(dev) for _ in range(cfg.calib_batches)]
+    noise = [nz(torch.rand(cfg.batch_size, *image_shape, generator=noise_g).to(dev)) for _ in range(cfg.calib_batches)]
     example = noise[0]
 
     # Every copy of the teacher is made before the BN-statistics hooks go onto it (a copy would carry them).
@@ -316,27 +355,28 @@ def run_datafree(cfg: Any) -> dict[str, Any]:
         student = backends.restore_student(fp, cfg.backend, cfg.quant_config(), ck["student"], example_input=example)
         student = _trainable(student, dev)
         gen.load_state_dict(ck["generator"])
-    tr = _Trainer(teacher, student, gen, opts=opts, batch_size=cfg.batch_size, device=dev)
+    tr = _Trainer(teacher, student, gen, opts=opts, batch_size=cfg.batch_size, device=dev, normalize=norm)
     if ck is None:
         # Warm-up: the generator learns the teacher's BN statistics and class balance (no adversarial term).
         t0 = time.perf_counter()
         for _ in _bar(range(opts.warmup_steps), desc="generator warm-up", enabled=cfg.progress, unit="step"):
             tr.generator_step(adversarial=False)
         warm_seconds = time.perf_counter() - t0
-        calib = [tr.sample() for _ in range(cfg.calib_batches)]
+        calib = [nz(tr.sample()) for _ in range(cfg.calib_batches)]
         student = backends.calibrate(student, cfg.backend, calib, num_batches=cfg.calib_batches)
         student = _trainable(student, dev)
         tr.student = student
         baselines["ptq_generated"] = _evaluate(student, test_x, test_y, dev)
         t0 = time.perf_counter()
-        augmentation, ranking, aug_choice = _augmentation(cfg, opts, tr, nc)
+        augmentation, ranking, aug_choice = _augmentation(cfg, opts, tr, nc, norm)
         rank_seconds = time.perf_counter() - t0
     else:
         baselines = {k: float(v) for k, v in json.loads(ck["baselines"]).items()}
         augmentation, ranking, aug_choice = ck["augmentation"], json.loads(ck["ranking"]), json.loads(ck["augmentation_choice"])
         warm_seconds, rank_seconds = float(ck["warmup_seconds"]), float(ck["rank_seconds"])
 
-    kd = Distiller(teacher, student, loss=cfg.loss, augment=augmentation, num_classes=nc, device=dev)
+    kd_kw: dict[str, Any] = {"normalize": norm} if norm is not None else {}  # after augmenting, as in Distiller
+    kd = Distiller(teacher, student, loss=cfg.loss, augment=augmentation, num_classes=nc, device=dev, **kd_kw)
     s_total = cfg.epochs * opts.iterations * opts.s_steps
     s_opt, sched = _make_student_optimizer(cfg, [*student.parameters(), *kd.parameters()], s_total)
     history: list[dict[str, Any]] = []
@@ -413,9 +453,9 @@ def run_datafree(cfg: Any) -> dict[str, Any]:
         out / STUDENT_NAME, student, backend=cfg.backend, config=cfg.quant_config(), arch=tmeta.get("arch"),
         input_shape=list(image_shape),
         meta={"accuracy": student_after, "augmentation": augmentation, "loss": cfg.loss, "seed": cfg.seed,
-              "data_free": True},
+              "data_free": True, "normalize": None if norm is None else {"mean": norm[0], "std": norm[1]}},
     )
-    export = _export(cfg, student, teacher, tr.sample(), test_x, test_y, out) if cfg.export else {"skipped": "--no-export"}
+    export = _export(cfg, student, teacher, nz(tr.sample()), test_x, test_y, out) if cfg.export else {"skipped": "--no-export"}
     report: dict[str, Any] = {
         "mode": "data-free",
         "no_real_training_sample_used": True,
@@ -453,6 +493,7 @@ def run_datafree(cfg: Any) -> dict[str, Any]:
         "data": {"name": bundle.name, "test": int(len(test_y)), "classes": nc, "image_shape": list(image_shape),
                  "train_used": 0},
         "teacher": teacher_path,
+        "normalize": None if norm is None else {"mean": norm[0], "std": norm[1]},
         "num_quantizers": backends.count_quantizers(student),
         "history": history,
         "resumed_from_epoch": int(ck["epoch"]) if ck is not None else None,
@@ -469,8 +510,8 @@ def run_datafree(cfg: Any) -> dict[str, Any]:
     return report
 
 
-def _augmentation(cfg: Any, opts: GeneratorOptions, tr: _Trainer,
-                  nc: int) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
+def _augmentation(cfg: Any, opts: GeneratorOptions, tr: _Trainer, nc: int,
+                  norm: Normalization | None) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
     """``--augment NAME`` as chosen, or ``auto``: rank the candidates with the same metric on generated
     images labelled by the teacher's prediction."""
     if cfg.augment != "auto":
@@ -482,9 +523,10 @@ def _augmentation(cfg: Any, opts: GeneratorOptions, tr: _Trainer,
 
     xs = torch.cat([tr.sample() for _ in range(math.ceil(opts.rank_samples / cfg.batch_size))])[: opts.rank_samples]
     labels = tr.teacher_probs(xs).argmax(1).cpu()
+    kw: dict[str, Any] = {"normalize": norm} if norm is not None else {}  # candidates act on [0, 1] images
     ranking = rank_augmentations(
         tr.teacher, (xs.cpu(), labels), cfg.candidates, cfg.metric, seed=cfg.seed, repeats=cfg.rank_repeats,
-        per_class=cfg.rank_per_class, device=cfg.device, num_classes=nc, progress=cfg.progress,
+        per_class=cfg.rank_per_class, device=cfg.device, num_classes=nc, progress=cfg.progress, **kw,
     )
     counts = torch.bincount(labels, minlength=nc).tolist()
     return str(ranking.best), json.loads(json.dumps(ranking.to_dict(), default=str)), {

@@ -30,6 +30,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"- loss (student): `{r['loss']}` = " + " + ".join(f"{t['weight']:g}·{t['key']}" for t in r["loss_terms"])
         + ", the teacher's soft prediction on each generated image as the target",
         f"- augmentation on generated batches: `{r['augmentation']}` ({how})",
+        "- normalisation: " + (f"mean {r['normalize']['mean']}, std {r['normalize']['std']} (after augmenting)"
+                               if r.get("normalize") else "none (the models see [0, 1] images)"),
         f"- epochs {r['epochs']} ({r['student_steps']} student steps), lr {r['lr']}, batch {r['batch_size']}, "
         f"{r['optimizer']}, seed {r['seed']}; training {r['seconds']:.1f} s",
         "",
