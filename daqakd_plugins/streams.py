@@ -363,8 +363,10 @@ class TrainLoader(StreamLoader):
     def order(self) -> torch.Tensor:
         if not self.shuffle:
             return torch.arange(self.n)
-        # the same order as daqakd 0.x's in-memory loader for (seed, epoch)
+        # the permutation data.make_loader's DataLoader draws for this seed (it takes its workers' base seed
+        # from the generator before its RandomSampler draws the permutation)
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        torch.empty((), dtype=torch.int64).random_(generator=g)
         return torch.randperm(self.n, generator=g)
 
     def _epoch_plan(self) -> list[list[Key]]:

@@ -41,20 +41,21 @@ def authors_transposed_centroids(logits: torch.Tensor, t: torch.Tensor) -> torch
 
 
 def teacher_batches(teacher: torch.nn.Module, bundle, candidate: str, batch_size: int = 256, seed: int = 0):  # noqa: ANN001, ANN201
-    """Teacher logits and label distributions on the batches ``rank_augmentations`` visits (one repeat)."""
-    from daqakd_plugins.augment import resolve_augmentation
-    from daqakd_plugins.data import one_hot
-    from daqakd_plugins.train import seed_everything
+    """Teacher logits and label distributions on the batches ``rank_augmentations`` visits (one repeat):
+    the order seeded with ``seed``, each piece of the candidate where the pipeline runs it, seeded per
+    sample (workers) and per batch (mixers, device pieces) as docs/data.md says."""
+    from daqakd_plugins.augment import resolve_augmentation, split_stages
+    from daqakd_plugins.streams import TAG_DEVICE, Program, StreamLoader, derive_seed, device_stage
 
-    aug = resolve_augmentation(candidate)
-    x, t = bundle.train_x, one_hot(bundle.train_y, bundle.num_classes)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    seed_everything(seed)
+    sample, mix, device = split_stages(resolve_augmentation(candidate))
+    order = torch.randperm(len(bundle.train_labels), generator=torch.Generator().manual_seed(seed)).tolist()
+    plan = [[(0, seed, b, i) for i in order[s : s + batch_size]]
+            for b, s in enumerate(range(0, len(order), batch_size))]
+    loader = StreamLoader(bundle.train, [Program(sample, mix)], lambda: plan, num_classes=bundle.num_classes)
     logits, targets = [], []
-    for s in range(0, len(order), batch_size):
-        idx = order[s : s + batch_size]
+    for batch in loader:
         with torch.inference_mode():
-            xa, ta = aug(x.index_select(0, idx), t.index_select(0, idx))
+            xa, ta = device_stage(device, batch.images, batch.targets, derive_seed(seed, batch.number, TAG_DEVICE))
             logits.append(teacher(xa).double())
         targets.append(ta.double())
     return torch.cat(logits), torch.cat(targets)

@@ -285,7 +285,11 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
     test_loader = eval_loader(bundle.test, num_classes=bundle.num_classes, batch_size=max(256, cfg.batch_size),
                               workers=workers, pin_memory=torch.device(cfg.device).type == "cuda", persistent=True)
     calib, calibration = _calibration(cfg, bundle, norm, workers)
-    example = calib[0][: cfg.batch_size]
+    from ..streams import dataset_tensors
+
+    # the first training images (as the student's example input for tracing / shapes), normalised
+    example = norm(dataset_tensors(bundle.train, num_classes=bundle.num_classes, desc="example batch",
+                                   index=range(min(cfg.batch_size, len(bundle.train_labels))))[0])
     width = _out_width(teacher, example[:1].to(cfg.device))
     if bundle.num_classes != width:
         raise ConfigError(
