@@ -85,15 +85,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    where = ""
     try:
         _preflight(args)
+        from . import distributed
+
+        if distributed.launched():  # torchrun: join the process group before any work (docs/scaling.md)
+            d = distributed.setup(getattr(args, "device", None) or "cpu")
+            where = f" [rank {d.rank}/{d.world_size}]"
         return int(args.func(args) or 0)
     except DaqakdError as exc:
-        print(f"daqakd {args.command}: error: {exc}", file=sys.stderr)
+        print(f"daqakd {args.command}{where}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"daqakd {args.command}: interrupted. {_how_to_continue(args)}", file=sys.stderr)
+        print(f"daqakd {args.command}{where}: interrupted. {_how_to_continue(args)}", file=sys.stderr)
         return 130
+    except RuntimeError as exc:
+        if where and _peer_failure(exc):
+            print(f"daqakd {args.command}{where}: error: another rank failed or stopped answering ({exc}); its own "
+                  "message above says why. Every rank stops.", file=sys.stderr)
+            return 3
+        raise
+    finally:
+        if where:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def _peer_failure(exc: BaseException) -> bool:
+    """A collective that failed because another process died or timed out (gloo/NCCL messages)."""
+    msg = str(exc).lower()
+    return any(w in msg for w in ("connection closed", "connection reset", "timed out", "timeout", "broken pipe",
+                                  "peer", "nccl", "gloo"))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,6 +29,7 @@ __all__ = [
     "Metric",
     "MetricAccumulator",
     "PlannedMetricAccumulator",
+    "ReducibleMetricAccumulator",
     "MetricBatch",
     "MetricResult",
     "LossComponent",
@@ -250,6 +251,20 @@ class PlannedMetricAccumulator(MetricAccumulator, Protocol):
     def check_plan(self, num_batches: int, batch_size: int, num_samples: int) -> None: ...
 
 
+@runtime_checkable
+class ReducibleMetricAccumulator(MetricAccumulator, Protocol):
+    """An accumulator whose state is a sum over samples, so a ranking split over processes (torchrun)
+    sums the ranks' states and gets the single-process score (optional).
+
+    ``state_vector()`` returns the state as one float64 tensor; the ranking sums it over the ranks and
+    hands the sum to ``load_state_vector(vec)`` before ``result()``. An accumulator without the two
+    methods is not split: every rank then runs the whole ranking (docs/scaling.md)."""
+
+    def state_vector(self) -> torch.Tensor: ...
+
+    def load_state_vector(self, vec: torch.Tensor) -> None: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class Metric:
     """A ranking metric. ``create(num_classes, **params)`` returns a fresh accumulator."""
@@ -424,6 +439,11 @@ class BackendInfo:
     options_type: type | None = None
     description: str = ""
     implemented: bool = True  # False: the adapter only reports availability so far
+    #: the student can train wrapped in ``DistributedDataParallel`` (torchrun); ``ddp_note`` says why not
+    ddp: bool = True
+    ddp_note: str = ""
+    #: DDP's ``find_unused_parameters``: the student has parameters some steps do not use
+    ddp_find_unused: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -338,16 +338,22 @@ def eval_loader(dataset: Dataset[Any], *, num_classes: int, batch_size: int = 25
 
 class TrainLoader(StreamLoader):
     """The training stream: epoch ``e`` visits the samples in an order that depends only on
-    ``(seed, e)`` and runs the worker stages of ``augment``; :meth:`set_epoch` before each epoch."""
+    ``(seed, e)`` and runs the worker stages of ``augment``; :meth:`set_epoch` before each epoch.
+
+    With ``world_size`` > 1 (torchrun) each rank reads its share of the epoch, chosen by torch's
+    ``DistributedSampler`` (seeded with ``seed``, ``set_epoch`` per epoch, padded by repetition so every
+    rank takes the same number of steps); a sample's augmentation still depends only on (seed, epoch,
+    index), whichever rank reads it."""
 
     def __init__(self, dataset: Dataset[Any], augment: Augmentation | None, *, num_classes: int, batch_size: int,
                  seed: int = 0, workers: int = 0, drop_last: bool = False, pin_memory: bool = False,
-                 shuffle: bool = True) -> None:
+                 shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
         from .augment import split_stages
 
         sample, batch, self.device_piece = split_stages(augment)
         self.n = len(dataset)  # type: ignore[arg-type]
         self.batch_size, self.seed, self.drop_last, self.shuffle = batch_size, seed, drop_last, shuffle
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
         super().__init__(dataset, [Program(sample, batch)], self._epoch_plan, num_classes=num_classes,
                          workers=workers, pin_memory=pin_memory, persistent=True)
@@ -361,6 +367,15 @@ class TrainLoader(StreamLoader):
         return derive_seed(self.seed, self.epoch)
 
     def order(self) -> torch.Tensor:
+        """This rank's sample indices for the current epoch, in order."""
+        if self.world_size > 1:
+            from torch.utils.data.distributed import DistributedSampler
+
+            sized = cast(Dataset[Any], range(self.n))  # the sampler only takes len()
+            sampler: DistributedSampler[int] = DistributedSampler(sized, num_replicas=self.world_size, rank=self.rank,
+                                                                  shuffle=self.shuffle, seed=self.seed)
+            sampler.set_epoch(self.epoch)
+            return torch.tensor(list(sampler), dtype=torch.int64)
         if not self.shuffle:
             return torch.arange(self.n)
         # the permutation data.make_loader's DataLoader draws for this seed (it takes its workers' base seed

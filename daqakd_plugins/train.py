@@ -51,8 +51,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 def evaluate_loader(model: nn.Module, loader: Any, *, device: str | torch.device = "cpu",
                     normalize: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float:
-    """Top-1 accuracy over a :func:`daqakd_plugins.streams.eval_loader` (clean batches, eval mode, no grad,
-    QuantTensor outputs unwrapped): exact hits / n, as :func:`daqakd_plugins.train.evaluate`."""
+    """Top-1 accuracy over a loader of clean batches (see :func:`evaluate_counts`)."""
+    hits, n = evaluate_counts(model, loader, device=device, normalize=normalize)
+    return hits / max(1, n)
+
+
+def evaluate_counts(model: nn.Module, loader: Any, *, device: str | torch.device = "cpu",
+                    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[int, int]:
+    """Top-1 hits and samples over a :func:`daqakd_plugins.streams.eval_loader` (clean batches, eval mode,
+    no grad, QuantTensor outputs unwrapped): exact counts, so ranks' shares can be summed."""
     was = model.training
     model.eval()
     hits, n = 0, 0
@@ -66,7 +73,7 @@ def evaluate_loader(model: nn.Module, loader: Any, *, device: str | torch.device
                 n += len(pred)
     finally:
         model.train(was)
-    return hits / max(1, n)
+    return hits, n
 
 
 def default_arch(bundle: AnyBundle) -> dict[str, Any]:

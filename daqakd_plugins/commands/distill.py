@@ -108,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError("pass --out DIR (where the report, checkpoint and student go), or --resume DIR")
     report = run_distill(_config(args))
+    from .. import distributed
+
+    if not distributed.current().is_main:
+        return 0  # under torchrun rank 0 prints (every rank holds the same report)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0

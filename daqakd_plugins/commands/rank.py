@@ -111,16 +111,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         path = Path("runs") / (f"teacher-{bundle.name}.pt" if args.arch is None else f"teacher-{bundle.name}-{args.arch.replace(':', '-')}.pt")
         existed = path.exists()
-        teacher, meta = get_or_train_teacher(bundle, path, epochs=args.teacher_epochs, seed=args.seed, arch=spec,
-                                             workers=args.workers, normalize=(mean, std) if mean is not None and std is not None else None)
+        from .. import distributed
+
+        with distributed.main_first():  # under torchrun rank 0 trains and saves it, the others load it
+            teacher, meta = get_or_train_teacher(
+                bundle, path, epochs=args.teacher_epochs, seed=args.seed, arch=spec, workers=args.workers,
+                normalize=(mean, std) if mean is not None and std is not None else None)
         if existed:
             src = f"teacher {path} (no --teacher given; reusing the one trained earlier on {meta.get('data', bundle.name)})"
         else:
             acc = meta.get("test_accuracy")
             acc_s = f", test accuracy {acc:.4f}" if isinstance(acc, float) else ""
             src = f"teacher {path} (no --teacher given; trained one on {bundle.name} for {args.teacher_epochs} epochs{acc_s} and saved it there)"
-    print(f"daqakd rank: {src}", file=sys.stderr)
-    if meta.get("data") not in (None, bundle.name):
+    from .. import distributed
+
+    main_rank = distributed.current().is_main
+    if main_rank:
+        print(f"daqakd rank: {src}", file=sys.stderr)
+    if main_rank and meta.get("data") not in (None, bundle.name):
         print(f"daqakd rank: warning: the teacher was trained on {meta['data']!r}, ranking on {bundle.name!r}",
               file=sys.stderr)
     for p in teacher.parameters():
@@ -132,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, repeats=args.repeats, per_class=args.per_class, device=args.device, progress=True,
         workers=args.workers, normalize=normalize,
     )
+    if not main_rank:
+        return 0  # every rank holds the same result; rank 0 prints and writes it
     print(ranking.to_markdown())  # its footer says whether the pick is separated (Ranking.separation)
     print(f"best: {ranking.best}  ({ranking.seconds:.1f} s){_verdict(ranking.separation(option='--repeats'))}")
     if args.json is not None:

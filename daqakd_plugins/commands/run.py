@@ -40,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
     resume = None
     if (out / CHECKPOINT_NAME).exists() and not args.fresh:
         resume = str(out)
-        print(f"[daqakd run] resuming from {out / CHECKPOINT_NAME} (pass --fresh to start over)")
+        from .. import distributed
+
+        if distributed.current().is_main:
+            print(f"[daqakd run] resuming from {out / CHECKPOINT_NAME} (pass --fresh to start over)")
     cfg = DistillConfig(
         backend=args.backend, bits=args.bits, act_bits=args.act_bits, data=args.data, teacher=args.teacher,
         epochs=args.epochs, out=str(out), augment="auto", loss=args.loss, seed=args.seed, resume=resume,
@@ -49,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size, mean=args.mean, std=args.std, train_crop=args.train_crop or "center",
     )
     report = run_distill(cfg)
+    from .. import distributed
+
+    if not distributed.current().is_main:
+        return 0  # under torchrun rank 0 draws and prints (every rank holds the same report)
     png = draw_report_figure(report, out / "report.png")
     acc = report["accuracy"]
     summary = {

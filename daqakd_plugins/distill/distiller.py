@@ -336,7 +336,7 @@ class Distiller:
         return self
 
     def loader(self, dataset: Dataset[Any], *, batch_size: int = 64, workers: int | None = None, seed: int = 0,
-               shuffle: bool = True, drop_last: bool = False) -> DistillLoader:
+               shuffle: bool = True, drop_last: bool = False, shard: bool | None = None) -> DistillLoader:
         """A DataLoader for ``dataset`` (``(image, label)`` items) that runs this Distiller's augmentation
         where a data pipeline runs it: per-image pieces in ``workers`` processes, CutMix/MixUp in the
         collate function; :meth:`loss` then adds only the device pieces (kornia, callables), seeded per
@@ -352,15 +352,23 @@ class Distiller:
         The batches and augmented images do not depend on ``workers``. Once a Distiller has made a loader,
         :meth:`loss` leaves the worker pieces to it (do not also feed it batches from another loader). A
         two-view loss (``dual_view``) needs two independent draws per sample, so with it the loader yields
-        clean batches and :meth:`loss` augments in the step, as without a loader."""
+        clean batches and :meth:`loss` augments in the step, as without a loader.
+
+        Under torchrun (a ``torch.distributed`` process group) each rank reads its share of every epoch,
+        as with ``DistributedSampler`` (``shard=None``: when a group is active; ``batch_size`` is per rank)."""
+        from .. import distributed
         from ..streams import TrainLoader, resolve_workers
+
+        d = distributed.current()
+        sharded = d.active if shard is None else (shard and d.active)
 
         if self.num_classes is None:
             raise ConfigError("kd.loader(...) needs the number of classes: pass Distiller(..., num_classes=C).")
         aug = None if (self.two_views and self.needs_teacher) else self.augment
         inner = TrainLoader(dataset, aug, num_classes=self.num_classes, batch_size=batch_size, seed=seed,
                             workers=resolve_workers(workers), drop_last=drop_last, shuffle=shuffle,
-                            pin_memory=self.device.type == "cuda")
+                            pin_memory=self.device.type == "cuda", rank=d.rank if sharded else 0,
+                            world_size=d.world_size if sharded else 1)
         self._loader = DistillLoader(self, inner)
         return self._loader
 

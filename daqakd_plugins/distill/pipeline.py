@@ -12,6 +12,7 @@ same weights as an uninterrupted run (bitwise on CPU): the loader order of epoch
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import platform
@@ -25,7 +26,7 @@ from torch import nn
 from ..checks import check_output_dir, new_dirs, remove_empty_dirs
 from ..errors import CheckpointError, ConfigError, DaqakdError, NonFiniteError, RunDirError
 from ..streams import Normalizer, eval_loader, resolve_workers
-from ..train import evaluate_loader
+from ..train import evaluate_counts, evaluate_loader
 from .checkpoint import CHECKPOINT_NAME, FORMAT, atomic_save, capture_rng, load_checkpoint, restore_rng
 from .config import _TRAJECTORY, DistillConfig
 from .distiller import Distiller, as_tensor
@@ -242,9 +243,16 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
 
     A run that fails (refused input, Ctrl-C, a crash) removes the directories it created and left
     empty, so a refused run leaves no empty ``out`` behind (a checkpoint or teacher.pt keeps them)."""
-    made = new_dirs(config.out_dir)
+    from .. import distributed
+
+    d = distributed.setup(config.device)  # torchrun: join the process group (a no-op in one process)
+    if d.active:
+        config = dataclasses.replace(config, device=str(d.device(config.device)))  # cuda -> cuda:LOCAL_RANK
+    made = new_dirs(config.out_dir) if d.is_main else []
     try:
         if config.data_free:
+            if d.active:
+                raise ConfigError("--data-free runs in one process; start it without torchrun.")
             from ..datafree import run_datafree
 
             return run_datafree(config)
@@ -255,9 +263,11 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
 
 
 def _run_distill(config: DistillConfig) -> dict[str, Any]:
+    from .. import distributed
     from ..train import seed_everything
 
     cfg = config
+    dist_ = distributed.current()
     t_start = time.perf_counter()
     out = check_output_dir(cfg.out_dir)  # before any work: a file, a read-only place
     ck: dict[str, Any] | None = None
@@ -265,7 +275,9 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
         ck = load_checkpoint(cfg.resume)
         _check_resume(cfg, ck)
     else:
-        _claim_run_dir(cfg, out)
+        with distributed.main_first() as first:
+            if first:
+                _claim_run_dir(cfg, out)
 
     seed_everything(cfg.seed)
     bundle = _load_data(cfg)
@@ -277,13 +289,22 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
         teacher, tmeta = load_model(ck["teacher_path"])
         teacher_path = ck["teacher_path"]
     else:
-        teacher, tmeta, teacher_path = _teacher(cfg, bundle, out)
+        with distributed.main_first():  # rank 0 trains and saves the default teacher, the others load it
+            teacher, tmeta, teacher_path = _teacher(cfg, bundle, out)
     teacher.to(cfg.device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     norm = _normalizer(cfg, tmeta, bundle.image_shape[0])
+    n_test = len(bundle.test_labels)
     test_loader = eval_loader(bundle.test, num_classes=bundle.num_classes, batch_size=max(256, cfg.batch_size),
-                              workers=workers, pin_memory=torch.device(cfg.device).type == "cuda", persistent=True)
+                              workers=workers, pin_memory=torch.device(cfg.device).type == "cuda", persistent=True,
+                              index=range(dist_.rank, n_test, dist_.world_size))  # each rank its share
+
+    def evaluate(model: nn.Module) -> float:
+        hits, n = evaluate_counts(model, test_loader, device=cfg.device, normalize=norm)
+        tot = distributed.all_reduce_sum(torch.tensor([hits, n], dtype=torch.float64))
+        return float(tot[0]) / max(1.0, float(tot[1]))
+
     calib, calibration = _calibration(cfg, bundle, norm, workers)
     from ..streams import dataset_tensors
 
@@ -296,7 +317,7 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
             f"the teacher predicts {width} classes but the data has {bundle.num_classes}; pass a teacher trained "
             "on this data."
         )
-    teacher_fp = evaluate_loader(teacher, test_loader, device=cfg.device, normalize=norm)
+    teacher_fp = evaluate(teacher)
 
     if ck is not None:
         augmentation, ranking = ck["augmentation"], json.loads(ck["ranking"])
@@ -308,7 +329,7 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
 
     if ck is None:
         student = _build_student(cfg, teacher, example, calib)
-        student_before = evaluate_loader(student, test_loader, device=cfg.device, normalize=norm)
+        student_before = evaluate(student)
     else:
         # The adapter rebuilds the student from a fresh FP copy (Brevitas keeps shared quantizers
         # shared, NNCF reloads its config, ...); before the optimizer exists, which must hold the
@@ -322,12 +343,13 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
         for p in student.parameters():
             p.requires_grad_(True)
         student_before = float(ck["student_before"])
-    kd = Distiller(teacher, student, loss=cfg.loss, augment=augmentation, num_classes=bundle.num_classes,
+    trained = _ddp(student, cfg) if dist_.active else student  # DDP averages the ranks' gradients
+    kd = Distiller(teacher, trained, loss=cfg.loss, augment=augmentation, num_classes=bundle.num_classes,
                    device=cfg.device, normalize=norm)
     train_set = bundle.training_set(cfg.train_crop)
-    loader = kd.loader(train_set, batch_size=cfg.batch_size, workers=workers, seed=cfg.seed)
+    loader = kd.loader(train_set, batch_size=cfg.batch_size, workers=workers, seed=cfg.seed)  # sharded under torchrun
     n_train = len(bundle.train_labels)
-    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    steps_per_epoch = len(loader)
     opt, sched = _make_optimizer(cfg, [*student.parameters(), *kd.parameters()], cfg.epochs * steps_per_epoch)
 
     history: list[dict[str, Any]] = []
@@ -335,7 +357,10 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
     if ck is not None:
         kd.load_state_dict(ck["distiller"])
         opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
+        if int(ck.get("world_size", 1)) == dist_.world_size:
+            sched.load_state_dict(ck["scheduler"])
+        else:  # resumed with another number of processes: the same cosine, at this run's steps per epoch
+            _fast_forward(sched, int(ck["epoch"]) * steps_per_epoch)
         restore_rng(ck["rng"])
         start_epoch, history = int(ck["epoch"]), json.loads(ck["history"])
         prior_seconds = float(ck["seconds"])
@@ -362,35 +387,45 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
             tot += float(loss.detach()) * len(yb)
             n += len(yb)
             batches.set_postfix(loss=f"{tot / n:.4f}")
-        acc = evaluate_loader(student, test_loader, device=cfg.device, normalize=norm)
+        acc = evaluate(student)
+        if dist_.active:  # the epoch's mean loss over every rank's samples
+            red = distributed.all_reduce_sum(torch.tensor([tot, n], dtype=torch.float64))
+            tot, n = float(red[0]), int(red[1])
         history.append({"epoch": epoch + 1, "loss": tot / max(1, n), "test_accuracy": acc,
                         "lr": float(opt.param_groups[0]["lr"]), "terms": kd.last_terms})
         epochs_bar.set_postfix(loss=f"{tot / max(1, n):.4f}", acc=f"{acc:.4f}")
         seconds = prior_seconds + (time.perf_counter() - t_train)
-        atomic_save(
-            {
-                "format": FORMAT,
-                "epoch": epoch + 1,
-                "student": backends.save_student(student, cfg.backend, cfg.quant_config()),
-                "distiller": kd.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "rng": capture_rng(),
-                "augmentation": augmentation,
-                "ranking": json.dumps(ranking),
-                "history": json.dumps(history),
-                "config": json.dumps(cfg.to_dict()),
-                "teacher_path": teacher_path,
-                "student_before": student_before,
-                "seconds": seconds,
-            },
-            ck_path,
-        )
+        if dist_.is_main:
+                atomic_save(
+                {
+                    "format": FORMAT,
+                    "epoch": epoch + 1,
+                    "student": backends.save_student(student, cfg.backend, cfg.quant_config()),
+                    "distiller": kd.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "rng": capture_rng(),
+                    "augmentation": augmentation,
+                    "ranking": json.dumps(ranking),
+                    "history": json.dumps(history),
+                    "config": json.dumps(cfg.to_dict()),
+                    "teacher_path": teacher_path,
+                    "student_before": student_before,
+                    "seconds": seconds,
+                    "world_size": dist_.world_size,
+                },
+                ck_path,
+            )
+        distributed.barrier()  # nobody runs ahead of the checkpoint rank 0 is writing
     train_seconds = prior_seconds + (time.perf_counter() - t_train)
 
     student.eval()
-    student_after = evaluate_loader(student, test_loader, device=cfg.device, normalize=norm)
+    student_after = evaluate(student)
     example = example.to(cfg.device)
+    rank_samples = distributed.all_gather_object(len(loader.inner.order()))  # each rank's samples per epoch
+    if not dist_.is_main:  # rank 0 writes the student, the export and the report; the others get the report
+        kd.remove_hooks()
+        return dict(distributed.broadcast_object(None))
     student_path = save_student_file(
         out / STUDENT_NAME, student, backend=cfg.backend, config=cfg.quant_config(), arch=tmeta.get("arch"),
         input_shape=list(bundle.image_shape),
@@ -430,10 +465,41 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
         "files": {"checkpoint": str(ck_path), "student": str(student_path), "report_md": str(out / "report.md")},
         "environment": {"torch": torch.__version__, "python": platform.python_version()},
         "config": cfg.to_dict(),
+        "world_size": dist_.world_size,
+        "distributed": {"backend": dist_.backend or None, "rank_samples_per_epoch": rank_samples,
+                        "student": "DistributedDataParallel" if dist_.active else None,
+                        "batch_size": "per rank" if dist_.active else "per step"},
     }
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     (out / "report.md").write_text(render_markdown(report))
+    if dist_.active:
+        distributed.broadcast_object(json.loads(json.dumps(report, default=str)))
     return report
+
+
+def _ddp(student: nn.Module, cfg: DistillConfig) -> nn.Module:
+    """The student wrapped in DistributedDataParallel (gradients averaged over the ranks every step)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from ..plugins import get_backend
+
+    info = get_backend(cfg.backend)
+    if not info.ddp:
+        raise ConfigError(f"backend {cfg.backend!r} cannot train under DistributedDataParallel here "
+                          f"({info.ddp_note or 'see docs/scaling.md'}); run it in one process (without torchrun).")
+    dev = torch.device(cfg.device)
+    return DistributedDataParallel(student, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                   find_unused_parameters=info.ddp_find_unused)
+
+
+def _fast_forward(sched: Any, steps: int) -> None:
+    """Put a fresh step-based scheduler ``steps`` steps in (resuming with another world size changes the
+    steps per epoch, so the saved step count no longer matches)."""
+    for group, base in zip(sched.optimizer.param_groups, sched.base_lrs):
+        group["lr"] = base
+    sched.last_epoch = steps
+    for group, lr in zip(sched.optimizer.param_groups, sched._get_closed_form_lr()):
+        group["lr"] = lr
 
 
 def _out_width(model: nn.Module, x: torch.Tensor) -> int:

@@ -25,7 +25,14 @@ from torch.utils.data import Dataset, TensorDataset
 
 from ..augment import candidate_notes, resolve_candidates
 from ..checks import check_batch as check_images_and_labels
-from ..contracts import Augmentation, Metric, MetricBatch, MetricResult, PlannedMetricAccumulator
+from ..contracts import (
+    Augmentation,
+    Metric,
+    MetricBatch,
+    MetricResult,
+    PlannedMetricAccumulator,
+    ReducibleMetricAccumulator,
+)
 from ..data import DataBundle, FolderBundle, one_hot, stratified_subset
 from ..errors import ConfigError, DaqakdError, DataError, ModelError, PluginError, UnknownNameError
 from ..streams import (
@@ -228,12 +235,17 @@ def _run_all(
     cands: list[Augmentation], teacher: nn.Module, rd: RankData, metric: Metric, params: Mapping[str, Any], *,
     repeats: int, batch_size: int, seed: int, device: torch.device, progress: bool, workers: int,
     normalize: Normalizer,
-) -> tuple[list[list[MetricResult]], list[float]]:
+) -> tuple[list[list[MetricResult]], list[float], int, bool]:
     """Every candidate and repeat in one DataLoader pass (the workers start once): per-image pieces and
     mixers run in the workers, the rest here on ``device``; each batch goes through the teacher into the
-    candidate's accumulator. Returns the results per candidate (one per repeat) and seconds per candidate."""
+    candidate's accumulator. Under torchrun each rank takes every ``world_size``-th batch of the plan and
+    the accumulators' float64 states are summed over the ranks (metrics whose accumulator is a
+    :class:`ReducibleMetricAccumulator`; others run whole on every rank). Returns the results per
+    candidate (one per repeat), seconds per candidate, the samples this rank scored, and whether the work
+    was split."""
     from tqdm.auto import tqdm
 
+    from .. import distributed
     from ..augment import split_stages
 
     n = len(rd)
@@ -243,31 +255,34 @@ def _run_all(
     orders = [rd.index[torch.randperm(n, generator=torch.Generator().manual_seed(seed + r))].tolist()
               for r in range(repeats)]
 
-    def plan() -> list[list[tuple[int, int, int, int]]]:
-        out = []
-        for ci in range(len(cands)):
-            for r in range(repeats):
-                order = orders[r]
-                for b in range(nb):
-                    out.append([(ci, seed + r, b, i) for i in order[b * batch_size : (b + 1) * batch_size]])
-        return out
+    d = distributed.current()
+    split = d.active and isinstance(metric.create(rd.num_classes, **params), ReducibleMetricAccumulator)
+    # Whole batches go to ranks, so each batch is the single-process batch (the same teacher outputs);
+    # batch b of pass p goes to rank (b + p) mod world, so the short last batches rotate over the ranks.
+    mine = []
+    for ci in range(len(cands)):
+        for r in range(repeats):
+            order, p = orders[r], ci * repeats + r
+            for b in range(nb):
+                if not split or (b + p) % d.world_size == d.rank:
+                    mine.append([(ci, seed + r, b, i) for i in order[b * batch_size : (b + 1) * batch_size]])
 
-    loader = StreamLoader(rd.dataset, programs, plan, num_classes=rd.num_classes, workers=workers,
+    loader = StreamLoader(rd.dataset, programs, lambda: mine, num_classes=rd.num_classes, workers=workers,
                           pin_memory=device.type == "cuda")
-    results: list[list[MetricResult]] = [[] for _ in cands]
+    accs: dict[tuple[int, int], Any] = {}
     seconds = [0.0] * len(cands)
-    acc: Any = None
+    samples = 0
     current: tuple[int, int] | None = None
-    bar = tqdm(total=len(cands) * repeats * nb, desc=f"rank ({metric.name})", unit="batch",
-               disable=None if progress else True, dynamic_ncols=True)
+    bar = tqdm(total=len(mine), desc=f"rank ({metric.name})", unit="batch",
+               disable=None if (progress and d.is_main) else True, dynamic_ncols=True)
     t_last = time.perf_counter()
     try:
         for batch in loader:
             ci, r = batch.program, batch.stream - seed
+            acc = accs.get((ci, r))
+            if acc is None:
+                acc = accs[(ci, r)] = metric.create(rd.num_classes, **params)
             if (ci, r) != current:
-                if acc is not None and current is not None:
-                    results[current[0]].append(acc.result())
-                acc = metric.create(rd.num_classes, **params)
                 current = (ci, r)
                 bar.set_postfix_str(cands[ci].name + (f" r{r}" if repeats > 1 else ""))
             aug, device_piece = cands[ci], stages[ci][2]
@@ -296,12 +311,22 @@ def _run_all(
             now = time.perf_counter()
             seconds[ci] += now - t_last
             t_last = now
+            samples += len(batch.indices)
             bar.update(1)
-        if acc is not None and current is not None:
-            results[current[0]].append(acc.result())
     finally:
         bar.close()
-    return results, seconds
+    keys = [(ci, r) for ci in range(len(cands)) for r in range(repeats)]
+    for k in keys:
+        accs.setdefault(k, metric.create(rd.num_classes, **params))
+    if split:  # one all-reduce of every accumulator's float64 sums
+        vecs = [accs[k].state_vector().to(torch.float64).cpu() for k in keys]
+        total = distributed.all_reduce_sum(torch.cat(vecs))
+        start = 0
+        for k, v in zip(keys, vecs):
+            accs[k].load_state_vector(total[start : start + v.numel()])
+            start += v.numel()
+    results = [[accs[(ci, r)].result() for r in range(repeats)] for ci in range(len(cands))]
+    return results, seconds, samples, split
 
 
 def _mean_std(vals: list[float]) -> tuple[float, float]:
@@ -378,9 +403,17 @@ def rank_augmentations(
         nb = math.ceil(n / batch_size)
         if isinstance(probe, PlannedMetricAccumulator):
             probe.check_plan(nb, batch_size, n)
-        results, seconds = _run_all(cands, teacher, rd, met, params, repeats=repeats, batch_size=batch_size,
-                                    seed=seed, device=dev, progress=progress, workers=nworkers, normalize=norm)
+        results, seconds, samples, split = _run_all(
+            cands, teacher, rd, met, params, repeats=repeats, batch_size=batch_size, seed=seed, device=dev,
+            progress=progress, workers=nworkers, normalize=norm)
         entries = [_entry(aug, res, secs, rd.image_shape) for aug, res, secs in zip(cands, results, seconds)]
+    from .. import distributed
+
+    world = distributed.current()
+    rank_samples = [int(s) for s in distributed.all_gather_object(samples)]
+    if world.active and not split:
+        notes.append(f"metric {met.name!r} cannot be summed over processes: each of the {world.world_size} ranks "
+                     "scored every sample")
     return Ranking(
         metric=met.name,
         entries=entries,
@@ -397,6 +430,8 @@ def rank_augmentations(
         notes=notes,
         seconds=time.perf_counter() - t_start,
         workers=nworkers,
+        world_size=world.world_size,
+        rank_samples=rank_samples,
     )
 
 

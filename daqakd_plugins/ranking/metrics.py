@@ -205,6 +205,13 @@ class CMIAccumulator:
                     batch_index=batch.batch_index)
         self.stats.update(batch.logits, batch.targets)
 
+    def state_vector(self) -> torch.Tensor:
+        """The float64 sufficient statistics as one vector (summed over ranks under torchrun)."""
+        return self.stats.to_vector()
+
+    def load_state_vector(self, vec: torch.Tensor) -> None:
+        self.stats = CMIStats.from_vector(vec.to(self.stats.S.device), self.num_classes)
+
     def result(self) -> MetricResult:
         comp = self.stats.components()
         score = self.w_D * comp["D"] - self.w_I * comp["I"] + self.w_CE * comp["CE"]

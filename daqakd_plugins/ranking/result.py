@@ -178,6 +178,8 @@ class Ranking:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     workers: int = 0  # DataLoader worker processes (the scores do not depend on it)
+    world_size: int = 1  # processes under torchrun
+    rank_samples: list[int] = field(default_factory=list)  # samples each rank scored (all passes)
 
     def __post_init__(self) -> None:
         self.entries = sorted(self.entries, key=_sort_key(self.lower_is_better))
@@ -315,6 +317,8 @@ class Ranking:
             "notes": list(self.notes),
             "seconds": round(self.seconds, 4),
             "workers": self.workers,
+            "world_size": self.world_size,
+            "rank_samples": list(self.rank_samples),
         }
 
     @classmethod
@@ -337,6 +341,8 @@ class Ranking:
             notes=list(d.get("notes") or []),
             seconds=float(d.get("seconds", 0.0)),
             workers=int(d.get("workers", 0)),
+            world_size=int(d.get("world_size", 1)),
+            rank_samples=[int(v) for v in d.get("rank_samples") or []],
         )
 
     def save_json(self, path: str | Path) -> Path:
