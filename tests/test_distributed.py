@@ -91,6 +91,7 @@ def test_distill_under_torchrun_reports_and_resumes_in_one_process(teacher_file:
     report = json.loads((out / "report.json").read_text())
     assert report["world_size"] == 2 and report["distributed"]["student"] == "DistributedDataParallel"
     assert report["distributed"]["rank_samples_per_epoch"] == [300, 300]  # 600 training samples, split
+    assert report["distributed"]["replicas_in_sync"] is True  # DDP kept the two students equal
     assert len(report["history"]) == 3 and all(h["loss"] > 0 for h in report["history"])
     assert report["accuracy"]["student_after"] > 0.8
     assert stdout.count("report:") == 1

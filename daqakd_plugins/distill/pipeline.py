@@ -423,6 +423,13 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
     student_after = evaluate(student)
     example = example.to(cfg.device)
     rank_samples = distributed.all_gather_object(len(loader.inner.order()))  # each rank's samples per epoch
+    sigs = distributed.all_gather_object(_signature(student))  # DDP keeps the replicas equal: check it
+    in_sync = all(abs(s - sigs[0]) <= 1e-9 * max(1.0, abs(sigs[0])) for s in sigs)
+    if not in_sync:
+        import warnings
+
+        warnings.warn(f"the ranks' students differ after training (state signatures {sigs}); the backend's student "
+                      "has state DDP does not synchronise. Report this with the backend name.", stacklevel=2)
     if not dist_.is_main:  # rank 0 writes the student, the export and the report; the others get the report
         kd.remove_hooks()
         return dict(distributed.broadcast_object(None))
@@ -468,6 +475,7 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
         "world_size": dist_.world_size,
         "distributed": {"backend": dist_.backend or None, "rank_samples_per_epoch": rank_samples,
                         "student": "DistributedDataParallel" if dist_.active else None,
+                        "replicas_in_sync": in_sync,
                         "batch_size": "per rank" if dist_.active else "per step"},
     }
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
@@ -490,6 +498,16 @@ def _ddp(student: nn.Module, cfg: DistillConfig) -> nn.Module:
     dev = torch.device(cfg.device)
     return DistributedDataParallel(student, device_ids=[dev.index] if dev.type == "cuda" else None,
                                    find_unused_parameters=info.ddp_find_unused)
+
+
+def _signature(model: nn.Module) -> float:
+    """One number that differs when two replicas' floating-point state differs (sum and sum of squares)."""
+    tot = 0.0
+    for t in model.state_dict().values():
+        if isinstance(t, torch.Tensor) and torch.is_floating_point(t):
+            d = t.detach().double()
+            tot += float(d.sum()) + float((d * d).sum())
+    return tot
 
 
 def _fast_forward(sched: Any, steps: int) -> None:
