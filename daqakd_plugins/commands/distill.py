@@ -120,10 +120,18 @@ def run(args: argparse.Namespace) -> int:
         f"{report['backend']} W{report['bits']}A{report['act_bits']}  augmentation={report['augmentation']}  "
         f"loss={report['loss']}  epochs={report['epochs']}  {report['seconds']:.1f} s"
     )
-    print(
-        f"accuracy: teacher (FP) {acc['teacher_fp']:.4f} | student after calibration {acc['student_before']:.4f} "
-        f"| student after KD {acc['student_after']:.4f}"
-    )
+    if report.get("mode") == "data-free":
+        print(report["statement"])
+        print(
+            f"accuracy: teacher (FP) {acc['teacher_fp']:.4f} | PTQ on random noise {acc['ptq_noise']:.4f} | student "
+            f"calibrated on generated images {acc['student_before']:.4f} | student after data-free KD "
+            f"{acc['student_after']:.4f}"
+        )
+    else:
+        print(
+            f"accuracy: teacher (FP) {acc['teacher_fp']:.4f} | student after calibration {acc['student_before']:.4f} "
+            f"| student after KD {acc['student_after']:.4f}"
+        )
     exp = report.get("export") or {}
     if exp and not exp.get("skipped"):
         print("export: " + json.dumps(exp, default=str)[:600])

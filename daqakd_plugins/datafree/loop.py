@@ -13,7 +13,6 @@ student, the generator and both optimizers, so ``--resume`` continues the same t
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import math
 import platform
@@ -73,12 +72,7 @@ def build_generator(opts: GeneratorOptions, image_shape: tuple[int, int, int], n
 def _load_bundle(cfg: Any) -> Any:
     from .. import data
 
-    kw: dict[str, Any] = {}
-    if cfg.image_size is not None:
-        if "image_size" not in inspect.signature(data.load_data).parameters:
-            raise ConfigError("--image-size is not supported by this version's data loader in data-free mode.")
-        kw["image_size"] = cfg.image_size
-    return data.load_data(cfg.data, **kw)
+    return data.load_data(cfg.data, image_size=cfg.image_size)
 
 
 def _test_tensors(bundle: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -302,9 +296,7 @@ def run_datafree(cfg: Any) -> dict[str, Any]:
         if ck.get("kind") != CHECKPOINT_KIND:
             raise ConfigError(f"{cfg.resume} holds a data-driven run's checkpoint; resume it without --data-free.")
     else:
-        _claim_run_dir(cfg, out)
-        if cfg.fresh and (out / GENERATOR_NAME).exists():
-            (out / GENERATOR_NAME).unlink()  # _claim_run_dir knows the data-driven run's files only
+        _claim_run_dir(cfg, out)  # generator.pt is one of the run files it refuses to overwrite / deletes
 
     seed_everything(cfg.seed)
     bundle = _load_bundle(cfg)

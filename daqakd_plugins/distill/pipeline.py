@@ -179,7 +179,8 @@ def _export_sample(bundle: Any, norm: Normalizer, workers: int) -> tuple[torch.T
 
 
 #: the files a run writes into its directory; --fresh deletes exactly these
-RUN_FILES = (CHECKPOINT_NAME, STUDENT_NAME, "report.json", "report.md", "report.png", "teacher.pt", "export")
+RUN_FILES = (CHECKPOINT_NAME, STUDENT_NAME, "report.json", "report.md", "report.png", "teacher.pt", "export",
+             "generator.pt")  # the last: a data-free run's generator
 
 
 def _claim_run_dir(cfg: DistillConfig, out: Path) -> None:
