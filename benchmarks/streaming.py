@@ -126,7 +126,8 @@ def cmd_rss(args: argparse.Namespace) -> dict[str, Any]:
         subprocess.run([*daqakd, "teacher", "--data", str(src), "--epochs", str(args.teacher_epochs), "--out",
                         str(teacher), "--workers", str(args.workers)], check=True, env={**os.environ, "TQDM_DISABLE": "1"})
     rows = []
-    for what in ("rank", "distill"):
+    commands = ("rank", "distill") if args.only is None else (args.only,)
+    for what in commands:
         for name, root in (("10k", src), ("50k", big)):
             if what == "rank":
                 cmd = [*daqakd, "rank", "--data", str(root), "--teacher", str(teacher), "--candidates", "none",
@@ -142,7 +143,7 @@ def cmd_rss(args: argparse.Namespace) -> dict[str, Any]:
                   f"{m['tree_uss'] / 2**30:.3f} GiB | tree RSS {m['tree_rss'] / 2**30:.3f} GiB | {m['procs']} procs | "
                   f"{m['seconds']} s", flush=True)
     ratios = {}
-    for what in ("rank", "distill"):
+    for what in commands:
         a = next(r for r in rows if r["command"] == what and r["images"] == "10k")
         b = next(r for r in rows if r["command"] == what and r["images"] == "50k")
         ratios[what] = {k: b[k] / a[k] for k in ("main_rss", "tree_uss", "tree_rss")}
@@ -203,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--work", type=Path, default=Path("/tmp/daqakd-stream"))
     a.add_argument("--workers", type=int, default=2)
     a.add_argument("--teacher-epochs", type=int, default=3)
+    a.add_argument("--only", choices=["rank", "distill"], default=None, help="measure one command only")
     b = sub.add_parser("rank")
     b.add_argument("--data", default="digits")
     b.add_argument("--teacher", type=Path, default=None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,18 +213,23 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
                  size: int | None = None, crop: str = "center", expect: tuple[int, int] | None = None) -> None:
         if crop not in ("center", "random"):
             raise DataError(f"crop must be 'center' or 'random', got {crop!r}")
-        self.files = [str(f) for f in files]
-        self.targets = [int(t) for t in labels]  # torchvision ImageFolder's name for the labels
+        # NumPy arrays, not Python lists: DataLoader workers are forked, and touching list items' reference
+        # counts copies their pages into every worker (memory per file × workers); arrays stay shared.
+        self.files = np.array([os.fsencode(str(f)) for f in files], dtype=np.bytes_)
+        self.targets = np.asarray([int(t) for t in labels], dtype=np.int64)  # torchvision ImageFolder's name
         self.classes = list(classes)
         self.mode, self.size, self.crop, self.expect = mode, size, crop, expect
 
     def __len__(self) -> int:
         return len(self.files)
 
+    def path(self, i: int) -> str:
+        return os.fsdecode(bytes(self.files[i]))
+
     def _open(self, i: int) -> Any:
         from PIL import Image
 
-        f = self.files[i]
+        f = self.path(i)
         try:
             with Image.open(f) as raw:
                 im = raw.convert(self.mode)
@@ -241,12 +247,12 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
         if self.size is None:
             if self.expect is not None and im.size != self.expect:
                 raise DataError(
-                    f"{self.files[i]} is {im.size[0]}x{im.size[1]} but the folder's images are "
+                    f"{self.path(i)} is {im.size[0]}x{im.size[1]} but the folder's images are "
                     f"{self.expect[0]}x{self.expect[1]}; pass --image-size N (image_size=N) to resize and "
                     "centre-crop every image to NxN."
                 )
             arr = np.asarray(im, dtype=np.uint8)
-            return _to_chw_float(arr), self.targets[i]
+            return _to_chw_float(arr), int(self.targets[i])
         s = self.size
         if self.crop == "random":
             from torchvision.transforms.v2 import RandomResizedCrop
@@ -256,7 +262,7 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
             t = t[None] if t.dim() == 2 else t.permute(2, 0, 1)
             top, left, h, w = RandomResizedCrop.get_params(t, scale=[0.35, 1.0], ratio=[3 / 4, 4 / 3])
             t = F.resized_crop(t, top, left, h, w, [s, s], antialias=True)
-            return t.float().div_(255.0), self.targets[i]
+            return t.float().div_(255.0), int(self.targets[i])
         w, h = im.size
         r = s / min(w, h)
         nw, nh = max(s, round(w * r)), max(s, round(h * r))
@@ -264,7 +270,7 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
             im = im.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=None)
         left, top = (nw - s) // 2, (nh - s) // 2
         im = im.crop((left, top, left + s, top + s))
-        return _to_chw_float(np.asarray(im, dtype=np.uint8)), self.targets[i]
+        return _to_chw_float(np.asarray(im, dtype=np.uint8)), int(self.targets[i])
 
 
 def _to_chw_float(arr: np.ndarray) -> torch.Tensor:
