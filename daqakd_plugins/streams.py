@@ -71,10 +71,20 @@ def derive_seed(*keys: int) -> int:
 def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
     """Run the block with torch's RNG (and the CUDA one of ``device``) seeded by ``seed``, restoring the
     previous state afterwards, so the caller's random stream is untouched."""
-    devices = [device.index or 0] if device is not None and device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, enabled=True):
-        torch.manual_seed(seed)
+    if device is not None and device.type == "cuda":
+        with torch.random.fork_rng(devices=[device.index or 0], enabled=True):
+            torch.manual_seed(seed)
+            yield
+        return
+    # CPU only: the default generator directly. torch.manual_seed would also queue a lazy CUDA seeding
+    # with a formatted stack trace on every call, which cost more than reading an image.
+    gen = torch.default_generator
+    state = gen.get_state()
+    gen.manual_seed(seed)
+    try:
         yield
+    finally:
+        gen.set_state(state)
 
 
 def resolve_workers(workers: int | None) -> int:
