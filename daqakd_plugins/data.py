@@ -396,18 +396,25 @@ def load_image_folder(root: str | Path, test_size: float = 0.2, seed: int = 0, *
                         torch.tensor(tel), mode, image_size, (int(native[0]), int(native[1])), str(root))
 
 
+def dataset_len(dataset: Any, empty: str) -> int:
+    """``len(dataset)``, with a :class:`DataError` for a dataset without one (not map-style) and the
+    message ``empty`` for an empty one."""
+    try:
+        n = len(dataset)
+    except TypeError as exc:
+        raise DataError("the dataset has no len(); pass a map-style torch Dataset or an ImageFolder path.") from exc
+    if n == 0:
+        raise DataError(empty)
+    return int(n)
+
+
 def tensors_from_dataset(dataset: Dataset[Any], limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Materialise (the first ``limit`` items of) a map-style ``Dataset`` of ``(image, int_label)`` pairs
     into tensors — for small data only; ranking and distillation stream a Dataset instead. Images may be
     PIL images or tensors (see :func:`daqakd_plugins.streams.to_image`)."""
     from .streams import to_image
 
-    try:
-        n = len(dataset)  # type: ignore[arg-type]
-    except TypeError as exc:
-        raise DataError("the dataset has no len(); pass a map-style torch Dataset or an ImageFolder path.") from exc
-    if n == 0:
-        raise DataError("the dataset is empty; check the path or the filter that built it.")
+    n = dataset_len(dataset, "the dataset is empty; check the path or the filter that built it.")
     if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2 and limit is None:
         x, y = dataset.tensors[0], dataset.tensors[1]
         if x.dim() != 4:

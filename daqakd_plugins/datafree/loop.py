@@ -231,12 +231,10 @@ class _Trainer:
 
 
 def _make_student_optimizer(cfg: Any, params: list[nn.Parameter], steps: int) -> tuple[torch.optim.Optimizer, Any]:
-    opt: torch.optim.Optimizer
-    if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
-    else:
-        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+    """The data-driven run's optimizer and cosine schedule (the same ``--optimizer``/``--lr`` meaning)."""
+    from ..distill.pipeline import _make_optimizer
+
+    return _make_optimizer(cfg, params, steps)
 
 
 def _quantized_copy(cfg: Any, teacher: nn.Module, example: torch.Tensor) -> nn.Module:

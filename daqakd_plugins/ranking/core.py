@@ -33,7 +33,7 @@ from ..contracts import (
     PlannedMetricAccumulator,
     ReducibleMetricAccumulator,
 )
-from ..data import DataBundle, FolderBundle, one_hot, stratified_subset
+from ..data import DataBundle, FolderBundle, dataset_len, one_hot, stratified_subset
 from ..errors import ConfigError, DaqakdError, DataError, ModelError, PluginError, UnknownNameError
 from ..streams import (
     TAG_DEVICE,
@@ -104,12 +104,7 @@ def _known_labels(ds: Dataset[Any]) -> torch.Tensor | None:
 def _probe(teacher: nn.Module, dataset: Dataset[Any], device: torch.device,
            normalize: Normalizer) -> tuple[int, tuple[int, ...]]:
     """The teacher's output width on the first sample, and the images' shape (C, H, W)."""
-    try:
-        n = len(dataset)  # type: ignore[arg-type]
-    except TypeError as exc:
-        raise DataError("the dataset has no len(); pass a map-style torch Dataset or an ImageFolder path.") from exc
-    if n == 0:
-        raise DataError("the data set is empty; rank on a data set with at least one labelled sample.")
+    dataset_len(dataset, "the data set is empty; rank on a data set with at least one labelled sample.")
     item = dataset[0]
     if not (isinstance(item, (tuple, list)) and len(item) >= 2):
         raise DataError(f"dataset item 0 is {type(item).__name__}; expected an (image, label) pair.")
