@@ -91,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import distributed
 
         if distributed.launched():  # torchrun: join the process group before any work (docs/scaling.md)
+            if args.command not in ("rank", "distill", "run"):
+                raise ConfigError(f"`daqakd {args.command}` runs in one process; start it without torchrun (rank, "
+                                  "distill and run are the commands that use several).")
             d = distributed.setup(getattr(args, "device", None) or "cpu")
             where = f" [rank {d.rank}/{d.world_size}]"
         return int(args.func(args) or 0)

@@ -340,8 +340,8 @@ class Distiller:
         """A DataLoader for ``dataset`` (``(image, label)`` items) that runs this Distiller's augmentation
         where a data pipeline runs it: per-image pieces in ``workers`` processes, CutMix/MixUp in the
         collate function; :meth:`loss` then adds only the device pieces (kornia, callables), seeded per
-        batch. It yields ``(images, labels)``: class indices ``[B]``, or label distributions ``[B, C]`` once
-        CutMix/MixUp ran in the loader::
+        batch. It yields ``(images, labels)``: class indices ``[B]``, or label distributions ``[B, C]`` when
+        the labels are soft (after CutMix/MixUp in the loader, or soft labels in the dataset)::
 
             loader = kd.loader(train_set, batch_size=64, workers=4, seed=0)
             for epoch in range(epochs):
@@ -590,9 +590,9 @@ class DistillLoader:
         return len(self.inner)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        mixed = bool(self.inner.programs[0].batch)  # CutMix/MixUp ran in the collate function
         for b in self.inner:
             self.kd._device_seed = self.inner.device_seed(b.number)
-            # class indices while the labels are still hard (the loss terms' hard-label path, as a plain
-            # loader gives them); label distributions once a mixer made them soft
-            yield b.images, (b.targets if mixed else b.targets.argmax(1))
+            # class indices while the labels are one-hot (the loss terms' hard-label path, as a plain loader
+            # gives them); label distributions once a mixer (or the dataset) made them soft
+            hard = bool((b.targets.amax(1) == 1.0).all())
+            yield b.images, (b.targets.argmax(1) if hard else b.targets)

@@ -397,7 +397,7 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
         epochs_bar.set_postfix(loss=f"{tot / max(1, n):.4f}", acc=f"{acc:.4f}")
         seconds = prior_seconds + (time.perf_counter() - t_train)
         if dist_.is_main:
-                atomic_save(
+            atomic_save(
                 {
                     "format": FORMAT,
                     "epoch": epoch + 1,
