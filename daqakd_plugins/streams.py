@@ -260,11 +260,27 @@ def _worker_init(_worker_id: int) -> None:
     its children, printing a traceback. A worker owns no loader: make those finalisers no-ops, as
     torch does for every loader when the interpreter exits."""
     import signal
+    import sys
 
     from torch.utils.data import _utils
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _utils.python_exit_status = True
+    sys.excepthook = _quiet_when_main_is_gone(sys.excepthook)
+
+
+def _quiet_when_main_is_gone(hook: Any) -> Any:
+    """A worker hands tensors to the main process through multiprocessing's resource sharer, whose
+    thread reports errors with ``sys.excepthook``. When the main process stops (Ctrl-C, an error) while a
+    batch is in flight, that is a broken pipe: expected, and not worth a traceback under the main
+    process's own message. Every other exception is reported as before."""
+
+    def excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+        if issubclass(exc_type, (BrokenPipeError, ConnectionResetError, EOFError)):
+            return
+        hook(exc_type, exc, tb)
+
+    return excepthook
 
 
 class _Keys(Sampler[list[Key]]):
