@@ -18,7 +18,6 @@ workers, and a resumed run sees exactly what an uninterrupted one saw.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple, cast
@@ -194,8 +193,8 @@ class _View(Dataset[Any]):
             x = to_image(item[0], f"dataset item {i}")
             t = to_target(item[1], self.num_classes, f"dataset item {i}")
             clean = x if p.keep_clean else None
-            for piece in p.sample:
-                x = piece.sample_fn(x) if piece.sample_fn is not None else piece(x[None], t[None])[0][0]
+            for piece in p.sample:  # stage "sample" pieces always have sample_fn (Augmentation checks it)
+                x = cast(Callable[[torch.Tensor], torch.Tensor], piece.sample_fn)(x)
         return x, t, clean, key
 
     def __getitem__(self, key: Key) -> tuple[Any, ...]:
@@ -502,7 +501,3 @@ class Normalizer:
 
     def to_dict(self) -> dict[str, Any] | None:
         return None if self.mean is None else {"mean": self.mean, "std": self.std}
-
-
-def num_batches(n: int, batch_size: int) -> int:
-    return math.ceil(n / batch_size)
