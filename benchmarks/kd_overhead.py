@@ -267,20 +267,10 @@ def run_loader_shape(shape: str, args: argparse.Namespace) -> dict[str, Any]:
             epoch += 1
 
     its = {n: batches(n) for n in steps}
-    names = list(steps)
-    for n in names:  # warm-up: worker start, allocator, first-call costs
-        for _ in range(args.warmup + 4):
-            steps[n](*next(its[n]))
-    per_round: dict[str, list[float]] = {n: [] for n in names}
-    from tqdm.auto import trange
-
-    for r in trange(args.loader_rounds, desc="loader rounds", leave=False, disable=None):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for n in order:
-            t0 = time.perf_counter()
-            for _ in range(args.loader_steps):
-                steps[n](*next(its[n]))
-            per_round[n].append((time.perf_counter() - t0) / args.loader_steps * 1e3)
+    # each variant reads its own next batch (the fixed batch _measure passes is not used); +4 warm-up steps
+    # start the loader workers
+    fed = {n: (lambda _x, _y, n=n: steps[n](*next(its[n]))) for n in steps}
+    per_round = _measure(fed, x0, x0, args.loader_rounds, args.loader_steps, args.warmup + 4)
     med = {n: statistics.median(v) for n, v in per_round.items()}
     kd_q, da_q = med["kd_no_da"] / med["plain_qat"], med["da_qakd"] / med["plain_qat"]
     return {
@@ -323,11 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['shape']:<8} {m['plain_qat']:>8.2f}ms {m['kd_no_da']:>7.2f}ms {m['da_qakd']:>7.2f}ms   "
                   f"{r['ratio_kd_no_da_vs_plain_qat']:>7.3f} {r['ratio_daqakd_vs_plain_qat']:>12.3f} {r['bound']:>20.3f}"
                   f"  {'within' if r['within_bound'] else 'ABOVE'}")
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"config": {k: str(v) for k, v in vars(args).items()}, "loader_results": res,
-                                        "torch": torch.__version__, "python": platform.python_version()}, indent=2))
-        print(f"written {args.out}")
-        return 0
+        return _write(args, "loader_results", res)
     results = [run_shape(s.strip(), args) for s in args.shapes.split(",") if s.strip()]
     print(f"\nbackend {args.backend} W{args.bits}A{args.act_bits}, batch {args.batch_size}, DA = {args.augment}, "
           f"{args.threads} thread(s), {args.rounds} interleaved rounds x {args.steps} steps")
@@ -344,8 +330,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'':<8} Model Optimizer's own KD (mtd.convert + compute_kd_loss) {m['modelopt_kd']:.2f}ms: "
                   f"Distiller/modelopt {r['ratio_distiller_vs_modelopt_kd']:.3f} (paired "
                   f"{r['ratio_distiller_vs_modelopt_kd_paired']:.3f}), modelopt/hand {r['ratio_modelopt_kd_vs_hand']:.3f}")
+    return _write(args, "results", results)
+
+
+def _write(args: argparse.Namespace, key: str, results: list[dict[str, Any]]) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"config": {k: str(v) for k, v in vars(args).items()}, "results": results,
+    args.out.write_text(json.dumps({"config": {k: str(v) for k, v in vars(args).items()}, key: results,
                                     "torch": torch.__version__, "python": platform.python_version()}, indent=2))
     print(f"written {args.out}")
     return 0

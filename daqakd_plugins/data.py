@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,13 +96,17 @@ class DataBundle:
         return TensorDataset(self.test_x, self.test_y)
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "train": int(self.train_y.numel()),
-            "test": int(self.test_y.numel()),
-            "classes": self.num_classes,
-            "image_shape": list(self.image_shape),
-        }
+        return _describe(self)
+
+
+def _describe(bundle: DataBundle | FolderBundle) -> dict[str, Any]:
+    return {
+        "name": bundle.name,
+        "train": int(bundle.train_labels.numel()),
+        "test": int(bundle.test_labels.numel()),
+        "classes": bundle.num_classes,
+        "image_shape": list(bundle.image_shape),
+    }
 
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -345,11 +349,7 @@ class FolderBundle:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "train": int(self.train_labels.numel()),
-            "test": int(self.test_labels.numel()),
-            "classes": self.num_classes,
-            "image_shape": list(self.image_shape),
+            **_describe(self),
             "streaming": True,
             "mode": self.mode,
             "image_size": self.size,
@@ -488,9 +488,3 @@ def make_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: b
         raise DataError(f"batch_size must be ≥ 1, got {batch_size}")
     g = torch.Generator().manual_seed(seed)
     return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=g if shuffle else None)
-
-
-def iterate_images(loader: DataLoader) -> Iterator[torch.Tensor]:
-    """Images only, for calibration hooks."""
-    for x, _ in loader:
-        yield x

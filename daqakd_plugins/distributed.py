@@ -52,9 +52,6 @@ class Dist:
             return torch.device("cuda", self.local_rank)
         return dev
 
-    def describe(self) -> dict[str, Any]:
-        return {"world_size": self.world_size, "rank": self.rank, "backend": self.backend or None}
-
 
 def _env_int(name: str) -> int | None:
     v = os.environ.get(name)

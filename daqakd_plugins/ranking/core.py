@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
@@ -91,7 +92,7 @@ def _known_labels(ds: Dataset[Any]) -> torch.Tensor | None:
     t = getattr(ds, "targets", None)
     if t is not None:
         try:
-            lab = torch.as_tensor(list(t) if not isinstance(t, torch.Tensor) else t)
+            lab = torch.as_tensor(np.asarray(t))  # a list, a NumPy array or a tensor, without a Python loop
         except (TypeError, ValueError):
             return None
         return lab.long() if lab.dim() == 1 else None
