@@ -134,12 +134,11 @@ def daqakd_register_augmentations(register):
 
 def test_a_failing_rank_ends_the_whole_run_quickly(teacher_file: Path, tmp_path: Path) -> None:
     (tmp_path / "failplug.py").write_text(FAIL_PLUGIN)
-    t0 = time.monotonic()
+    # never a hang: torchrun stops rank 0 once rank 1 exits, or rank 0's collective times out (60 s); the
+    # subprocess timeout (240 s, no wall-clock assertion beyond it) fails the test if neither happens
     r = _torchrun("rank", "--teacher", str(teacher_file), "--candidates", "none,fail-on-rank-1", "--workers", "0",
                   "--per-class", "40", "--batch-size", "64", cwd=tmp_path, timeout=240,
                   DAQAKD_PLUGINS="failplug", DAQAKD_DIST_TIMEOUT="60",
                   PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
-    took = time.monotonic() - t0
     assert r.returncode != 0
     assert "[rank 1/2]: error: candidate 'fail-on-rank-1' failed" in r.stderr and "rank 1 was told to fail" in r.stderr
-    assert took < 200  # never a hang: torchrun stops rank 0, or its collective times out (60 s)
