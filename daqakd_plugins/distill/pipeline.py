@@ -28,7 +28,7 @@ from ..errors import CheckpointError, ConfigError, DaqakdError, NonFiniteError, 
 from ..streams import Normalizer, eval_loader, resolve_workers
 from ..train import evaluate_counts, evaluate_loader
 from .checkpoint import CHECKPOINT_NAME, FORMAT, atomic_save, capture_rng, load_checkpoint, restore_rng
-from .config import _TRAJECTORY, DistillConfig
+from .config import _TRAJECTORY, LEGACY_DEFAULTS, DistillConfig
 from .distiller import Distiller, as_tensor
 from .report import pick_summary, ranking_rows, render_markdown
 from .student_file import STUDENT_NAME, save_student_file
@@ -116,7 +116,7 @@ def _rank(cfg: DistillConfig, teacher: nn.Module, bundle: Any, norm: Normalizer,
     ranking = rank_augmentations(
         teacher, bundle, cfg.candidates, cfg.metric, seed=cfg.seed, repeats=cfg.rank_repeats,
         per_class=cfg.rank_per_class, device=cfg.device, num_classes=bundle.num_classes, progress=cfg.progress,
-        workers=workers, normalize=norm,
+        workers=workers, normalize=norm, base_augment=cfg.base_augment,
     )
     return str(ranking.best), json.loads(json.dumps(ranking.to_dict(), default=str))
 
@@ -133,7 +133,7 @@ def _teacher(cfg: DistillConfig, bundle: Any, out: Path) -> tuple[nn.Module, dic
     path = out / "teacher.pt"
     norm = (cfg.mean, cfg.std) if cfg.mean is not None else None
     model, meta = get_or_train_teacher(bundle, path, epochs=cfg.teacher_epochs, seed=cfg.seed, progress=cfg.progress,
-                                       arch=spec, workers=cfg.workers, normalize=norm)
+                                       arch=spec, workers=cfg.workers, normalize=norm, base_augment=cfg.base_augment)
     return model, meta, str(path)
 
 
@@ -210,7 +210,7 @@ def _claim_run_dir(cfg: DistillConfig, out: Path) -> None:
 
 
 def _check_resume(cfg: DistillConfig, ck: dict[str, Any]) -> None:
-    old = json.loads(ck["config"])
+    old = {**LEGACY_DEFAULTS, **json.loads(ck["config"])}
     new = cfg.to_dict()
     diff = [f"{k}: checkpoint {old.get(k)!r} vs now {new.get(k)!r}" for k in _TRAJECTORY if old.get(k) != new.get(k)]
     if cfg.teacher != old.get("teacher") and not (cfg.teacher is None and old.get("teacher") is None):
@@ -345,8 +345,12 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
             p.requires_grad_(True)
         student_before = float(ck["student_before"])
     trained = _ddp(student, cfg) if dist_.active else student  # DDP averages the ranks' gradients
+    from ..augment import resolve_base
+
+    base = resolve_base(cfg.base_augment, bundle.image_shape)  # every candidate, `none` too, runs after it
+    base_name = base.name if base is not None else "none"
     kd = Distiller(teacher, trained, loss=cfg.loss, augment=augmentation, num_classes=bundle.num_classes,
-                   device=cfg.device, normalize=norm)
+                   device=cfg.device, normalize=norm, base_augment=base)
     train_set = bundle.training_set(cfg.train_crop)
     loader = kd.loader(train_set, batch_size=cfg.batch_size, workers=workers, seed=cfg.seed)  # sharded under torchrun
     n_train = len(bundle.train_labels)
@@ -448,6 +452,7 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
         "bits": cfg.bits,
         "act_bits": cfg.weight_act_bits,
         "augmentation": augmentation,
+        "base_augment": base_name,
         "loss": cfg.loss,
         "loss_terms": [{"component": t.component, "weight": t.weight, "params": dict(t.params), "key": t.key}
                        for t in kd.terms],
