@@ -9,6 +9,7 @@ Long-running compute in resumable phases; each phase resumes with the same comma
 lines of the JSONL ``--out``; an interrupted unit restarts from its last per-epoch checkpoint):
 
     mkdir -p /tmp/cifar50k && tar -xf ../shared/data/cifar10-jpeg-train50k.tar -C /tmp/cifar50k
+    python benchmarks/paper_recipe.py all       --data /tmp/cifar50k --out runs/paper/results.jsonl  # or one by one:
     python benchmarks/paper_recipe.py teacher   --data /tmp/cifar50k --out runs/paper/results.jsonl
     python benchmarks/paper_recipe.py rank      --data /tmp/cifar50k --out runs/paper/results.jsonl
     python benchmarks/paper_recipe.py crossover --data /tmp/cifar50k --out runs/paper/results.jsonl
@@ -22,8 +23,9 @@ Phases:
   rank       every candidate scored by every metric (``cmi`` and its components D, I, CE, CE − I;
              ``tstddev``) over ``--rank-passes`` stratified samples, each candidate after the base.
   crossover  ``none`` against strong candidates at W2A4 and W4A4 over ``--regimes`` (images per class ×
-             epochs, spanning 10× in images seen), ``--seeds`` seeds: where does augmentation start to
-             help?
+             epochs; default 100x5, 100x15, 100x50: the same 1,000 images seen 5 to 50 times, 10× in images
+             seen), ``--seeds`` seeds: where does augmentation start to help? A student that sees its images
+             more often overfits more, which is where augmentation can pay off.
   ranking    ≥ 8 candidates × ≥ 5 seeds at the longest affordable regime: does a score find the best?
   cost       ranking all candidates vs one student training epoch, side by side in one process.
 
@@ -186,7 +188,8 @@ def phase_rank(a: argparse.Namespace, data: dict[str, torch.Tensor], res: Result
             continue
         idx = stratified_subset(data["train_y"], a.rank_per_class, seed=1000 + ps)
         xy = (data["train_x"][idx].float().div(255), data["train_y"][idx])
-        kw: dict[str, Any] = {"candidates": todo, "seed": ps, "batch_size": 64, "progress": False, "workers": 0,
+        bs = max(1, min(64, len(idx) // 10))  # tstddev groups 5 batches and needs two groups
+        kw: dict[str, Any] = {"candidates": todo, "seed": ps, "batch_size": bs, "progress": False, "workers": 0,
                               "base_augment": a.base_augment}
         t0 = time.perf_counter()
         cmi = rank_augmentations(teacher, xy, metric="cmi", **kw)
@@ -272,6 +275,9 @@ def train_student(a: argparse.Namespace, data: dict[str, torch.Tensor], teacher:
                     "sched": sched.state_dict(), "kd": kd.state_dict(), "epoch": epoch + 1, "before": before,
                     "seconds": seconds}, tmp)
         tmp.replace(ck_path)
+        if a.stop_after_epoch is not None and epoch + 1 == a.stop_after_epoch:
+            print(f"stopped after epoch {epoch + 1} (--stop-after-epoch); the same command without it resumes", flush=True)
+            raise SystemExit(3)
     kd.remove_hooks()
     acc = evaluate(student, data["test_x"], data["test_y"])
     train_acc = evaluate(student, x_all[:2000], y_all[:2000])
@@ -337,7 +343,8 @@ def phase_cost(a: argparse.Namespace, data: dict[str, torch.Tensor], res: Result
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=("teacher", "rank", "crossover", "ranking", "cost"))
+    p.add_argument("phase", choices=("all", "teacher", "rank", "crossover", "ranking", "cost"),
+                   help="one phase, or all of them in order (teacher, rank, cost, crossover, ranking)")
     p.add_argument("--data", type=Path, required=True, help="the CIFAR-10 ImageFolder root (train/, test/)")
     p.add_argument("--out", type=Path, default=Path("runs/paper/results.jsonl"))
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "daqakd" / "paper-recipe-cifar-uint8.npz",
@@ -350,22 +357,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--backend", default="brevitas")
     p.add_argument("--lr", type=float, default=1e-3, help="student learning rate (Adam, cosine)")
-    p.add_argument("--configs", default="W2A4,W4A4")
+    p.add_argument("--configs", default=None, help="student bit widths (default W2A4,W4A4; ranking: W2A4)")
     p.add_argument("--candidates", default=None, help="default: 4 for crossover, 10 for rank/ranking")
     p.add_argument("--regimes", default=None, help="images per class x epochs, comma-separated (crossover default "
-                   "100x8,100x25,100x80: 8k to 80k images seen; ranking default: the longest crossover regime)")
+                   "100x5,100x15,100x50: 5k to 50k images seen; ranking default: the longest crossover regime)")
     p.add_argument("--seeds", type=int, default=None, help="default 3 (crossover), 5 (ranking)")
     p.add_argument("--rank-passes", type=int, default=3)
     p.add_argument("--rank-per-class", type=int, default=100)
+    p.add_argument("--stop-after-epoch", type=int, default=None, help=argparse.SUPPRESS)  # tests: a kill mid-student
     p.add_argument("--shard", default="0/1", help="I/N: only every N-th student run, from I (N processes share a phase)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     res = Results(a.out)
     data = load_cifar(a.data, a.cache)
-    default = CROSSOVER_CANDIDATES if a.phase == "crossover" else RANKING_CANDIDATES
-    cands = [c.strip() for c in a.candidates.split(",")] if a.candidates else list(default)
+    if a.phase == "all":
+        given = dict(vars(a))
+        for phase in ("teacher", "rank", "cost", "crossover", "ranking"):
+            b = argparse.Namespace(**{**given, "phase": phase})
+            run_phase(b, data, res)
+        return 0
+    run_phase(a, data, res)
+    return 0
+
+
+def run_phase(a: argparse.Namespace, data: dict[str, torch.Tensor], res: Results) -> None:
     from daqakd_plugins.augment import resolve_augmentation
 
+    default = CROSSOVER_CANDIDATES if a.phase == "crossover" else RANKING_CANDIDATES
+    cands = [c.strip() for c in a.candidates.split(",")] if a.candidates else list(default)
     for c in cands:
         resolve_augmentation(c)  # fail now, with the list of names, not after an hour
     if a.phase == "teacher":
@@ -373,13 +392,15 @@ def main(argv: list[str] | None = None) -> int:
     elif a.phase == "rank":
         phase_rank(a, data, res, cands)
     elif a.phase == "crossover":
-        run_students(a, data, res, "crossover", cands, parse_regimes(a.regimes or "100x8,100x25,100x80"), a.seeds or 3)
+        a.configs = a.configs or "W2A4,W4A4"
+        run_students(a, data, res, "crossover", cands, parse_regimes(a.regimes or "100x5,100x15,100x50"), a.seeds or 3)
     elif a.phase == "ranking":
-        run_students(a, data, res, "ranking", cands, parse_regimes(a.regimes or "100x80"), a.seeds or 5)
+        a.configs = a.configs or "W2A4"
+        run_students(a, data, res, "ranking", cands, parse_regimes(a.regimes or "100x50"), a.seeds or 5)
     else:
+        a.configs = a.configs or "W2A4"
         phase_cost(a, data, res, cands)
     print(f"phase {a.phase} done; rows in {a.out}", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import DataError
 
-__all__ = ["read_results", "analyse", "write_report"]
+__all__ = ["read_results", "analyse", "crossover", "write_report"]
 
 # Every score is read as "lower is better" (the metric's convention) and rho's sign is flipped so that
 # + means "predicts". I alone is higher-is-better in the paper's score, so it is judged as "-I".
@@ -112,11 +112,12 @@ def analyse(rows: Iterable[dict[str, Any]], n_boot: int = 1000, seed: int = 0) -
         if "I" in r["scores"]:
             scores[r["candidate"]]["-I"].append(-float(r["scores"]["I"]))
     accs: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    regime = ranking_regime(rows)
     for r in rows:
-        if r.get("kind") == "student":
+        if r.get("kind") == "student" and r.get("regime") == regime:  # other regimes: crossover()
             accs[r["config"]][r["candidate"]][int(r["seed"])] = float(r["accuracy"])
     teacher = [r for r in rows if r.get("kind") == "teacher"]
-    out: dict[str, Any] = {"teacher": teacher[-1] if teacher else None, "configs": {}}
+    out: dict[str, Any] = {"teacher": teacher[-1] if teacher else None, "configs": {}, "regime": regime}
     for cfg, per_cand in sorted(accs.items()):
         cands = sorted(c for c in per_cand if per_cand[c])
         if len(cands) < 2:
@@ -166,15 +167,121 @@ def analyse(rows: Iterable[dict[str, Any]], n_boot: int = 1000, seed: int = 0) -
                 "kendall": tau, "kendall_ci95": _ci(boots_t),
                 "pick": {"candidate": pick, **res["accuracy"][pick]},
                 "pick_minus_oracle": res["accuracy"][pick]["mean"] - res["accuracy"][oracle]["mean"],
+                "pick_minus_none": (res["accuracy"][pick]["mean"] - res["accuracy"]["none"]["mean"]
+                                    if "none" in cands else None),
             }
         out["configs"][cfg] = res
-    if not out["configs"]:
+    if not out["configs"] and not any(r.get("regime") for r in rows if r.get("kind") == "student"):
         raise DataError("no configuration has student results for ≥ 2 candidates yet; let the experiment run longer.")
     return out
 
 
+def ranking_regime(rows: Iterable[dict[str, Any]]) -> str | None:
+    """The regime the score analysis uses: of the student rows that carry a ``regime``
+    (``benchmarks/paper_recipe.py``), the longest (most images seen) with ≥ 2 candidates; ``None`` for rows
+    without regimes (``reproduce_figure1.py``: one regime)."""
+    cands: dict[str, set[str]] = defaultdict(set)
+    seen: dict[str, int] = {}
+    for r in rows:
+        if r.get("kind") == "student" and r.get("regime") is not None:
+            cands[r["regime"]].add(r["candidate"])
+            seen[r["regime"]] = int(r.get("images_seen", 0))
+    ok = [g for g in cands if len(cands[g]) >= 2]
+    return max(ok, key=lambda g: seen[g]) if ok else None
+
+
+def crossover(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Where does augmentation start to beat ``none``? Per (regime, config): each candidate's accuracy over
+    the seeds every candidate of that cell has finished, and its difference to ``none`` paired by seed.
+
+    Student rows of ``benchmarks/paper_recipe.py`` carry ``regime`` (``"<images per class>x<epochs>"``) and
+    ``images_seen``; the crossover candidates are those of ``phase == "crossover"`` rows (the ranking phase
+    adds others at one regime). Cells are ordered by images seen: the table reads as a schedule getting
+    longer."""
+    rows = list(rows)
+    names = {r["candidate"] for r in rows if r.get("kind") == "student" and r.get("phase") == "crossover"}
+    acc: dict[tuple[str, str], dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    seen: dict[str, int] = {}
+    for r in rows:
+        if r.get("kind") == "student" and r.get("regime") is not None and r["candidate"] in names:
+            acc[(r["regime"], r["config"])][r["candidate"]][int(r["seed"])] = float(r["accuracy"])
+            seen[r["regime"]] = int(r.get("images_seen", 0))
+    cells = []
+    for (regime, cfg), per in sorted(acc.items(), key=lambda kv: (seen[kv[0][0]], kv[0][1])):
+        if "none" not in per:
+            continue
+        seeds = sorted(set.intersection(*(set(v) for v in per.values())))
+        if not seeds:
+            continue
+        cands = {}
+        for c, v in per.items():
+            a = np.array([v[s] for s in seeds])
+            d = a - np.array([per["none"][s] for s in seeds])
+            cands[c] = {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+                        "per_seed": a.tolist(), "minus_none": float(d.mean()), "minus_none_per_seed": d.tolist(),
+                        "wins": int((d > 0).sum())}
+        best = max(cands, key=lambda c: cands[c]["mean"])
+        cells.append({"regime": regime, "config": cfg, "images_seen": seen[regime], "seeds": seeds,
+                      "candidates": cands, "best": best,
+                      "augmentation_helps": best != "none" and cands[best]["wins"] == len(seeds) and len(seeds) >= 3})
+    return {"cells": cells}
+
+
+def _crossover_markdown(c: dict[str, Any]) -> str:
+    if not c["cells"]:
+        return ""
+    names = sorted({n for cell in c["cells"] for n in cell["candidates"]}, key=lambda n: (n != "none", n))
+    lines = ["## Crossover: when does augmentation beat `none` (= the base alone)?", "",
+             "Accuracy % (mean ± std over seeds); below it the difference to `none` in points, paired by seed, "
+             "and in how many seeds the candidate won.", "",
+             "| regime (images/class × epochs) | images seen | config | seeds | " + " | ".join(f"`{n}`" for n in names)
+             + " | helps? |", "|---|---:|---|---:|" + "---|" * len(names) + "---|"]
+    for cell in c["cells"]:
+        row = []
+        for n in names:
+            v = cell["candidates"].get(n)
+            if v is None:
+                row.append("–")
+            elif n == "none":
+                row.append(f"{100 * v['mean']:.2f} ± {100 * v['std']:.2f}")
+            else:
+                row.append(f"{100 * v['mean']:.2f} ± {100 * v['std']:.2f}<br>{100 * v['minus_none']:+.2f} "
+                           f"({v['wins']}/{len(cell['seeds'])})")
+        lines.append(f"| {cell['regime']} | {cell['images_seen']:,} | {cell['config']} | {len(cell['seeds'])} | "
+                     + " | ".join(row) + f" | {'yes: ' + cell['best'] if cell['augmentation_helps'] else 'no'} |")
+    lines += ["", "helps? = the best candidate is not `none` and beat it in every seed (≥ 3 seeds).", ""]
+    return "\n".join(lines)
+
+
+def _crossover_figure(c: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfgs = sorted({cell["config"] for cell in c["cells"]})
+    fig, axes = plt.subplots(1, len(cfgs), figsize=(6 * len(cfgs), 4.2), squeeze=False)
+    for ax, cfg in zip(axes[0], cfgs):
+        cells = [cell for cell in c["cells"] if cell["config"] == cfg]
+        names = sorted({n for cell in cells for n in cell["candidates"] if n != "none"})
+        for n in names:
+            pts = [(cell["images_seen"], 100 * cell["candidates"][n]["minus_none"]) for cell in cells if n in cell["candidates"]]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=n)
+        ax.axhline(0, color="grey", lw=0.8, ls="-.")
+        ax.set_xscale("log")
+        ax.set_xlabel("images seen by the student (images × epochs)")
+        ax.set_ylabel("accuracy − none (points, mean over seeds)")
+        ax.set_title(f"{cfg}: augmentation vs none (= base crop + flip)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _markdown(a: dict[str, Any]) -> str:
     lines = ["# Does the ranking pick the best augmentation?", ""]
+    if a.get("regime"):
+        lines += [f"Students of regime {a['regime']} (images per class × epochs).", ""]
     if a.get("teacher"):
         lines += [f"Teacher test accuracy: {a['teacher'].get('accuracy', float('nan')):.4f}", ""]
     for cfg, r in a["configs"].items():
@@ -190,13 +297,15 @@ def _markdown(a: dict[str, Any]) -> str:
             acc = r["accuracy"][c]
             cells = [f"{r['scores'][s]['per_candidate'][c]['mean']:.4f} ± {r['scores'][s]['per_candidate'][c]['std']:.4f}" for s in r["scores"]]
             lines.append(f"| {c} | {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} | " + " | ".join(cells) + " |")
-        lines += ["", "| score (lower = better) | Spearman ρ (+ = predicts) [95 % CI] | Kendall τ [95 % CI] | its pick | pick acc % | pick − oracle (pp) |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "| score (lower = better) | Spearman ρ (+ = predicts) [95 % CI] | Kendall τ [95 % CI] | its pick | pick acc % | pick − oracle (pp) | pick − none (pp) |",
+                  "|---|---|---|---|---|---|---|"]
         for s, v in r["scores"].items():
+            vs_none = v.get("pick_minus_none")
             lines.append(
                 f"| {s} | {v['spearman']:+.2f} [{v['spearman_ci95'][0]:+.2f}, {v['spearman_ci95'][1]:+.2f}] | "
                 f"{v['kendall']:+.2f} [{v['kendall_ci95'][0]:+.2f}, {v['kendall_ci95'][1]:+.2f}] | {v['pick']['candidate']} | "
-                f"{100 * v['pick']['mean']:.2f} ± {100 * v['pick']['std']:.2f} | {100 * v['pick_minus_oracle']:+.2f} |"
+                f"{100 * v['pick']['mean']:.2f} ± {100 * v['pick']['std']:.2f} | {100 * v['pick_minus_oracle']:+.2f} | "
+                + (f"{100 * vs_none:+.2f} |" if vs_none is not None else "– |")
             )
         lines.append("")
     return "\n".join(lines)
@@ -256,10 +365,16 @@ def write_report(results: str | Path, out_dir: str | Path, metric: str = "cmi", 
     rows = read_results(results)
     _check_report_rows(rows, Path(results))
     a = analyse(rows, n_boot=n_boot)
+    c = crossover(rows)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "analysis.json", "md": out / "analysis.md", "png": out / "figure1.png"}
-    paths["json"].write_text(json.dumps(a, indent=2))
-    paths["md"].write_text(_markdown(a))
-    _figure(a, paths["png"], metric, baseline)
+    paths = {"json": out / "analysis.json", "md": out / "analysis.md"}
+    paths["json"].write_text(json.dumps({**a, "crossover": c} if c["cells"] else a, indent=2))
+    paths["md"].write_text(_markdown(a) + ("\n" + _crossover_markdown(c) if c["cells"] else ""))
+    if a["configs"]:
+        paths["png"] = out / "figure1.png"
+        _figure(a, paths["png"], metric, baseline)
+    if c["cells"]:
+        paths["crossover_png"] = out / "crossover.png"
+        _crossover_figure(c, paths["crossover_png"])
     return paths

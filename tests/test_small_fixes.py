@@ -177,3 +177,17 @@ def test_trace_on_values(fresh_plugins, monkeypatch, caplog, value) -> None:
 def test_trace_unknown_value_warns_and_stays_off(fresh_plugins, monkeypatch, caplog) -> None:
     with pytest.warns(UserWarning, match=r"DAQAKD_TRACE='maybe'.*1, on, true, yes.*0, off, false, no"):
         assert _traced(monkeypatch, caplog, "maybe") is False
+
+
+def test_readme_loader_snippet_works_without_num_classes(digits, digits_teacher) -> None:
+    """README's `kd.loader(train_set, ...)` on a Distiller made without num_classes: the width comes from
+    the teacher's output on the first image (it used to raise ConfigError)."""
+    from daqakd_plugins.distill import Distiller
+
+    teacher, _ = digits_teacher
+    kd = Distiller(teacher, copy.deepcopy(teacher).requires_grad_(True), loss="paper", augment="none")
+    loader = kd.loader(torch.utils.data.Subset(digits.train, range(64)), batch_size=32, workers=0, seed=0)
+    assert kd.num_classes == 10
+    x, y = next(iter(loader))
+    assert x.shape == (32, 1, 8, 8) and float(kd.loss(x, y)) > 0
+    kd.remove_hooks()
