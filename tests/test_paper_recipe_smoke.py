@@ -45,9 +45,19 @@ def test_paper_recipe_phases_resume_and_report(tmp_path: Path) -> None:
     # the ranking phase's regime and candidates are the crossover's here: its students are those rows
     assert len(crossover) == 2 * 2 and kinds.count("student") == 2 * 2
     assert all(r["base_augment"] == "crop-flip" and r["images_seen"] == 60 and not r["resumed"] for r in crossover)
+    assert all(r["compact_max_logit_diff"] == 0.0 for r in crossover)  # the archived student is the student
     assert all(r["scores"] and r["base_augment"] == "crop-flip" for r in rows if r["kind"] == "ranking")
-    student = out.parent / "students" / "student_3x2_W4A4_none-cutmix_1.pt"
-    assert student.exists() and all(v.dtype != torch.float32 for v in torch.load(student, weights_only=True).values())
+    # the compact student (integer weights) gives back the student's recorded test accuracy
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import paper_recipe
+
+    packed = torch.load(out.parent / "students" / "student_3x2_W4A4_none-cutmix_1.pt", weights_only=True)
+    assert packed["codes"] and all(c.dtype == torch.int8 and int(c.abs().max()) <= 7 for c in packed["codes"].values())
+    teacher = paper_recipe.load_teacher(out.parent)
+    student = paper_recipe.restore_compact(teacher, packed, "brevitas", 4, 4)
+    cache = paper_recipe.load_cifar(data, tmp_path / "cache.npz")
+    row = next(r for r in crossover if r["key"] == "student/3x2/W4A4/none+cutmix/1")
+    assert paper_recipe.evaluate(student, cache["test_x"], cache["test_y"]) == row["accuracy"]
 
     # a kill after the first epoch of the last crossover student: drop its row, leave its epoch checkpoint
     last = crossover[-1]
