@@ -227,6 +227,35 @@ def crossover(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return {"cells": cells}
 
 
+def score_table(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each ranked candidate's mean score over its ranking passes, per score (``-I`` added), before any
+    student is trained: what a user sees from ``daqakd rank``."""
+    per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    last: dict[Any, dict[str, Any]] = {}
+    for i, r in enumerate(rows):
+        if r.get("kind") == "ranking":
+            last[(r.get("candidate"), r.get("pass", i))] = r
+    for r in last.values():
+        for k, v in r["scores"].items():
+            per[r["candidate"]][k].append(float(v))
+        if "I" in r["scores"]:
+            per[r["candidate"]]["-I"].append(-float(r["scores"]["I"]))
+    return {c: {k: float(np.mean(v)) for k, v in sc.items()} | {"passes": float(len(sc.get("cmi", [])))}
+            for c, sc in per.items()}
+
+
+def _scores_markdown(t: dict[str, dict[str, float]]) -> str:
+    if not t:
+        return ""
+    keys = [k for k in ("cmi", "CE", "CE-I", "D", "-I", "tstddev") if all(k in v for v in t.values())]
+    order = sorted(t, key=lambda c: t[c].get("cmi", 0.0))
+    lines = ["## Teacher-only scores of every candidate (lower = predicted better; mean over ranking passes)", "",
+             "| candidate | passes | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
+    for c in order:
+        lines.append(f"| `{c}` | {int(t[c]['passes'])} | " + " | ".join(f"{t[c][k]:.4f}" for k in keys) + " |")
+    return "\n".join(lines + [""])
+
+
 def _crossover_markdown(c: dict[str, Any]) -> str:
     if not c["cells"]:
         return ""
@@ -364,13 +393,21 @@ def write_report(results: str | Path, out_dir: str | Path, metric: str = "cmi", 
     """Analyse ``results`` and write ``analysis.json``, ``analysis.md`` and ``figure1.png`` into ``out_dir``."""
     rows = read_results(results)
     _check_report_rows(rows, Path(results))
-    a = analyse(rows, n_boot=n_boot)
+    try:
+        a = analyse(rows, n_boot=n_boot)
+    except DataError:  # no students yet: the teacher and the scores are still worth a report
+        if not any(r.get("kind") == "ranking" for r in rows):
+            raise
+        teacher = [r for r in rows if r.get("kind") == "teacher"]
+        a = {"teacher": teacher[-1] if teacher else None, "configs": {}, "regime": None}
     c = crossover(rows)
+    scores_md = _scores_markdown(score_table(rows))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "analysis.json", "md": out / "analysis.md"}
     paths["json"].write_text(json.dumps({**a, "crossover": c} if c["cells"] else a, indent=2))
-    paths["md"].write_text(_markdown(a) + ("\n" + _crossover_markdown(c) if c["cells"] else ""))
+    paths["md"].write_text(_markdown(a) + ("\n" + scores_md if scores_md else "")
+                           + ("\n" + _crossover_markdown(c) if c["cells"] else ""))
     if a["configs"]:
         paths["png"] = out / "figure1.png"
         _figure(a, paths["png"], metric, baseline)
