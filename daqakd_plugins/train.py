@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -153,6 +155,8 @@ def train_teacher(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(loader))
     t0 = time.perf_counter()
     bar = trange(epochs, desc="teacher", unit="epoch", disable=None if progress else True)
+    # tqdm draws nothing when stderr is not a terminal (a log, CI): then one line per epoch instead
+    lines = progress and bar.disable and not os.environ.get("TQDM_DISABLE")
     nc = bundle.num_classes
     for epoch in bar:
         model.train()
@@ -180,6 +184,9 @@ def train_teacher(
             sched.step()
             tot += float(loss.detach()) * len(xb)
         bar.set_postfix(loss=f"{tot / len(bundle.train_labels):.3f}")
+        if lines:
+            print(f"teacher epoch {epoch + 1}/{epochs}: loss {tot / len(bundle.train_labels):.4f} "
+                  f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     model.eval()
     check_finite_model(model, what="the trained teacher", fix=f"training diverged at lr {lr:g}: lower --lr. Nothing was saved.")
     if isinstance(bundle, DataBundle) and not norm:

@@ -57,3 +57,16 @@ def test_cli_turns_user_errors_into_messages(tmp_path, capsys):
     rc = main(["teacher", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "t.pt")])
     err = capsys.readouterr().err
     assert rc == 2 and "does not exist" in err and "Traceback" not in err
+
+
+def test_teacher_logs_a_line_per_epoch_when_not_on_a_terminal(tmp_path) -> None:
+    """Under a log or CI (stderr not a terminal) tqdm draws nothing; the teacher says each epoch instead."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    r = subprocess.run([sys.executable, "-m", "daqakd_plugins", "teacher", "--data", "digits", "--epochs", "2",
+                        "--out", str(tmp_path / "t.pt"), "--workers", "0"],
+                       capture_output=True, text=True, env=env, timeout=600, check=True)
+    assert "teacher epoch 1/2: loss" in r.stderr and "teacher epoch 2/2: loss" in r.stderr
