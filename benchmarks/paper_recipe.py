@@ -36,9 +36,7 @@ product. The backend is Brevitas (learned scales, the default backend and the ea
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -219,7 +217,7 @@ def train_student(a: argparse.Namespace, data: dict[str, torch.Tensor], teacher:
                   wb: int, ab: int, seed: int, per_class: int, epochs: int, ck_path: Path,
                   weights_path: Path) -> dict[str, Any]:
     """One DA-QAKD student: the teacher quantized by the backend, calibrated on clean images, distilled with
-    the paper's loss on ``base ∘ cand`` (Adam, lr ``--lr``, cosine over all steps, batch ``--batch-size``);
+    the paper's loss on ``base ∘ cand`` (Adam, lr ``--lr``, cosine over all steps, batch ``--student-batch-size``);
     test accuracy after the last epoch. A checkpoint after every epoch; an interrupted run resumes there."""
     import copy
 
@@ -232,7 +230,7 @@ def train_student(a: argparse.Namespace, data: dict[str, torch.Tensor], teacher:
     idx = stratified_subset(data["train_y"], per_class, seed=7)  # the same images for every candidate and seed
     x_all, y_all = data["train_x"][idx], data["train_y"][idx]
     n = len(idx)
-    steps = math.ceil(n / a.batch_size)
+    steps = math.ceil(n / a.student_batch_size)
     cfg = QuantConfig(weight_bits=wb, act_bits=ab)
     calib = [x_all[i:i + 128].float().div(255) for i in range(0, min(n, 1024), 128)]
     torch.manual_seed(seed)
@@ -262,7 +260,7 @@ def train_student(a: argparse.Namespace, data: dict[str, torch.Tensor], teacher:
         student.train()
         perm = torch.randperm(n, generator=g.manual_seed(batch_seed(seed, epoch, 0)))
         for s in range(steps):
-            b = perm[s * a.batch_size:(s + 1) * a.batch_size]
+            b = perm[s * a.student_batch_size:(s + 1) * a.student_batch_size]
             loss = kd.loss(x_all[b].float().div_(255), y_all[b], seed=batch_seed(seed, epoch, s + 1))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -390,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base-augment", default="crop-flip")
     p.add_argument("--teacher-epochs", type=int, default=15)
     p.add_argument("--teacher-lr", type=float, default=0.1)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128, help="teacher batch size")
+    p.add_argument("--student-batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--backend", default="brevitas")
     p.add_argument("--lr", type=float, default=1e-3, help="student learning rate (Adam, cosine)")

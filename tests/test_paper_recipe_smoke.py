@@ -34,7 +34,7 @@ def test_paper_recipe_phases_resume_and_report(tmp_path: Path) -> None:
     data = _cifar_like(tmp_path / "data")
     out = tmp_path / "run" / "results.jsonl"
     base = [sys.executable, str(ROOT / "benchmarks" / "paper_recipe.py"), "all", "--data", str(data), "--out", str(out),
-            "--cache", str(tmp_path / "cache.npz"), "--teacher-epochs", "1", "--batch-size", "16",
+            "--cache", str(tmp_path / "cache.npz"), "--teacher-epochs", "1", "--batch-size", "16", "--student-batch-size", "16",
             "--rank-passes", "1", "--rank-per-class", "5", "--seeds", "2", "--configs", "W4A4",
             "--candidates", "none,none+cutmix", "--regimes", "3x2"]
     subprocess.run(base, check=True, capture_output=True, text=True, timeout=900)

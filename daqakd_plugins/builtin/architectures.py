@@ -13,7 +13,7 @@ from torch import nn
 from ..contracts import Architecture
 from ..errors import ModelError
 from ..hookspecs import hookimpl
-from ..models import CifarResNet, SmallResNet, VGG8
+from ..models import VGG8, CifarResNet, SmallResNet
 
 
 def _small_resnet(spec: Mapping[str, Any]) -> nn.Module:
