@@ -1,0 +1,40 @@
+"""docs/results.md's "paper's recipe" section against its data: the generated block between the
+``paper-recipe`` markers is exactly what ``daqakd report`` writes for docs/evidence/paper-recipe-cifar10.jsonl
+(every table number recomputed from the committed rows; 1,000 bootstrap resamples, seed 0)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "results.md"
+DATA = ROOT / "docs" / "evidence" / "paper-recipe-cifar10.jsonl"
+
+
+def _block() -> str:
+    text = DOC.read_text()
+    m = re.search(r"<!-- paper-recipe:begin[^>]*-->\n(.*?)<!-- paper-recipe:end -->", text, re.S)
+    assert m, "docs/results.md lost its paper-recipe markers"
+    return m.group(1)
+
+
+def test_the_generated_block_is_what_the_committed_rows_give(tmp_path: Path) -> None:
+    from daqakd_plugins.evidence import write_report
+
+    paths = write_report(DATA, tmp_path, n_boot=1000)
+    assert _block().strip() == paths["md"].read_text().strip(), (
+        "regenerate the block: daqakd report docs/evidence/paper-recipe-cifar10.jsonl --out /tmp/pr and paste "
+        "/tmp/pr/analysis.md between the markers")
+
+
+def test_the_rows_are_the_recipe_the_section_describes() -> None:
+    rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+    teacher = [r for r in rows if r["kind"] == "teacher"]
+    assert len(teacher) == 1 and teacher[0]["arch"] == "cifar_resnet20" and teacher[0]["train_images"] == 50_000
+    assert teacher[0]["augment"] == "crop-flip" and teacher[0]["epochs"] == 15
+    assert all(r["base_augment"] == "crop-flip" for r in rows if r["kind"] in ("ranking", "student"))
+    students = [r for r in rows if r["kind"] == "student"]
+    assert all(r["backend"] == "brevitas" and r["compact_max_logit_diff"] == 0.0 for r in students)
+    assert {r["regime"] for r in students} <= {"100x5", "100x15", "100x50"}
