@@ -519,10 +519,11 @@ def _nncf_quantize(fp: nn.Module, batches: list[torch.Tensor], plan: _Plan, x: t
     else:  # pragma: no cover - a model with more than 64 unsupported operations
         raise BackendError(f"nncf.quantize kept refusing operations for W{plan.weight_bits}A{plan.act_bits}: {auto}")
     if auto:
+        listed = "".join(f"\n  - {a}" for a in auto[:12]) + (f"\n  - ... and {len(auto) - 12} more" if len(auto) > 12 else "")
         _warn_once(
             f"NNCF's {device} configuration has no W{plan.weight_bits}A{plan.act_bits} quantizer for "
-            f"{', '.join(auto)}: left in float (a quantizer after it still feeds the next layer). Name them in "
-            "options['ignored_scope'] to silence this."
+            f"{len(auto)} operation(s), left in float (a quantizer after each still feeds the next layer); name "
+            f"them in options['ignored_scope'] to silence this:{listed}"
         )
     _apply_layer_bits(q, graph, opts.layer_bits, plan.wrapped)
     _finish(q, graph, plan)
@@ -547,7 +548,12 @@ def _weight_hook(hook_name: str, graph: Any) -> bool:
     except Exception:  # noqa: BLE001 - a hook on a node this graph lacks
         return False
     if hook_type == "pre_hooks":
-        return get_const_node(node, port, graph) is not None
+        import nncf
+
+        try:
+            return get_const_node(node, port, graph) is not None
+        except nncf.InternalError:  # NNCF raises where the port is fed by no constant (ShuffleNet's split/cat)
+            return False
     return "Const" in getattr(node.metatype, "__name__", "")
 
 
