@@ -9,10 +9,12 @@ with an ordinary PyTorch loop. The three lines marked ``# DA-QAKD`` are everythi
    teacher, the augmentation is the best one ``rank_augmentations`` finds with that teacher (the
    paper's CMI metric; no training involved), the loss is the paper's 1·CE + 2·τ²·KL (τ = 4);
 3. ``loss = kd.loss(images, target)``: augments the batch, runs the frozen teacher and the student on
-   it and returns a scalar tensor. It overrides the plain loss (whose forward pass then goes unused;
-   delete the two lines above it if you keep DA-QAKD for good).
+   it and returns a scalar tensor. It replaces the plain loss: the two upstream lines that
+   computed it (the student's forward and the criterion) are commented out and marked
+   ``# DA-QAKD: replaced``, so no forward pass is wasted.
 
-Delete the three marked lines and this is plain Brevitas QAT again; tests/test_brevitas_example.py runs
+So the change to the upstream loop is 3 added lines and 2 commented out. Delete the three
+marked lines and uncomment the two replaced ones, and this is plain Brevitas QAT again; tests/test_brevitas_example.py runs
 both versions on digits.
 
     python examples/brevitas_qat.py --epochs 10 --bits 2 --act-bits 4
@@ -106,15 +108,15 @@ def main(argv: list[str] | None = None) -> float:
     model.load_state_dict(teacher.state_dict(), strict=False)  # start QAT from the float weights
     kd = Distiller(teacher, model, loss="paper", augment=rank_augmentations(teacher, (data.train_x, data.train_y), progress=False).best)  # DA-QAKD
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    criterion = nn.CrossEntropyLoss()
+    criterion = nn.CrossEntropyLoss()  # noqa: F841 - the upstream loss, replaced by kd.loss (DA-QAKD)
 
     acc = test(model, data.test_x, data.test_y)
     print(f"W{args.bits}A{args.act_bits} before QAT: test accuracy {acc:.4f}")
     for epoch in range(args.epochs):
         model.train()
         for images, target in train_loader:
-            output = model(images)
-            loss = criterion(output, target)
+            # output = model(images)  # DA-QAKD: replaced
+            # loss = criterion(output, target)  # DA-QAKD: replaced
             loss = kd.loss(images, target)  # DA-QAKD
             optimizer.zero_grad()
             loss.backward()

@@ -14,10 +14,12 @@ The three lines marked ``# DA-QAKD`` are everything daqakd adds:
    is the frozen teacher; the augmentation is the best one ``rank_augmentations`` finds with it (the
    paper's CMI metric; no training involved); the loss is the paper's 1·CE + 2·τ²·KL (τ = 4);
 3. ``loss = kd.loss(images, target)``: augments the batch, runs the frozen teacher and the quantized
-   student on it and returns a scalar tensor. It overrides the plain loss (whose forward pass then goes
-   unused; delete the two lines above it if you keep DA-QAKD for good).
+   student on it and returns a scalar tensor. It replaces the plain loss: the two upstream lines that
+   computed it (the student's forward and the criterion) are commented out and marked
+   ``# DA-QAKD: replaced``, so no forward pass is wasted.
 
-Delete the three marked lines and this is plain Model Optimizer QAT again; tests/test_modelopt_example.py
+So the change to the upstream loop is 3 added lines and 2 commented out. Delete the three
+marked lines and uncomment the two replaced ones, and this is plain Model Optimizer QAT again; tests/test_modelopt_example.py
 runs both versions on digits. (Model Optimizer's own ``mtd.convert`` KD gives the same loss from the same
 recipe: daqakd_modelopt.kd, docs/backends/tensorrt.md.)
 
@@ -126,13 +128,13 @@ def main(argv: list[str] | None = None) -> float:
     kd = Distiller(teacher := load_pretrained(pretrained).eval().requires_grad_(False), model, loss="paper", augment=rank_augmentations(teacher, (data.train_x, data.train_y), progress=False).best)  # DA-QAKD
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
-    criterion = nn.CrossEntropyLoss()
+    criterion = nn.CrossEntropyLoss()  # noqa: F841 - the upstream loss, replaced by kd.loss (DA-QAKD)
     acc = 0.0
     for epoch in range(args.epochs):
         model.train()
         for images, target in train_loader:
-            output = model(images)
-            loss = criterion(output, target)
+            # output = model(images)  # DA-QAKD: replaced
+            # loss = criterion(output, target)  # DA-QAKD: replaced
             loss = kd.loss(images, target)  # DA-QAKD
             optimizer.zero_grad()
             loss.backward()

@@ -18,10 +18,12 @@ The three lines marked ``# DA-QAKD`` are everything daqakd adds:
    metric; no training involved), the loss is 1·CE + 2·τ²·KL (τ = 4). Users of NNCF 2.x's
    ``knowledge_distillation`` algorithm get that loss back with ``loss="nncf2_kd_softmax"``;
 3. ``loss = kd.loss(images, target)``: augments the batch, runs the frozen teacher and the student on it
-   and returns a scalar tensor. It replaces the plain loss (whose forward pass then goes unused;
-   delete the two lines above it if you keep DA-QAKD for good).
+   and returns a scalar tensor. It replaces the plain loss: the two upstream lines that
+   computed it (the student's forward and the criterion) are commented out and marked
+   ``# DA-QAKD: replaced``, so no forward pass is wasted.
 
-Delete the three marked lines and this is NNCF's plain QAT again; tests/test_nncf_example.py runs both.
+So the change to the upstream loop is 3 added lines and 2 commented out. Delete the three marked lines and
+uncomment the two replaced ones, and this is NNCF's plain QAT again; tests/test_nncf_example.py runs both.
 
     python examples/nncf_qat.py --epochs 3
 """
@@ -115,13 +117,13 @@ def main(argv: list[str] | None = None) -> float:
 
     # Step 3: fine-tune the quantized model (the user's own training loop)
     kd = Distiller(model, quantized_model, loss="paper", augment=rank_augmentations(model, (data.train_x, data.train_y), progress=False).best)  # DA-QAKD
-    criterion = nn.CrossEntropyLoss()
+    criterion = nn.CrossEntropyLoss()  # noqa: F841 - the upstream loss, replaced by kd.loss (DA-QAKD)
     optimizer = torch.optim.Adam(quantized_model.parameters(), lr=args.lr)
     for epoch in range(args.epochs):
         quantized_model.train()
         for images, target in train_loader:
-            output = quantized_model(images)
-            loss = criterion(output, target)
+            # output = quantized_model(images)  # DA-QAKD: replaced
+            # loss = criterion(output, target)  # DA-QAKD: replaced
             loss = kd.loss(images, target)  # DA-QAKD
             optimizer.zero_grad()
             loss.backward()

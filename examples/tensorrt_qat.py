@@ -13,10 +13,12 @@ marked ``# DA-QAKD`` are everything daqakd adds:
    teacher, the augmentation is the best one ``rank_augmentations`` finds with that teacher (the
    paper's CMI metric; no training involved), the loss is the paper's 1·CE + 2·τ²·KL (τ = 4);
 3. ``loss = kd.loss(image, target)``: augments the batch, runs the frozen teacher and the student on
-   it and returns a scalar tensor. It overrides the plain loss (whose forward pass then goes unused;
-   delete the two lines above it if you keep DA-QAKD for good).
+   it and returns a scalar tensor. It replaces the plain loss: the two upstream lines that
+   computed it (the student's forward and the criterion) are commented out and marked
+   ``# DA-QAKD: replaced``, so no forward pass is wasted.
 
-Delete the three marked lines and this is NVIDIA's recipe again; tests/test_tensorrt_example.py runs
+So the change to the upstream loop is 3 added lines and 2 commented out. Delete the three marked lines and
+uncomment the two replaced ones, and this is NVIDIA's recipe again; tests/test_tensorrt_example.py runs
 both versions on digits. For NVIDIA's own label-free variant (yolov7_qat's layer-wise MSE) use
 ``loss="layerwise_mse", features=daqakd_pytorch_quantization.supervision_layers(model)``.
 
@@ -139,15 +141,15 @@ def main(argv: list[str] | None = None) -> float:
     print(f"INT8 after calibration: test accuracy {evaluate(model, data.test_x, data.test_y):.4f}")
 
     kd = Distiller(teacher, model, loss="paper", augment=rank_augmentations(teacher, (data.train_x, data.train_y), progress=False).best)  # DA-QAKD
-    criterion = nn.CrossEntropyLoss()
+    criterion = nn.CrossEntropyLoss()  # noqa: F841 - the upstream loss, replaced by kd.loss (DA-QAKD)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
     lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, args.epochs * len(data_loader)))
     acc = 0.0
     for epoch in range(args.epochs):
         model.train()
         for image, target in data_loader:
-            output = model(image)
-            loss = criterion(output, target)
+            # output = model(image)  # DA-QAKD: replaced
+            # loss = criterion(output, target)  # DA-QAKD: replaced
             loss = kd.loss(image, target)  # DA-QAKD
             optimizer.zero_grad()
             loss.backward()
