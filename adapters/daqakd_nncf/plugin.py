@@ -180,11 +180,31 @@ def _compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "c++"))
 
 
+#: what the adapter allows NNCF's first extension load (a compile) when NNCF_EXTENSION_LOAD_TIMEOUT is unset:
+#: NNCF's own 60 s is less than the compile takes on a busy 2-core machine (measured: docs/troubleshooting.md)
+EXTENSION_BUILD_TIMEOUT_S = 1800
+
+
+def _extension_fix(build_dir: Path, var: str) -> str:
+    """What to do when NNCF's extension does not load: the lock file an interrupted build leaves, where
+    the cache is, the variable that sets NNCF's limit."""
+    lock = build_dir / "lock"
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    where = f"$TORCH_EXTENSIONS_DIR={root}" if root else "~/.cache/torch_extensions ($TORCH_EXTENSIONS_DIR moves it)"
+    return (f"If no other process is compiling it, a killed or interrupted build left its lock file {lock}"
+            f"{' (present now)' if lock.exists() else ''}: remove it (or the whole build folder {build_dir}; the "
+            f"cache is under {where}) and run again. On a slow or busy machine give the compile more time: "
+            f"{var}=3600 (seconds; 0 = no limit). `bash scripts/dev.sh` builds it once during set-up.")
+
+
 def ensure_extension() -> str:
-    """Load NNCF's CPU extension (``quantized_functions_cpu``) now, saying so when it has to be compiled
-    (first use on a machine: about 40 s, needs a C++ compiler) instead of stalling silently inside the
-    first forward pass. Returns ``"compiled"``, ``"cached"``, ``"loaded"`` or ``"reference"`` (no
-    compiler: NNCF falls back to slower pure-torch quantizers, and a warning says how to fix it)."""
+    """Load NNCF's CPU extension (``quantized_functions_cpu``) now, saying so (once) when it has to be
+    compiled (first use on a machine: about 40 s on an idle core, minutes on a busy one; needs a C++
+    compiler) instead of stalling silently inside the first forward pass. Unless the user set
+    ``NNCF_EXTENSION_LOAD_TIMEOUT``, NNCF's 60 s limit is raised to :data:`EXTENSION_BUILD_TIMEOUT_S` for
+    this load. Returns ``"compiled"``, ``"cached"``, ``"loaded"`` or ``"reference"`` (no compiler: NNCF
+    falls back to slower pure-torch quantizers, and a warning says how to fix it). A load that still
+    times out raises a :class:`BackendError` naming the lock file to remove and the variable to set."""
     from nncf.torch.extensions import EXTENSION_LOAD_TIMEOUT_ENV_VAR, ExtensionLoaderTimeoutException
     from nncf.torch.quantization.extensions import QuantizedFunctionsCPU, QuantizedFunctionsCPULoader
     from nncf.torch.quantization.reference import ReferenceQuantizedFunctions
@@ -193,6 +213,8 @@ def ensure_extension() -> str:
         return "reference" if QuantizedFunctionsCPU._loaded_namespace is ReferenceQuantizedFunctions else "loaded"  # noqa: SLF001
     build_dir = Path(QuantizedFunctionsCPULoader.get_build_dir())
     cached = any(build_dir.glob("*.so")) or any(build_dir.glob("*.pyd"))
+    old = os.environ.get(EXTENSION_LOAD_TIMEOUT_ENV_VAR)
+    limit = old if old is not None else str(EXTENSION_BUILD_TIMEOUT_S)
     if not cached:
         if _compiler() is None:
             _say("no C++ compiler found (${CXX} or c++ on PATH): NNCF cannot build its CPU extension "
@@ -200,16 +222,22 @@ def ensure_extension() -> str:
                  "(Debian/Ubuntu: apt-get install g++) for the compiled extension.")
         else:
             _say(f"compiling NNCF's CPU extension quantized_functions_cpu into {build_dir} (first use on this "
-                 "machine only, about 40 s; needs a C++ compiler) ...")
+                 "machine only: about 40 s on an idle core, minutes on a busy one; needs a C++ compiler; "
+                 f"{EXTENSION_LOAD_TIMEOUT_ENV_VAR}={limit} s{'' if old is not None else ' allowed'}) ...")
+            if (build_dir / "lock").exists():
+                _say(f"{build_dir / 'lock'} exists: another process is compiling it now (waiting for it), or an "
+                     "interrupted build left it behind (then stop and remove that file).")
     t0 = time.perf_counter()
-    old = os.environ.get(EXTENSION_LOAD_TIMEOUT_ENV_VAR)
     if old is None:  # NNCF's default 60 s is too short for a first compile on a busy machine
-        os.environ[EXTENSION_LOAD_TIMEOUT_ENV_VAR] = "900"
+        os.environ[EXTENSION_LOAD_TIMEOUT_ENV_VAR] = str(EXTENSION_BUILD_TIMEOUT_S)
     try:
         with _quiet():
             QuantizedFunctionsCPU.get("Quantize_forward")
     except ExtensionLoaderTimeoutException as exc:
-        raise BackendError(f"NNCF's CPU extension did not load: {exc}") from exc
+        raise BackendError(
+            f"NNCF's CPU extension quantized_functions_cpu did not load within {limit} s "
+            f"({EXTENSION_LOAD_TIMEOUT_ENV_VAR}). {_extension_fix(build_dir, EXTENSION_LOAD_TIMEOUT_ENV_VAR)}"
+        ) from exc
     finally:
         if old is None:
             os.environ.pop(EXTENSION_LOAD_TIMEOUT_ENV_VAR, None)
