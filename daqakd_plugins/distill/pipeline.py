@@ -287,7 +287,7 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
     if ck is not None and cfg.teacher is None and Path(ck["teacher_path"]).exists():
         from ..models import load_model
 
-        teacher, tmeta = load_model(ck["teacher_path"])
+        teacher, tmeta = load_model(ck["teacher_path"], trust_factory=cfg.arch or False)  # the run's own --arch
         teacher_path = ck["teacher_path"]
     else:
         with distributed.main_first():  # rank 0 trains and saves the default teacher, the others load it
