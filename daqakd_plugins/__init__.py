@@ -80,7 +80,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from .hookspecs import hookimpl
     from .backends import calibrate, count_quantizers, export, quantize
     from .config import QuantConfig
     from .contracts import (
@@ -101,6 +100,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     )
     from .data import DataBundle, load_data, load_digits, load_image_folder
     from .distill import DistillConfig, Distiller, run_distill
+    from .hookspecs import hookimpl
     from .models import SmallResNet, load_model, save_model
     from .plugins import (
         get_augmentations,
