@@ -297,8 +297,9 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
         p.requires_grad_(False)
     from ..checks import check_model_fits_data
 
-    check_model_fits_data(teacher, bundle.image_shape, bundle.num_classes, what=f"the teacher {teacher_path}",
-                          fix="Pass a --teacher trained on this data, or leave --teacher out to train one.")
+    check_model_fits_data(teacher, bundle.image_shape, bundle.num_classes, what="the teacher",
+                          fix=f"Pass a --teacher trained on this data ({teacher_path} is not), or leave --teacher out "
+                              "to train one.")
     norm = _normalizer(cfg, tmeta, bundle.image_shape[0])
     n_test = len(bundle.test_labels)
     test_loader = eval_loader(bundle.test, num_classes=bundle.num_classes, batch_size=max(256, cfg.batch_size),
