@@ -185,16 +185,31 @@ def _compiler() -> str | None:
 EXTENSION_BUILD_TIMEOUT_S = 1800
 
 
+def _lock_file_blocks() -> bool:
+    """Whether torch's extension builder takes its build lock as a plain file whose mere existence makes
+    every later build wait (``FileBaton``, older torch), so that a killed build's leftover lock blocks
+    for ever. The torch pinned here (2.14) holds an OS-level lock instead, which dies with its process."""
+    import torch.utils.cpp_extension as cpp
+
+    return hasattr(cpp, "FileBaton")
+
+
 def _extension_fix(build_dir: Path, var: str) -> str:
-    """What to do when NNCF's extension does not load: the lock file an interrupted build leaves, where
-    the cache is, the variable that sets NNCF's limit."""
+    """What to do when NNCF's extension does not load in time: the variable that sets NNCF's limit, the
+    build folder (and, with a torch whose lock file blocks, the lock file a killed build leaves)."""
     lock = build_dir / "lock"
     root = os.environ.get("TORCH_EXTENSIONS_DIR")
     where = f"$TORCH_EXTENSIONS_DIR={root}" if root else "~/.cache/torch_extensions ($TORCH_EXTENSIONS_DIR moves it)"
-    return (f"If no other process is compiling it, a killed or interrupted build left its lock file {lock}"
-            f"{' (present now)' if lock.exists() else ''}: remove it (or the whole build folder {build_dir}; the "
-            f"cache is under {where}) and run again. On a slow or busy machine give the compile more time: "
-            f"{var}=3600 (seconds; 0 = no limit). `bash scripts/dev.sh` builds it once during set-up.")
+    if _lock_file_blocks():
+        first = (f"If no other process is compiling it, a killed or interrupted build left its lock file {lock}"
+                 f"{' (present now)' if lock.exists() else ''}, which this torch waits for for ever: remove it (or the "
+                 f"whole build folder {build_dir}; the cache is under {where}) and run again.")
+    else:
+        first = (f"The compile (into {build_dir}; the cache is under {where}) was still running, or another process "
+                 "was compiling it and held the build lock. If an earlier build was killed half-way, remove that "
+                 "build folder to start clean.")
+    return (f"{first} On a slow or busy machine give the compile more time: {var}=3600 (seconds; 0 = no limit). "
+            "`bash scripts/dev.sh` (or `python -m daqakd_nncf.prebuild`) builds it once during set-up.")
 
 
 def ensure_extension() -> str:
@@ -224,7 +239,7 @@ def ensure_extension() -> str:
             _say(f"compiling NNCF's CPU extension quantized_functions_cpu into {build_dir} (first use on this "
                  "machine only: about 40 s on an idle core, minutes on a busy one; needs a C++ compiler; "
                  f"{EXTENSION_LOAD_TIMEOUT_ENV_VAR}={limit} s{'' if old is not None else ' allowed'}) ...")
-            if (build_dir / "lock").exists():
+            if (build_dir / "lock").exists() and _lock_file_blocks():
                 _say(f"{build_dir / 'lock'} exists: another process is compiling it now (waiting for it), or an "
                      "interrupted build left it behind (then stop and remove that file).")
     t0 = time.perf_counter()
