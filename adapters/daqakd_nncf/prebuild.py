@@ -19,6 +19,10 @@ from pathlib import Path
 def _cached() -> bool:
     """Whether the compiled extension is already where NNCF looks (its build folder: torch's extension
     root + ``nncf/quantized_functions_cpu/<torch version>``), checked without importing NNCF."""
+    import logging
+
+    # torch.utils.cpp_extension logs "No CUDA runtime is found" on every CPU-only machine: not news here
+    logging.getLogger("torch.utils.cpp_extension").addFilter(lambda r: "No CUDA runtime" not in r.getMessage())
     import torch
     from torch.utils.cpp_extension import _get_build_directory
 
