@@ -9,12 +9,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .hookspecs import hookimpl
-
 __version__ = "0.1.0"
 
-# public name -> module that defines it
+# public name -> module that defines it. Even ``hookimpl`` (pluggy) is lazy: ``daqakd`` imports this
+# package first, and a Ctrl-C while it imports must land in the CLI's handler (exit 130, no traceback).
 _LAZY: dict[str, str] = {
+    "hookimpl": "hookspecs",
     # plugin machinery
     "load_plugins": "plugins",
     "register_plugin": "plugins",
@@ -63,7 +63,7 @@ _LAZY: dict[str, str] = {
     "count_quantizers": "backends",
 }
 
-__all__ = ["hookimpl", "__version__", *_LAZY]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
@@ -100,6 +100,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     )
     from .data import DataBundle, load_data, load_digits, load_image_folder
     from .distill import DistillConfig, Distiller, run_distill
+    from .hookspecs import hookimpl
     from .models import SmallResNet, load_model, save_model
     from .plugins import (
         get_augmentations,

@@ -22,7 +22,7 @@ from .errors import BackendError, CheckpointError, ConfigError, DataError, NonFi
 __all__ = ["check_output_dir", "check_output_file", "check_device", "check_batch", "check_finite_model",
            "check_lr", "check_model_file", "check_backend_ready", "check_act_bits_default", "check_cli_loss",
            "check_candidates", "new_dirs", "remove_empty_dirs", "safe_load_reason", "default_workers", "check_workers",
-           "check_image_size", "check_normalization"]
+           "check_image_size", "check_normalization", "check_out_outside_data", "check_model_fits_data"]
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -57,6 +57,22 @@ def check_output_dir(path: str | Path, *, flag: str = "--out") -> Path:
         raise ConfigError(f"{flag} {p}: {base} is not writable (read-only filesystem or no permission); pick a "
                           "directory you can write to.")
     return p
+
+
+def check_out_outside_data(out: str | Path, data: str | Path | None, *, flag: str = "--out") -> None:
+    """A run directory must not be the data folder or inside it: the run's files would land among the
+    images, and the next run would read ``export/`` or ``teacher.pt``'s folder as a class."""
+    if data is None or str(data).lower() == "digits":
+        return
+    d = Path(data).expanduser()
+    if not d.is_dir():
+        return  # the data loader names a missing folder
+    o, d = Path(out).expanduser().resolve(), d.resolve()
+    if o == d or d in o.parents:
+        where = "is" if o == d else "is inside"
+        raise ConfigError(f"{flag} {out} {where} the data folder {data}: the run's files (checkpoint, export/, "
+                          "report) would be written among the images and read as data by the next run. Pass "
+                          f"a directory outside it, e.g. {flag} runs/{d.name}.")
 
 
 def check_output_file(path: str | Path, *, flag: str) -> Path:
@@ -308,6 +324,41 @@ def check_finite_model(model: nn.Module, *, what: str, fix: str) -> None:
     if bad:
         raise NonFiniteError(f"{what} has non-finite (NaN/inf) weights in {', '.join(bad[:4])}"
                              f"{' ...' if len(bad) > 4 else ''}; {fix}")
+
+
+def check_model_fits_data(model: nn.Module, image_shape: tuple[int, int, int], num_classes: int, *,
+                          what: str = "the teacher", fix: str = "") -> None:
+    """Before any work: ``model`` takes the data's images (its first convolution's input channels, then
+    one forward pass of a blank image) and predicts the data's ``num_classes`` classes. Otherwise a
+    :class:`DataError` says which, instead of a convolution's channel error or cross-entropy's "0D or 1D
+    target tensor expected" in the first step. ``fix``: what to do about it, for the caller's command."""
+    c = int(image_shape[0])
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    fix = f" {fix}" if fix else ""
+    if conv is not None and conv.in_channels != c:
+        have = {1: "1-channel (grayscale)", 3: "3-channel (RGB)"}.get(c, f"{c}-channel")
+        raise DataError(f"{what} takes {conv.in_channels}-channel images but the data's images are {have}; use a "
+                        f"model made for this data (e.g. trained on it with `daqakd teacher`).{fix}")
+    p = next(iter(model.parameters()), None)
+    x = torch.zeros(1, *image_shape, device=p.device if p is not None else "cpu",
+                    dtype=p.dtype if p is not None and p.is_floating_point() else torch.float32)
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            from .models import as_tensor
+
+            out = as_tensor(model(x))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{what} cannot run on the data's images of shape {tuple(image_shape)} ({first}); use a "
+                        f"model made for images of this shape.{fix}") from exc
+    finally:
+        model.train(was)
+    if out.dim() != 2 or out.shape[1] != num_classes:
+        got = f"{out.shape[1]} classes" if out.dim() == 2 else f"outputs of shape {tuple(out.shape)}"
+        raise DataError(f"{what} predicts {got} but the data has {num_classes} classes; its classifier must have one "
+                        f"output per class.{fix}")
 
 
 def safe_load_reason(exc: BaseException) -> str:

@@ -10,6 +10,7 @@ import logging
 import pkgutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
 from .errors import ConfigError, DaqakdError
@@ -37,13 +38,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _how_to_continue(args: argparse.Namespace) -> str:
-    """What keeps the work done so far, per command (a plain re-run of `distill` would be refused)."""
+    """What keeps the work done so far, per command (a plain re-run of `distill` would be refused). Only a
+    checkpoint can be resumed: stopped before the first one, say so instead of promising `--resume`."""
     out = getattr(args, "resume", None) or getattr(args, "out", None)
-    if args.command == "distill" and out:
-        return f"The last finished epoch is saved: continue with `daqakd distill --resume {out}`."
-    if args.command == "run":
+    if args.command not in ("distill", "run") or not out:
+        return "Nothing was saved; run the command again."
+    try:
+        from .distill.checkpoint import CHECKPOINT_NAME
+    except ImportError:  # pragma: no cover - the name the checkpoint has had since daqakd-checkpoint/1
+        CHECKPOINT_NAME = "checkpoint.pt"  # noqa: N806
+    d = Path(out)
+    if (d / CHECKPOINT_NAME).exists():
+        if args.command == "distill":
+            return f"The last finished epoch is saved: continue with `daqakd distill --resume {out}`."
         return "The last finished epoch is saved: run the same command again to continue (--fresh starts over)."
-    return "Nothing was saved; run the command again."
+    left = d.is_dir() and any(d.iterdir())
+    return ("It stopped before the first checkpoint (written after the first epoch), so there is nothing to resume: "
+            "run the same command again" + (f" with --fresh (it clears what this start left in {out})." if left else "."))
 
 
 def _preflight(args: argparse.Namespace) -> None:
@@ -77,8 +88,12 @@ def _preflight(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:  # Ctrl-C while the sub-commands import: no traceback, the shell's 130
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("daqakd: interrupted while starting; nothing was done.", file=sys.stderr)
+        return 130
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2), format="%(levelname)s %(name)s: %(message)s"
     )

@@ -141,8 +141,32 @@ def load_digits(test_size: float = 0.25, seed: int = 0, *, image_size: int | Non
     return DataBundle("digits", x[tr], y[tr], x[te], y[te], [str(c) for c in d.target_names])
 
 
+def _loops_back(p: Path, root: Path) -> bool:
+    """A symlinked folder that resolves to ``root`` or to a folder above it (``ROOT/loop -> ROOT``): as a
+    class it would hold every image of the other classes (and more of itself)."""
+    if not p.is_symlink():
+        return False
+    target, top = p.resolve(), root.resolve()
+    return target == top or target in top.parents
+
+
+def _class_dirs(root: Path) -> list[str]:
+    """The class folder names under ``root`` (sorted), leaving out hidden folders and symlinks that loop
+    back to ``root`` or above it (said once, as a warning: that is a mistake in the data, not a class)."""
+    names = []
+    for p in root.iterdir():
+        if not p.is_dir() or p.name.startswith("."):
+            continue
+        if _loops_back(p, root):
+            log.warning("skipping %s: it is a symlink to %s, which contains it (a loop), not a class folder; "
+                        "remove the link to silence this.", p, p.resolve())
+            continue
+        names.append(p.name)
+    return sorted(names)
+
+
 def _scan_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = _class_dirs(root)
     if not classes:
         raise DataError(
             f"{root} has no class sub-folders; expected ImageFolder layout ROOT/<class>/<image>.jpg "
@@ -166,11 +190,44 @@ def _scan_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
             "images or remove the folder."
         )
     if len(classes) < 2:
+        if classes[0] in SPLIT_NAMES:
+            raise DataError(
+                f"{root} holds only a {classes[0]}/ folder: no test/ (or val/) split next to it. Add "
+                f"{root}/test/<class>/... (or val/), or move the class folders up to {root}/<class>/... and "
+                "daqakd splits them (80/20, stratified)."
+            )
         raise DataError(
             f"{root} has one class folder ({classes[0]!r}); classification needs at least 2 classes, one "
             "sub-folder each (ROOT/<class>/<image>)."
         )
     return files, labels, classes
+
+
+#: folder names that mean a split, not a class: ROOT/train + ROOT/test, or ImageNet's ROOT/train + ROOT/val
+TEST_SPLITS = ("test", "val")
+SPLIT_NAMES = ("train", *TEST_SPLITS)
+
+
+def _splits(root: Path) -> tuple[Path, Path] | None:
+    """``(train, test)`` folders when ``root`` is split (``train/`` with ``test/``, else ImageNet's
+    ``val/``), ``None`` for a plain ``ROOT/<class>`` folder. A root whose folders are only split names
+    but miss a side is refused here, rather than trained as classes named ``train`` and ``val``."""
+    dirs = set(_class_dirs(root))
+    if "train" in dirs:
+        for name in TEST_SPLITS:
+            if name in dirs:
+                if name != "test":
+                    log.info("%s: using %s/ as the test split (no test/ folder; ImageNet's naming)", root, name)
+                return root / "train", root / name
+        if dirs <= set(SPLIT_NAMES):
+            raise DataError(
+                f"{root} has a train/ folder but no test/ (or val/) next to it. Add {root}/test/<class>/... "
+                f"(or val/), or move the class folders up to {root}/<class>/... and daqakd splits them."
+            )
+    elif dirs and dirs <= set(TEST_SPLITS):
+        raise DataError(f"{root} has {', '.join(sorted(d + '/' for d in dirs))} but no train/ folder; add "
+                        f"{root}/train/<class>/....")
+    return None
 
 
 GRAY_MODES = ("L", "1", "I;16", "I", "LA", "I;16B", "I;16L", "F")
@@ -236,7 +293,7 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
         f = self.path(i)
         try:
             with Image.open(f) as raw:
-                im = raw.convert(self.mode)
+                im = _eight_bit(raw).convert(self.mode)
                 im.load()
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a data problem of this file
             raise DataError(f"cannot read image {f}: {type(exc).__name__}: {exc}. The file is corrupt, truncated or "
@@ -275,6 +332,25 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
         left, top = (nw - s) // 2, (nh - s) // 2
         im = im.crop((left, top, left + s, top + s))
         return _to_chw_float(np.asarray(im, dtype=np.uint8)), int(self.targets[i])
+
+
+#: PIL modes of 16-bit grayscale images (16-bit PNG, TIFF)
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _eight_bit(im: Any) -> Any:
+    """``im`` with 8-bit samples. PIL converts 16-bit grayscale to ``L``/``RGB`` by clipping at 255 (a
+    16-bit PNG of an 8-bit image, value v*257, came out nearly white), so scale 0..65535 to 0..255 here:
+    v*257 gives back v exactly. A 32-bit ``I`` image (how some PIL versions open 16-bit PNGs) whose values
+    exceed 255 is scaled the same way; 16-bit colour PNGs already open as 8-bit ``RGB``."""
+    from PIL import Image
+
+    if im.mode not in SIXTEEN_BIT_MODES and im.mode != "I":
+        return im
+    arr = np.asarray(im).astype(np.int64)
+    if im.mode == "I" and (arr.size == 0 or int(arr.max()) <= 255):
+        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))  # 2-D uint8: mode L
+    return Image.fromarray(((np.clip(arr, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8))  # 2-D uint8: mode L
 
 
 def _to_chw_float(arr: np.ndarray) -> torch.Tensor:
@@ -360,8 +436,9 @@ def load_image_folder(root: str | Path, test_size: float = 0.2, seed: int = 0, *
                       channels: int | None = None) -> FolderBundle:
     """An ImageFolder-style directory, read lazily (:class:`FolderBundle`): only the file lists are held.
 
-    ``ROOT/train/<class>/*`` and ``ROOT/test/<class>/*`` are used as given; a plain ``ROOT/<class>/*`` is
-    split with a fixed seed, stratified by class. ``image_size``: resize + centre-crop every image to
+    ``ROOT/train/<class>/*`` and ``ROOT/test/<class>/*`` are used as given (``ROOT/val/`` is the test split
+    when there is no ``test/``: ImageNet's naming); a plain ``ROOT/<class>/*`` is split with a fixed seed,
+    stratified by class. A symlink that loops back (``ROOT/loop -> ROOT``) is skipped with a warning. ``image_size``: resize + centre-crop every image to
     that square (needed when the images differ in size). ``channels``: 1 or 3 (default: probed, see
     :func:`folder_mode`). Call :meth:`FolderBundle.to_memory` for tensors.
     """
@@ -372,15 +449,24 @@ def load_image_folder(root: str | Path, test_size: float = 0.2, seed: int = 0, *
         raise DataError(f"data directory {root} does not exist; pass --data digits or a folder of class sub-folders.")
     if not root.is_dir():
         raise DataError(f"{root} is not a directory; pass an ImageFolder-style directory or 'digits'.")
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        trf, trl, classes = _scan_folder(root / "train")
-        tef, tel, classes_te = _scan_folder(root / "test")
+    split = _splits(root)
+    if split is not None:
+        trf, trl, classes = _scan_folder(split[0])
+        tef, tel, classes_te = _scan_folder(split[1])
         if classes_te != classes:
-            raise DataError(f"train classes {classes} differ from test classes {classes_te} under {root}.")
+            raise DataError(f"train classes {classes} differ from {split[1].name} classes {classes_te} under {root}.")
     else:
         files, labels, classes = _scan_folder(root)
         from sklearn.model_selection import train_test_split
 
+        counts = np.bincount(labels, minlength=len(classes))
+        few = [f"{classes[i]!r} ({int(counts[i])})" for i in np.flatnonzero(counts < 2)]
+        if few:
+            raise DataError(
+                f"class folder(s) {', '.join(few[:5])} under {root} hold a single image: a stratified train/test "
+                "split needs at least 2 per class (one for each side). Add images, remove the class, or give "
+                f"the split yourself ({root}/train/<class>/... and {root}/test/<class>/...)."
+            )
         idx = np.arange(len(files))
         tr, te = train_test_split(idx, test_size=test_size, random_state=seed, stratify=labels)
         tr, te = np.sort(tr), np.sort(te)

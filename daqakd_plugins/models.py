@@ -124,9 +124,11 @@ def arch_spec(name: str, *, num_classes: int, in_channels: int = 3, **options: A
     return {"name": name, "num_classes": num_classes, "in_channels": in_channels, **options}
 
 
-def _resolve(name: str) -> Any:
+def _resolve(name: str, *, allow_factory: bool = True, where: str = "") -> Any:
     """The builder for ``name``: a registered architecture, a registered family (``prefix:``), or a
-    user factory by import path (``package.module:factory``)."""
+    user factory by import path (``package.module:factory``). ``allow_factory=False`` (a name read from
+    a file the user did not vouch for) refuses the import path *before* importing anything: importing a
+    module and calling a function a file names is running code from that file."""
     import importlib
 
     from .plugins import get_architectures
@@ -139,6 +141,15 @@ def _resolve(name: str) -> Any:
         if prefix in archs:
             return archs[prefix]
         mod_name, _, attr = name.partition(":")
+        if not allow_factory:
+            raise ModelError(
+                f"{where or 'the file'} names the architecture {name!r}, which is no registered architecture but an "
+                f"import path: rebuilding it would import {mod_name!r} and call {attr!r}, i.e. run code the file "
+                f"chose. From a file daqakd rebuilds only registered architectures ({', '.join(sorted(archs))}). "
+                f"If this is your own factory and you trust the file, name it yourself: --arch {name} (Python: "
+                "load_model(path, arch=arch_spec(NAME, num_classes=N)) or load_model(path, trust_factory=True); "
+                "load_student(path, trust_factory=True))."
+            )
         try:
             mod = importlib.import_module(mod_name)
         except ImportError as exc:
@@ -157,15 +168,19 @@ def _resolve(name: str) -> Any:
     )
 
 
-def build_model(arch: dict[str, Any]) -> nn.Module:
-    """Build the float model an architecture spec describes (``{"name": ..., **options}``)."""
+def build_model(arch: dict[str, Any], *, trust_factory: bool = True, where: str = "") -> nn.Module:
+    """Build the float model an architecture spec describes (``{"name": ..., **options}``).
+
+    ``trust_factory``: whether a ``package.module:factory`` name may be imported and called. True for a
+    spec the caller wrote; the loaders pass False for a spec read from a file (``where`` names it), so
+    that only registered architectures are rebuilt from files."""
     from .contracts import Architecture
 
     spec = dict(arch)
     name = spec.get("name")
     if not isinstance(name, str):
         raise ModelError(f"architecture spec {arch!r} has no 'name'; pass e.g. --arch torchvision:resnet18")
-    builder = _resolve(name)
+    builder = _resolve(name, allow_factory=trust_factory, where=where)
     if isinstance(builder, Architecture):
         if builder.requires:
             import importlib
@@ -217,10 +232,15 @@ def save_model(path: str | Path, model: nn.Module, arch: dict[str, Any], meta: d
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu", *,
-               arch: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+               arch: dict[str, Any] | None = None, trust_factory: bool | str = False) -> tuple[nn.Module, dict[str, Any]]:
     """Load a model: a daqakd model file (:func:`save_model`) or a plain ``state_dict`` with ``arch``
     (an :func:`arch_spec`), always with ``weights_only=True``. Returns ``(model, meta)``; ``meta["arch"]``
-    is the spec, so the model can be rebuilt later (student files carry it)."""
+    is the spec, so the model can be rebuilt later (student files carry it).
+
+    A file's own architecture record is rebuilt only if it names a registered architecture: a
+    ``package.module:factory`` record would import and call code the file chose, so it needs the caller's
+    word: ``arch`` naming the same factory (the user's ``--arch``), ``trust_factory=True``, or
+    ``trust_factory="package.module:factory"`` (that factory only)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"model file {path} does not exist; train one with `daqakd teacher --out {path}`.")
@@ -251,7 +271,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", *,
                 f"{path} holds NaN/inf weights (a diverged training); retrain it, e.g. `daqakd teacher --out {path} "
                 "--force` with a lower --lr."
             )
-    model = build_model(spec)
+    trusted = (trust_factory is True or (isinstance(trust_factory, str) and trust_factory == spec.get("name"))
+               or (arch is not None and arch.get("name") == spec.get("name")))
+    model = build_model(spec, trust_factory=trusted, where=str(path))
     problems = _load_strict(model, state)
     if problems:
         raise ModelError(

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checks import check_finite_model, check_lr
+from .checks import check_finite_model, check_lr, check_model_fits_data
 from .data import AnyBundle, DataBundle, make_loader
 from .errors import ConfigError, DataError, NonFiniteError
 from .models import as_tensor, load_model, save_model
@@ -137,7 +137,13 @@ def train_teacher(
 
     seed_everything(seed)
     arch = arch or default_arch(bundle)
+    nc = bundle.num_classes
+    if arch.get("num_classes") not in (None, nc):
+        raise ConfigError(f"--num-classes {arch.get('num_classes')} but the data has {nc} classes "
+                          f"({', '.join(map(str, bundle.classes[:10]))}{' ...' if nc > 10 else ''}); drop --num-classes "
+                          f"(it defaults to the data's class count) or pass --num-classes {nc}.")
     model = build_model(arch)
+    check_model_fits_data(model, bundle.image_shape, nc, what=f"the teacher architecture {arch.get('name')!r}")
     norm = Normalizer(*(normalize or (None, None)))
     norm.check_channels(bundle.image_shape[0])
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -202,8 +208,8 @@ def train_teacher(
 
 def get_or_train_teacher(bundle: AnyBundle, path: str | Path | None, **kw: Any) -> tuple[nn.Module, dict[str, Any]]:
     """Load the teacher at ``path`` if it exists, else train one (and save it there when given)."""
-    if path is not None and Path(path).exists():
-        return load_model(path)
+    if path is not None and Path(path).exists():  # a factory is rebuilt only if the caller names it (arch=...)
+        return load_model(path, trust_factory=str((kw.get("arch") or {}).get("name", "")) or False)
     model, meta = train_teacher(bundle, **kw)
     if path is not None:
         save_model(path, model, meta["arch"], meta)

@@ -3,7 +3,8 @@
 #   bash scripts/dev.sh main [daqakd run options]   # set up, then rank -> distill -> export -> evaluate on digits
 #   bash scripts/dev.sh test [pytest options]       # set up, then run the whole test suite
 # Set-up creates ./.venv (or $DAQAKD_VENV) from nothing and installs daqakd with every backend at the
-# exact versions in constraints.txt; it re-installs only when pyproject.toml or constraints.txt change.
+# exact versions in constraints.txt; it re-installs only when pyproject.toml or constraints.txt change, and
+# builds NNCF's C++ extension when it is not cached yet (daqakd_nncf.prebuild).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${DAQAKD_VENV:-.venv}
@@ -17,6 +18,9 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.daqakd-stamp" 2>/dev/null)" !
   "$VENV/bin/python" -c "import daqakd_plugins, torch, torchvision" # fail here, not later, if set-up broke
   echo "$want" > "$VENV/.daqakd-stamp"
 fi
+# NNCF compiles a C++ extension the first time it quantizes (minutes on a busy machine, and NNCF's own
+# limit is 60 s): build it here, once, so no run or test races that compile (~1 s when it is cached).
+"$VENV/bin/python" -m daqakd_nncf.prebuild
 cmd=${1:-}
 shift || true
 case "$cmd" in

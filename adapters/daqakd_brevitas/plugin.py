@@ -642,6 +642,48 @@ def _export_one(fmt: str, model: nn.Module, x: torch.Tensor, out_dir: Path) -> E
                          notes="QONNX Quant/BipolarQuant ops after qonnx cleanup_model (batch 1, for FINN)")
 
 
+def _float_unholdable_biases(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """Turn off bias quantization (``bias_quant=False`` for those layers) in ``model``, an export copy,
+    where Brevitas' Int32 bias quantizer cannot hold the bias: its scale (input scale x weight scale) is
+    so small that bias/scale is no exact integer in float32, and the exporter then refuses the whole
+    model ("QuantTensor not valid"; e.g. MobileNetV2's depthwise convolutions). Those biases are written
+    in float, a difference far below one activation step; the export's accuracy vs torch is measured as
+    for every export. Returns the layers' names (said as a warning and in the export's notes)."""
+    import torch
+    from brevitas.quant_tensor import QuantTensor
+
+    bad: list[str] = []
+    handles = []
+    proxies: dict[str, Any] = {}
+    for name, m in model.named_modules():
+        proxy = getattr(m, "bias_quant", None)
+        if proxy is None or not getattr(proxy, "is_quant_enabled", False) or not hasattr(proxy, "register_forward_hook"):
+            continue
+
+        def check(_mod: Any, _inp: Any, out: Any, name: str = name) -> None:
+            if isinstance(out, QuantTensor) and not out.is_valid:
+                bad.append(name)
+
+        handles.append(proxy.register_forward_hook(check))
+        proxies[name] = proxy
+    if not handles:
+        return []
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    for name in bad:
+        proxies[name].disable_quant = True
+    if bad:
+        log.warning("exporting %d layer(s) with float biases (as with options bias_quant=False): Brevitas' Int32 bias "
+                    "quantizer cannot hold their biases exactly (bias/scale is no exact integer in float32, which its "
+                    "exporter refuses as 'QuantTensor not valid'): %s. Quantize with options bias_quant=False to train "
+                    "that way too.", len(bad), ", ".join(bad[:8]) + (" ..." if len(bad) > 8 else ""))
+    return bad
+
+
 @hookimpl
 def daqakd_export(request: ExportRequest) -> list[ExportedModel] | None:
     fmts = _formats(request.formats)
@@ -668,10 +710,14 @@ def daqakd_export(request: ExportRequest) -> list[ExportedModel] | None:
             log.warning("1-bit quantizers: exporting QONNX only; Brevitas' QCDQ exporter has no 1-bit form.")
         model = copy.deepcopy(request.model).eval()
         x = request.example_input[:1].to(kit.device_of(model))
+        float_bias = _float_unholdable_biases(model, x)
         out: list[ExportedModel] = []
         for fmt in fmts:
             try:
-                out.append(_export_one(fmt, model, x, Path(request.out_dir)))
+                e = _export_one(fmt, model, x, Path(request.out_dir))
+                if float_bias:
+                    e.notes += f"; float biases in {len(float_bias)} layer(s) Int32 could not hold: {', '.join(float_bias[:4])}"
+                out.append(e)
             except ExportError:
                 raise
             except Exception as exc:  # noqa: BLE001 - exporter failures come in many types

@@ -180,11 +180,46 @@ def _compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "c++"))
 
 
+#: what the adapter allows NNCF's first extension load (a compile) when NNCF_EXTENSION_LOAD_TIMEOUT is unset:
+#: NNCF's own 60 s is less than the compile takes on a busy 2-core machine (measured: docs/troubleshooting.md)
+EXTENSION_BUILD_TIMEOUT_S = 1800
+
+
+def _lock_file_blocks() -> bool:
+    """Whether torch's extension builder takes its build lock as a plain file whose mere existence makes
+    every later build wait (``FileBaton``, older torch), so that a killed build's leftover lock blocks
+    for ever. The torch pinned here (2.14) holds an OS-level lock instead, which dies with its process."""
+    import torch.utils.cpp_extension as cpp
+
+    return hasattr(cpp, "FileBaton")
+
+
+def _extension_fix(build_dir: Path, var: str) -> str:
+    """What to do when NNCF's extension does not load in time: the variable that sets NNCF's limit, the
+    build folder (and, with a torch whose lock file blocks, the lock file a killed build leaves)."""
+    lock = build_dir / "lock"
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    where = f"$TORCH_EXTENSIONS_DIR={root}" if root else "~/.cache/torch_extensions ($TORCH_EXTENSIONS_DIR moves it)"
+    if _lock_file_blocks():
+        first = (f"If no other process is compiling it, a killed or interrupted build left its lock file {lock}"
+                 f"{' (present now)' if lock.exists() else ''}, which this torch waits for for ever: remove it (or the "
+                 f"whole build folder {build_dir}; the cache is under {where}) and run again.")
+    else:
+        first = (f"The compile (into {build_dir}; the cache is under {where}) was still running, or another process "
+                 "was compiling it and held the build lock. If an earlier build was killed half-way, remove that "
+                 "build folder to start clean.")
+    return (f"{first} On a slow or busy machine give the compile more time: {var}=3600 (seconds; 0 = no limit). "
+            "`bash scripts/dev.sh` (or `python -m daqakd_nncf.prebuild`) builds it once during set-up.")
+
+
 def ensure_extension() -> str:
-    """Load NNCF's CPU extension (``quantized_functions_cpu``) now, saying so when it has to be compiled
-    (first use on a machine: about 40 s, needs a C++ compiler) instead of stalling silently inside the
-    first forward pass. Returns ``"compiled"``, ``"cached"``, ``"loaded"`` or ``"reference"`` (no
-    compiler: NNCF falls back to slower pure-torch quantizers, and a warning says how to fix it)."""
+    """Load NNCF's CPU extension (``quantized_functions_cpu``) now, saying so (once) when it has to be
+    compiled (first use on a machine: about 40 s on an idle core, minutes on a busy one; needs a C++
+    compiler) instead of stalling silently inside the first forward pass. Unless the user set
+    ``NNCF_EXTENSION_LOAD_TIMEOUT``, NNCF's 60 s limit is raised to :data:`EXTENSION_BUILD_TIMEOUT_S` for
+    this load. Returns ``"compiled"``, ``"cached"``, ``"loaded"`` or ``"reference"`` (no compiler: NNCF
+    falls back to slower pure-torch quantizers, and a warning says how to fix it). A load that still
+    times out raises a :class:`BackendError` naming the lock file to remove and the variable to set."""
     from nncf.torch.extensions import EXTENSION_LOAD_TIMEOUT_ENV_VAR, ExtensionLoaderTimeoutException
     from nncf.torch.quantization.extensions import QuantizedFunctionsCPU, QuantizedFunctionsCPULoader
     from nncf.torch.quantization.reference import ReferenceQuantizedFunctions
@@ -193,6 +228,8 @@ def ensure_extension() -> str:
         return "reference" if QuantizedFunctionsCPU._loaded_namespace is ReferenceQuantizedFunctions else "loaded"  # noqa: SLF001
     build_dir = Path(QuantizedFunctionsCPULoader.get_build_dir())
     cached = any(build_dir.glob("*.so")) or any(build_dir.glob("*.pyd"))
+    old = os.environ.get(EXTENSION_LOAD_TIMEOUT_ENV_VAR)
+    limit = old if old is not None else str(EXTENSION_BUILD_TIMEOUT_S)
     if not cached:
         if _compiler() is None:
             _say("no C++ compiler found (${CXX} or c++ on PATH): NNCF cannot build its CPU extension "
@@ -200,16 +237,22 @@ def ensure_extension() -> str:
                  "(Debian/Ubuntu: apt-get install g++) for the compiled extension.")
         else:
             _say(f"compiling NNCF's CPU extension quantized_functions_cpu into {build_dir} (first use on this "
-                 "machine only, about 40 s; needs a C++ compiler) ...")
+                 "machine only: about 40 s on an idle core, minutes on a busy one; needs a C++ compiler; "
+                 f"{EXTENSION_LOAD_TIMEOUT_ENV_VAR}={limit} s{'' if old is not None else ' allowed'}) ...")
+            if (build_dir / "lock").exists() and _lock_file_blocks():
+                _say(f"{build_dir / 'lock'} exists: another process is compiling it now (waiting for it), or an "
+                     "interrupted build left it behind (then stop and remove that file).")
     t0 = time.perf_counter()
-    old = os.environ.get(EXTENSION_LOAD_TIMEOUT_ENV_VAR)
     if old is None:  # NNCF's default 60 s is too short for a first compile on a busy machine
-        os.environ[EXTENSION_LOAD_TIMEOUT_ENV_VAR] = "900"
+        os.environ[EXTENSION_LOAD_TIMEOUT_ENV_VAR] = str(EXTENSION_BUILD_TIMEOUT_S)
     try:
         with _quiet():
             QuantizedFunctionsCPU.get("Quantize_forward")
     except ExtensionLoaderTimeoutException as exc:
-        raise BackendError(f"NNCF's CPU extension did not load: {exc}") from exc
+        raise BackendError(
+            f"NNCF's CPU extension quantized_functions_cpu did not load within {limit} s "
+            f"({EXTENSION_LOAD_TIMEOUT_ENV_VAR}). {_extension_fix(build_dir, EXTENSION_LOAD_TIMEOUT_ENV_VAR)}"
+        ) from exc
     finally:
         if old is None:
             os.environ.pop(EXTENSION_LOAD_TIMEOUT_ENV_VAR, None)

@@ -67,7 +67,10 @@ def _torchvision(spec: Mapping[str, Any]) -> nn.Module:
     name = str(spec["name"]).split(":", 1)[1]
     known = torchvision.models.list_models(module=torchvision.models)  # classification models only
     if name not in known:
-        close = [k for k in known if name.split("_")[0] in k][:8]
+        import difflib
+
+        close = difflib.get_close_matches(name, known, n=5, cutoff=0.75)  # resnet19 -> resnet18 (typos first)
+        close += [k for k in known if name.split("_")[0] in k and k not in close][: 8 - len(close)]
         raise ModelError(
             f"torchvision has no classification model {name!r}"
             + (f"; did you mean one of {close}?" if close else f"; e.g. {known[:8]} (torchvision.models.list_models()).")

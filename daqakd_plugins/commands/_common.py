@@ -67,3 +67,21 @@ def add_data_args(p: argparse.ArgumentParser, *, train: bool = True) -> None:
         a.add_argument("--train-crop", choices=["center", "random"], default=None,
                        help="training images with --image-size: center = the evaluation crop (default: the ranked "
                             "augmentation is the only augmentation), random = random-resized crop as in ImageNet recipes")
+
+
+def export_failed(report: dict[str, Any], command: str) -> int:
+    """After a run: if the export it was asked for failed (the whole export, or a format whose runtime
+    could not run it), say so on stderr and return exit status 1; else 0. The run's student and report
+    are written either way, so a script that checks the exit status does not ship a missing export."""
+    import sys
+
+    exp = report.get("export") or {}
+    bad = [str(exp["error"])] if exp.get("error") else []
+    bad += [str(e["error"]) for e in exp.get("student", []) if isinstance(e, dict) and e.get("error")]
+    if not bad:
+        return 0
+    student = (report.get("files") or {}).get("student", "student.pt")
+    print(f"daqakd {command}: error: the export failed, so no exported student was written ({'; '.join(bad)}). "
+          f"The trained student is saved in {student} and the report records the error; fix the cause and export "
+          "it again, or pass --no-export to skip export.", file=sys.stderr)
+    return 1

@@ -10,7 +10,13 @@ import argparse
 import json
 from typing import Any
 
-from ._common import add_arch_args, add_backend_option_arg, add_data_args, parse_backend_options
+from ._common import (
+    add_arch_args,
+    add_backend_option_arg,
+    add_data_args,
+    export_failed,
+    parse_backend_options,
+)
 
 # argparse defaults are None so that --resume can tell what the user actually typed.
 _DEFAULTS: dict[str, Any] = {
@@ -116,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         return 0  # under torchrun rank 0 prints (every rank holds the same report)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
-        return 0
+        return export_failed(report, "distill")
     acc = report["accuracy"]
     print(
         f"{report['backend']} W{report['bits']}A{report['act_bits']}  augmentation={report['augmentation']}  "
@@ -138,4 +144,4 @@ def run(args: argparse.Namespace) -> int:
     if exp and not exp.get("skipped"):
         print("export: " + json.dumps(exp, default=str)[:600])
     print(f"report: {report['files']['report_md']}")
-    return 0
+    return export_failed(report, "distill")

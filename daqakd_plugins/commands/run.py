@@ -9,7 +9,13 @@ import argparse
 import json
 from pathlib import Path
 
-from ._common import add_arch_args, add_backend_option_arg, add_data_args, parse_backend_options
+from ._common import (
+    add_arch_args,
+    add_backend_option_arg,
+    add_data_args,
+    export_failed,
+    parse_backend_options,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -69,4 +75,4 @@ def run(args: argparse.Namespace) -> int:
         "report": [str(out / "report.json"), str(out / "report.md"), str(png)],
     }
     print(json.dumps(summary, indent=2))
-    return 0
+    return export_failed(report, "run")

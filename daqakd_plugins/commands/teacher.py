@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     mean, std = check_normalization(args.mean, args.std)
     bundle = load_data(args.data, seed=args.seed, image_size=args.image_size)
     if args.out.exists() and not args.force:
-        model, meta = load_model(args.out)
+        model, meta = load_model(args.out, trust_factory=args.arch or False)  # a factory only if --arch names it
         rec = meta.get("normalize") or {}
         norm = Normalizer(mean, std) if mean is not None else Normalizer(rec.get("mean"), rec.get("std"))
         loader = eval_loader(bundle.test, num_classes=bundle.num_classes, workers=resolve_workers(args.workers))

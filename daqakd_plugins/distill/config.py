@@ -96,9 +96,10 @@ class DistillConfig:
             raise ConfigError("pass out= (a run directory), or resume= an earlier run directory")
         if self.fresh and self.resume is not None:
             raise ConfigError("fresh=True (--fresh) starts over and resume= continues a run: pass one of them")
-        from ..checks import check_device
+        from ..checks import check_device, check_out_outside_data
 
         check_device(self.device)
+        check_out_outside_data(self.out_dir, self.data, flag="--out" if self.out is not None else "--resume")
         for name in ("bits", "epochs", "batch_size", "seed", "rank_repeats", "teacher_epochs", "calib_batches"):
             v = getattr(self, name)
             lo = 0 if name == "seed" else 1

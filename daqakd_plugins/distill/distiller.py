@@ -377,6 +377,8 @@ class Distiller:
         from .. import distributed
         from ..streams import TrainLoader, resolve_workers
 
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"kd.loader(batch_size=...) must be an integer ≥ 1, got {batch_size!r}")
         d = distributed.current()
         sharded = d.active if shard is None else (shard and d.active)
 
@@ -568,12 +570,33 @@ class Distiller:
         """A forward pass failed. On the first step that is (nearly always) images the models were not
         built for: say so with the shapes; after a step has run, it is something else: re-raise."""
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        placement = self._placement_problem(x)
+        if placement:
+            raise ModelError(f"Distiller.loss: {placement} ({first}).") from exc
         if self._width_checked or not any(w in first for w in ("shape", "size", "channels", "mat1", "dimension")):
             raise exc  # not an input-shape problem of the first batch: a real error, with its traceback
         raise ModelError(
             f"Distiller.loss: the models cannot run on images of shape {tuple(x.shape)} ({first}); pass images "
             "shaped like the teacher's training data (same channels and a size its layers accept)."
         ) from exc
+
+    def _placement_problem(self, x: torch.Tensor) -> str:
+        """Why a forward pass that just failed could not run, if it is where the models are or their float
+        type: a model moved to another device after the Distiller was made, or one in float64/float16
+        while the images are float32 (what daqakd's data and loaders give). Empty if neither."""
+        for who, m in (("student", self.student), ("teacher", self.teacher)):
+            for t in (*m.parameters(), *m.buffers()):
+                if t.device != x.device:
+                    return (f"the {who}'s weights are on {t.device} but the images are on {x.device} (the "
+                            f"Distiller's device, {self.device}): the Distiller moves the models to its device when "
+                            f"it is made, and a model moved afterwards no longer matches. Move it back with "
+                            f"{who}.to({str(self.device)!r}), or make the Distiller with device= where the models live")
+            for t in m.parameters():
+                if t.is_floating_point() and t.dtype != x.dtype:
+                    return (f"the {who}'s weights are {t.dtype} but the images are {x.dtype}: daqakd's data and "
+                            f"loaders give float32 images in [0, 1] and the backends quantize float32 models; convert "
+                            f"it with {who}.float() (or pass images of its dtype)")
+        return ""
 
     def _raise_non_finite(self, result: LossResult, z_s: torch.Tensor, z_t: torch.Tensor | None) -> None:
         bad = [k for k, v in result.terms.items() if not bool(torch.isfinite(v.detach()).all())]

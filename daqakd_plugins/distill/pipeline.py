@@ -287,7 +287,7 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
     if ck is not None and cfg.teacher is None and Path(ck["teacher_path"]).exists():
         from ..models import load_model
 
-        teacher, tmeta = load_model(ck["teacher_path"])
+        teacher, tmeta = load_model(ck["teacher_path"], trust_factory=cfg.arch or False)  # the run's own --arch
         teacher_path = ck["teacher_path"]
     else:
         with distributed.main_first():  # rank 0 trains and saves the default teacher, the others load it
@@ -295,6 +295,11 @@ def _run_distill(config: DistillConfig) -> dict[str, Any]:
     teacher.to(cfg.device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
+    from ..checks import check_model_fits_data
+
+    check_model_fits_data(teacher, bundle.image_shape, bundle.num_classes, what="the teacher",
+                          fix=f"Pass a --teacher trained on this data ({teacher_path} is not), or leave --teacher out "
+                              "to train one.")
     norm = _normalizer(cfg, tmeta, bundle.image_shape[0])
     n_test = len(bundle.test_labels)
     test_loader = eval_loader(bundle.test, num_classes=bundle.num_classes, batch_size=max(256, cfg.batch_size),

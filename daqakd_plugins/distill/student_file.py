@@ -52,10 +52,14 @@ def save_student_file(path: str | Path, student: nn.Module, *, backend: str, con
     )
 
 
-def load_student(path: str | Path, *, example_input: torch.Tensor | None = None) -> tuple[nn.Module, dict[str, Any]]:
+def load_student(path: str | Path, *, example_input: torch.Tensor | None = None,
+                 trust_factory: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a student saved by ``daqakd distill`` (a run directory or its ``student.pt``) in a fresh
     process: the float architecture is rebuilt and the backend's adapter restores the student into it
-    with the recorded quantization config and options (``weights_only=True``: no pickled code runs)."""
+    with the recorded quantization config and options (``weights_only=True``: no pickled code runs).
+    Only registered architectures are rebuilt from the file's record; a student of your own
+    ``package.module:factory`` needs ``trust_factory=True`` (importing and calling what a file names
+    runs code)."""
     from .. import backends
     from ..models import build_model
 
@@ -88,7 +92,7 @@ def load_student(path: str | Path, *, example_input: torch.Tensor | None = None)
             "written before daqakd-student/2 cannot be restored: re-run `daqakd distill --resume DIR` from "
             "its checkpoint or distill again."
         )
-    fp = build_model(ck["arch"])
+    fp = build_model(ck["arch"], trust_factory=trust_factory, where=str(path))
     if example_input is None:
         example_input = torch.zeros(1, *ck["input_shape"])
     config = QuantConfig.from_dict(ck["quant_config"])
