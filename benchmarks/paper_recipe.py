@@ -281,7 +281,7 @@ def train_student(a: argparse.Namespace, data: dict[str, torch.Tensor], teacher:
     train_acc = evaluate(student, x_all[:2000], y_all[:2000])
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     packed = compact_student(student)
-    torch.save(packed, weights_path)  # integer weights: re-scored later on other images
+    save_compact(packed, weights_path)  # integer weights, xz-compressed: re-scored later on other images
     from daqakd_plugins.models import as_tensor
 
     probe = data["test_x"][:256].float().div(255)
@@ -307,6 +307,25 @@ def compact_student(student: torch.nn.Module) -> dict[str, Any]:
             scales[f"{name}.weight"] = qw.scale.detach().float()
     state = {k: v for k, v in student.state_dict().items() if k not in codes}
     return {"format": 1, "state": state, "codes": codes, "scales": scales}
+
+
+def save_compact(packed: dict[str, Any], path: Path) -> None:
+    """``packed`` as an xz-compressed torch file (W2 codes take ~1.5 bits a weight): ~50-100 kB a student."""
+    import io
+    import lzma
+
+    buf = io.BytesIO()
+    torch.save(packed, buf)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(lzma.compress(buf.getvalue(), preset=9))
+    tmp.replace(path)
+
+
+def load_compact(path: Path) -> dict[str, Any]:
+    import io
+    import lzma
+
+    return torch.load(io.BytesIO(lzma.decompress(path.read_bytes())), weights_only=True)
 
 
 def restore_compact(teacher: torch.nn.Module, packed: dict[str, Any], backend: str, wb: int, ab: int) -> torch.nn.Module:
@@ -342,7 +361,7 @@ def run_students(a: argparse.Namespace, data: dict[str, torch.Tensor], res: Resu
                         continue
                     slug = key.replace("/", "_").replace("+", "-")
                     r = train_student(a, data, teacher, cand, wb, ab, seed, per_class, epochs,
-                                      a.out.parent / "ckpt" / f"{slug}.pt", a.out.parent / "students" / f"{slug}.pt")
+                                      a.out.parent / "ckpt" / f"{slug}.pt", a.out.parent / "students" / f"{slug}.pt.xz")
                     row = {"kind": "student", "key": key, "phase": phase, "candidate": cand, "seed": seed,
                            "config": cfg, "regime": regime, "per_class": per_class, "epochs": epochs,
                            "train_samples": per_class * 10, "images_seen": per_class * 10 * epochs,
@@ -369,7 +388,8 @@ def phase_cost(a: argparse.Namespace, data: dict[str, torch.Tensor], res: Result
     ck = a.out.parent / "ckpt" / "cost.pt"
     ck.unlink(missing_ok=True)
     wb, ab = (int(v) for v in a.configs.split(",")[0].strip().upper().lstrip("W").split("A"))
-    r = train_student(a, data, teacher, cands[-1], wb, ab, 0, a.rank_per_class, 1, ck, a.out.parent / "cost-student.pt")
+    r = train_student(a, data, teacher, cands[-1], wb, ab, 0, a.rank_per_class, 1, ck,
+                      a.out.parent / "ckpt" / "cost-student.pt.xz")
     res.add({"kind": "cost", "key": "cost", "candidates": len(cands), "images": len(idx), "rank_seconds": rank_s,
              "student_epoch_seconds": r["seconds"], "ratio": rank_s / r["seconds"], "threads": torch.get_num_threads()})
     print(f"ranking {len(cands)} candidates: {rank_s:.0f}s; one student epoch on the same images: {r['seconds']:.0f}s",

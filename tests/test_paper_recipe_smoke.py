@@ -51,7 +51,9 @@ def test_paper_recipe_phases_resume_and_report(tmp_path: Path) -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import paper_recipe
 
-    packed = torch.load(out.parent / "students" / "student_3x2_W4A4_none-cutmix_1.pt", weights_only=True)
+    archived = out.parent / "students" / "student_3x2_W4A4_none-cutmix_1.pt.xz"
+    assert archived.stat().st_size < 200_000
+    packed = paper_recipe.load_compact(archived)
     assert packed["codes"] and all(c.dtype == torch.int8 and int(c.abs().max()) <= 7 for c in packed["codes"].values())
     teacher = paper_recipe.load_teacher(out.parent)
     student = paper_recipe.restore_compact(teacher, packed, "brevitas", 4, 4)
