@@ -11,8 +11,8 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from . import __version__
 from .errors import ConfigError, DaqakdError
+from .version import __version__
 
 
 def _command_modules() -> list[str]:
@@ -71,7 +71,9 @@ def _preflight(args: argparse.Namespace) -> None:
         if not resumed:
             checks.check_act_bits_default(backend, 4 if args.bits is None else args.bits, args.act_bits)
     if args.loss is not None:
-        checks.check_cli_loss(args.loss)
+        from .distill.distiller import check_cli_loss
+
+        check_cli_loss(args.loss)
     if cmd == "distill" and args.candidates is not None and args.augment in (None, "auto"):
         checks.check_candidates(args.candidates)
 
