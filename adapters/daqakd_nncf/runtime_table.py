@@ -31,7 +31,7 @@ def measure_run(run: Path, repeats: int = 60, trials: int = 3) -> dict[str, Any]
     from daqakd_plugins.models import load_model
     from daqakd_plugins.runtime import accuracy_of, export_fp_onnx, interleaved_latency, ort_predict
 
-    from .plugin import export_qdq, ov_predict, export_openvino
+    from .plugin import export_openvino, export_qdq, ov_predict
 
     report = json.loads((run / "report.json").read_text())
     student, _ = load_student(run)
