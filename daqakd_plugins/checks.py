@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import BackendError, CheckpointError, ConfigError, DataError, NonFiniteError
+from .errors import CheckpointError, ConfigError, DataError, NonFiniteError
 
 __all__ = ["check_output_dir", "check_output_file", "check_device", "check_batch", "check_finite_model",
-           "check_lr", "check_model_file", "check_backend_ready", "check_act_bits_default",
+           "check_lr", "check_model_file", "check_act_bits_default",
            "check_candidates", "new_dirs", "remove_empty_dirs", "safe_load_reason", "default_workers", "check_workers",
            "check_image_size", "check_normalization"]
 
@@ -111,28 +111,6 @@ def check_model_file(path: str | Path, *, flag: str = "--teacher") -> Path:
         raise CheckpointError(f"{flag} {p} is not a PyTorch file (torch.save writes a zip archive); pass a model "
                               "file written by `daqakd teacher` or torch.save(model.state_dict(), PATH).")
     return p
-
-
-def check_backend_ready(name: str, *, flag: str = "--backend") -> None:
-    """``name`` is registered, its package imports here and its adapter quantizes (not only reports
-    availability): checked before any data, teacher or ranking work."""
-    from .plugins import backend_status, get_backend, get_backends
-
-    info = get_backend(name)  # UnknownNameError listing the registered backends
-    st = backend_status(info)
-    if not st["available"]:
-        from .errors import BackendUnavailableError
-
-        raise BackendUnavailableError(
-            f"{flag} {name}: the package {info.distribution!r} does not import here ({st['error']}). Install it "
-            f"with: {info.install}"
-        )
-    if not info.implemented:
-        ready = sorted(b.name for b in get_backends().values() if b.implemented and b.name != name)
-        raise BackendError(
-            f"{flag} {name}: the {name} adapter installed here only reports availability; it cannot quantize "
-            f"yet. Use {', '.join(ready) or 'another backend'} (see `daqakd plugins`), or update the adapter."
-        )
 
 
 def check_act_bits_default(backend: str, bits: int | None, act_bits: int | None) -> None:

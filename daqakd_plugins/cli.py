@@ -67,7 +67,9 @@ def _preflight(args: argparse.Namespace) -> None:
     resumed = cmd == "distill" and bool(args.resume)
     if args.backend is not None or not resumed:
         backend = args.backend or "brevitas"
-        checks.check_backend_ready(backend)
+        from .backends import require_backend
+
+        require_backend(backend, flag="--backend", quantizes=True)
         if not resumed:
             checks.check_act_bits_default(backend, 4 if args.bits is None else args.bits, args.act_bits)
     if args.loss is not None:
