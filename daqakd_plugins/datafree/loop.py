@@ -30,7 +30,7 @@ from .. import distributed
 from ..errors import ConfigError, ModelError, NonFiniteError
 from ..run.engine import normalizer, quantized_copy
 from ..run.rundir import GENERATOR_NAME
-from ..run.source import AugmentationChoice, Finish, RunContext
+from ..run.source import AugmentationChoice, Finish, RunContext, SourceDefaults
 from .losses import BNStatsLoss, generator_loss
 from .options import GeneratorOptions, resolve_generator_options
 
@@ -217,7 +217,7 @@ class _Trainer:
 
 
 # ------------------------------------------------------------------------------------------------ the source
-class GeneratorSource:
+class GeneratorSource(SourceDefaults):
     """The data-free batch source (protocol: :mod:`daqakd_plugins.run.source`)."""
 
     mode = "data-free"
@@ -328,9 +328,6 @@ class GeneratorSource:
                        "samples": int(len(labels)), "labels": "the teacher's argmax on each generated image",
                        "per_class": counts, "after_warmup_steps": self.opts.warmup_steps}
         return AugmentationChoice(str(ranking.best), json.loads(json.dumps(ranking.to_dict(), default=str)))
-
-    def prepare_training(self, ctx: RunContext, kd: Any) -> None:
-        pass
 
     def batches_per_epoch(self) -> int:
         return self.opts.iterations * self.opts.s_steps

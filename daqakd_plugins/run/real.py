@@ -10,14 +10,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from torch import nn
 
-from .source import AugmentationChoice, Finish, RunContext
+from .source import AugmentationChoice, Finish, RunContext, SourceDefaults
 
 __all__ = ["RealData"]
 
 
-class RealData:
+class RealData(SourceDefaults):
     """Training batches from the data bundle (see :mod:`daqakd_plugins.run.source` for the protocol)."""
 
     mode = "data"
@@ -65,9 +64,6 @@ class RealData:
         )
         return AugmentationChoice(str(ranking.best), json.loads(json.dumps(ranking.to_dict(), default=str)))
 
-    def start(self, ctx: RunContext, *, fresh: bool) -> None:
-        pass
-
     def calibration_batches(self, ctx: RunContext) -> list[torch.Tensor]:
         """Calibration batches (normalised, as the models see them) from a class-stratified, seeded sample of
         the training images, read through the data pipeline; the report says per-class counts."""
@@ -87,9 +83,6 @@ class RealData:
                             "per_class": dict(zip(classes, counts))}
         return [xs[i: i + cfg.batch_size] for i in range(0, len(xs), cfg.batch_size)]
 
-    def attach(self, student: nn.Module) -> None:
-        pass
-
     def prepare_training(self, ctx: RunContext, kd: Any) -> None:
         train_set = ctx.bundle.training_set(ctx.cfg.train_crop)
         self.loader = kd.loader(train_set, batch_size=ctx.cfg.batch_size, workers=ctx.workers,
@@ -101,24 +94,9 @@ class RealData:
     def samples_per_epoch(self) -> int:
         return len(self.loader.inner.order())  # this rank's share
 
-    def state(self) -> dict[str, Any]:
-        return {}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        pass
-
-    def before_training(self, ctx: RunContext, *, resumed: bool) -> None:
-        pass
-
     def epoch(self, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         self.loader.set_epoch(epoch)  # the order and every draw of epoch e depend only on (seed, e)
         return self.loader
-
-    def epoch_summary(self) -> dict[str, Any]:
-        return {}
-
-    def close(self) -> None:
-        pass
 
     def export_example(self, ctx: RunContext) -> torch.Tensor:
         assert ctx.example is not None

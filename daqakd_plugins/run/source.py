@@ -35,7 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-__all__ = ["RunContext", "BatchSource", "AugmentationChoice", "Finish"]
+__all__ = ["RunContext", "BatchSource", "SourceDefaults", "AugmentationChoice", "Finish"]
 
 
 @dataclass
@@ -101,3 +101,31 @@ class BatchSource(Protocol):
     def close(self) -> None: ...
     def export_example(self, ctx: RunContext) -> torch.Tensor: ...
     def finish(self, ctx: RunContext) -> Finish: ...
+
+
+class SourceDefaults:
+    """What a source that needs no such step does at the optional points of the protocol: nothing."""
+
+    def start(self, ctx: RunContext, *, fresh: bool) -> None:
+        pass
+
+    def attach(self, student: nn.Module) -> None:
+        pass
+
+    def prepare_training(self, ctx: RunContext, kd: Any) -> None:
+        pass
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def before_training(self, ctx: RunContext, *, resumed: bool) -> None:
+        pass
+
+    def epoch_summary(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
