@@ -32,6 +32,9 @@ __all__ = [
     "PAPER_CANDIDATES",
     "MIX_SUFFIXES",
     "MIX_DESCRIPTIONS",
+    "BASE_AUGMENTS",
+    "resolve_base",
+    "with_base",
 ]
 
 #: The 16 torchvision v2 candidates the paper ranked (each policy with and without CutMix).
@@ -52,6 +55,17 @@ MIX_SUFFIXES: tuple[str, ...] = ("cutmix", "mixup")
 MIX_DESCRIPTIONS: dict[str, str] = {
     "cutmix": "torchvision v2 CutMix (alpha 1): paste a box from the neighbouring image, mix labels by area",
     "mixup": "torchvision v2 MixUp (alpha 1): blend with the neighbouring image, mix labels alike",
+}
+
+
+#: The base transforms every candidate (and ``none``) is composed after (``--base-augment``).
+BASE_AUGMENTS: dict[str, str] = {
+    "auto": "crop-flip for images of 16-64 pixels, rrc-flip above, none below (e.g. 8x8 digits)",
+    "crop-flip": "random crop with zero padding of 1/8 of the size (4 px at 32x32) + horizontal flip: the CIFAR recipe "
+                 "of the paper's reference code, whose 'none' is exactly this",
+    "rrc-flip": "random-resized crop (scale 0.08-1, back to the image size) + horizontal flip: the ImageNet recipe",
+    "none": "no base transform: 'none' is the identity (daqakd before base transforms; right where your own "
+            "Dataset transform already crops and flips)",
 }
 
 
@@ -367,3 +381,62 @@ def resolve_candidates(candidates: str | Augmentation | Callable[..., Any] | Ite
                 "__name__ or wrap it in Augmentation(name=...)."
             )
     return uniq
+
+
+def _auto_base(image_shape: Sequence[int]) -> str:
+    side = min(int(image_shape[-1]), int(image_shape[-2]))
+    return "none" if side < 16 else "crop-flip" if side <= 64 else "rrc-flip"
+
+
+class _BaseTransform:
+    """A base transform on one image ``[C, H, W]`` whose sizes come from the image itself, so one object
+    serves every image size: ``crop-flip`` pads by 1/8 of the smaller side (4 px at 32x32, zeros, as the
+    paper's reference code) and crops back; ``rrc-flip`` is torchvision's random-resized crop back to the
+    image's size. Both then flip horizontally with probability 1/2."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        from torchvision.transforms import v2
+
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        if self.kind == "crop-flip":
+            crop: Any = v2.RandomCrop((h, w), padding=max(1, min(h, w) // 8))
+        else:
+            crop = v2.RandomResizedCrop((h, w), antialias=True)
+        out = crop(image)
+        return out.flip(-1) if bool(torch.rand(()) < 0.5) else out
+
+
+def resolve_base(spec: str | Augmentation | Callable[..., Any] | None,
+                 image_shape: Sequence[int] | None = None) -> Augmentation | None:
+    """The base transform: a name of :data:`BASE_AUGMENTS` (``auto`` chooses by ``image_shape``, ``(C, H, W)``),
+    ``None``/``"none"`` for no base, or the user's own augmentation or callable (:func:`resolve_augmentation`).
+    The built-ins are per-image (they run in the loader's workers) and fit any image size."""
+    if spec is None:
+        return None
+    if not isinstance(spec, str):
+        return resolve_augmentation(spec)
+    name = spec.strip().lower()
+    if name not in BASE_AUGMENTS:
+        raise ConfigError(f"unknown base augmentation {spec!r}; use one of {', '.join(BASE_AUGMENTS)} "
+                          "(--base-augment), or pass your own callable in the API.")
+    if name == "auto":
+        if image_shape is None:
+            raise ConfigError("base augmentation 'auto' chooses by image size; pass the image shape, or name the "
+                              "base ('crop-flip', 'rrc-flip', 'none').")
+        name = _auto_base(image_shape)
+    if name == "none":
+        return None
+    return per_sample(_BaseTransform(name), name, description=BASE_AUGMENTS[name], family="base")
+
+
+def with_base(base: Augmentation | None, candidate: Augmentation) -> Augmentation:
+    """``candidate`` run after ``base`` (the candidate keeps its name; its description says
+    ``base ∘ candidate``). No base: the candidate itself."""
+    if base is None:
+        return candidate
+    parts = [base] if candidate.family == "none" else [base, candidate]
+    return compose(candidate.name, parts, description=f"{base.name} ∘ {candidate.name}",
+                   family=candidate.family if candidate.family != "none" else "base")

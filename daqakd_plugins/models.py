@@ -12,7 +12,7 @@ from torch import nn
 from .checks import safe_load_reason
 from .errors import CheckpointError, ModelError, NonFiniteError
 
-__all__ = ["SmallResNet", "arch_spec", "build_model", "save_model", "load_model", "as_tensor"]
+__all__ = ["SmallResNet", "CifarResNet", "VGG8", "arch_spec", "build_model", "save_model", "load_model", "as_tensor"]
 
 
 class _Block(nn.Module):
@@ -57,6 +57,61 @@ class SmallResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.flatten(self.pool(self.layers(self.stem(x)))))
+
+
+class CifarResNet(nn.Module):
+    """The CIFAR ResNets of He et al. (2016, §4.2) that the paper's students use: a 3×3 stem with 16
+    channels, three stages of ``n`` basic blocks (16, 32, 64 channels; stride 2 at the start of the
+    second and third), global average pooling and a linear classifier — ``depth = 6n + 2`` (20, 32,
+    56, ...). Projection shortcuts (1×1 conv + BN, He et al.'s option B) where the shape changes:
+    every quantization backend handles them, which option A's zero-padding is not for all of them.
+    """
+
+    def __init__(self, depth: int = 20, num_classes: int = 10, in_channels: int = 3, width: int = 16) -> None:
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ModelError(f"a CIFAR ResNet has depth 6n+2 (8, 14, 20, 32, 44, 56, 110), got {depth}")
+        n = (depth - 2) // 6
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        stages = []
+        c = width
+        for i in range(3):
+            cout = width * (2**i)
+            blocks = [_Block(c, cout, 1 if i == 0 else 2)] + [_Block(cout, cout, 1) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*blocks))
+            c = cout
+        self.layers = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(c, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.flatten(self.pool(self.layers(self.stem(x)))))
+
+
+class VGG8(nn.Module):
+    """The ``vgg8`` of the CRD/SQAKD CIFAR code: five conv3×3-BN-ReLU stages (64, 128, 256, 512, 512
+    channels) with 2×2 max-pooling after the first four, global average pooling and a linear classifier."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for i, cout in enumerate((64, 128, 256, 512, 512)):
+            layers += [nn.Conv2d(c, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+            if i < 4:
+                layers.append(nn.MaxPool2d(2))
+            c = cout
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.flatten(self.pool(self.features(x))))
 
 
 def arch_spec(name: str, *, num_classes: int, in_channels: int = 3, **options: Any) -> dict[str, Any]:

@@ -337,8 +337,50 @@ def check_missing_backend(backend: str, bits: tuple[int, int]) -> None:
 
 
 #: every check, in the order a newcomer meets the contract
+def check_paper_architecture(backend: str, bits: tuple[int, int]) -> None:
+    """The paper's CIFAR student, ``cifar_resnet20`` (19 3x3 convolutions, two projection shortcuts, a linear
+    head, 32x32 RGB inputs): quantized with a weight quantizer at the requested bits on every convolution
+    and the head, trained by one KD step, and saved → restored with bitwise identical outputs."""
+    from . import backends
+    from .backends import describe_quantizers
+    from .distill import Distiller
+    from .models import arch_spec, build_model
+
+    arch = arch_spec("cifar_resnet20", num_classes=10, in_channels=3)
+    torch.manual_seed(0)
+    teacher = build_model(arch).eval()
+    x = torch.rand(16, 3, 32, 32)
+    cfg = _config(bits)
+    s = backends.quantize(copy.deepcopy(teacher), backend, cfg, example_input=x[:4], calib_data=[x])
+    backends.calibrate(s, backend, [x])
+    layers = [n for n, m in teacher.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(layers) == 19 + 2 + 1, f"cifar_resnet20 should have 22 conv/linear layers, has {len(layers)}"
+    wq = [q for q in describe_quantizers(s) if q.role == "weight"]
+    assert len(wq) >= len(layers), f"{len(wq)} weight quantizers for {len(layers)} conv/linear layers"
+    assert {q.bits for q in wq} <= {bits[0], 8}, f"weight bits {sorted({q.bits for q in wq})}"
+    kd = Distiller(teacher, s, loss="paper", augment="none", base_augment="crop-flip")
+    opt = torch.optim.SGD([p for p in s.parameters() if p.requires_grad], lr=1e-3)
+    s.train()
+    loss = kd.loss(x, torch.arange(16) % 10, seed=0)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    kd.remove_hooks()
+    assert torch.isfinite(loss), "the KD loss of the quantized cifar_resnet20 is not finite"
+    payload = backends.save_student(s, backend, cfg)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    buf.seek(0)
+    torch.manual_seed(1)
+    r = backends.restore_student(build_model(arch), backend, cfg, torch.load(buf, weights_only=True), example_input=x[:4])
+    a, b = _outputs(s, x), _outputs(r, x)
+    assert a.shape == (16, 10), f"outputs of shape {tuple(a.shape)}"
+    assert torch.equal(a, b), f"restored cifar_resnet20 differs from the saved one (max diff {float((a - b).abs().max()):.3g})"
+
+
 CHECKS: tuple[Check, ...] = (check_quantize, check_calibration, check_kd_finetune, check_save_restore,
-                             check_exports, check_resume, check_bad_bits, check_missing_backend)
+                             check_exports, check_resume, check_bad_bits, check_missing_backend,
+                             check_paper_architecture)
 #: checks that do not depend on the bit widths run once per backend (on its first bit widths)
 _ONCE = {check_resume, check_bad_bits, check_missing_backend}
 

@@ -111,8 +111,11 @@ def train_teacher(
     progress: bool = True,
     workers: int | None = 0,
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    base_augment: str | Callable[..., Any] | None = "auto",
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train a full-precision teacher (Adam + one-cycle schedule). Returns ``(model, meta)``; ``meta``
+    """Train a full-precision teacher (Adam + one-cycle schedule), its batches through ``base_augment``
+    (:func:`daqakd_plugins.augment.resolve_base`: ``auto`` = crop-flip for 16-64 px images, rrc-flip above,
+    none below) and then ``augment``. Returns ``(model, meta)``; ``meta``
     holds the architecture, test accuracy, seconds and the normalisation (``normalize``: ``(mean, std)``
     applied to its inputs; later runs read it from the teacher file). In-memory data is batched from its
     tensors; a folder streams through DataLoader workers (``workers``)."""
@@ -138,10 +141,13 @@ def train_teacher(
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
     nworkers = resolve_workers(workers)
     stream = None
+    from .augment import resolve_base
+
+    base = resolve_base(base_augment, bundle.image_shape)
     if isinstance(bundle, DataBundle):
         loader: Any = make_loader(bundle.train_x, bundle.train_y, batch_size, shuffle=True, seed=seed)
-    else:
-        stream = train_loader(bundle.train, None, num_classes=bundle.num_classes, batch_size=batch_size, seed=seed,
+    else:  # the base runs per image in the loader's workers
+        stream = train_loader(bundle.train, base, num_classes=bundle.num_classes, batch_size=batch_size, seed=seed,
                               workers=nworkers)
         loader = stream
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(loader))
@@ -158,6 +164,8 @@ def train_teacher(
                 xb, t = batch.images, batch.targets
             else:
                 xb, t = batch[0], torch.nn.functional.one_hot(batch[1], nc).float()
+                if base is not None:
+                    xb, t = base(xb, t)
             if augment is not None:
                 xb, t = augment(xb, t)
             loss = torch.nn.functional.cross_entropy(model(norm(xb)), t)
@@ -179,7 +187,7 @@ def train_teacher(
     else:
         acc = evaluate_loader(model, eval_loader(bundle.test, num_classes=nc, workers=nworkers), normalize=norm)
     meta = {"arch": arch, "test_accuracy": acc, "epochs": epochs, "seed": seed, "data": bundle.name,
-            "seconds": round(time.perf_counter() - t0, 3)}
+            "seconds": round(time.perf_counter() - t0, 3), "base_augment": base.name if base is not None else "none"}
     if norm:
         meta["normalize"] = norm.to_dict()
     return model, meta

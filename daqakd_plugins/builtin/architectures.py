@@ -1,4 +1,5 @@
-"""Built-in architectures: daqakd's ``small_resnet``, every torchvision classification model
+"""Built-in architectures: daqakd's ``small_resnet``, the paper's CIFAR models (``cifar_resnet20``,
+``cifar_resnet32``, ``cifar_resnet56``, ``vgg8``), every torchvision classification model
 (``torchvision:<name>``) and timm models (``timm:<name>``, when timm is installed). Registered through
 the same hook a third-party plugin uses."""
 
@@ -12,12 +13,24 @@ from torch import nn
 from ..contracts import Architecture
 from ..errors import ModelError
 from ..hookspecs import hookimpl
-from ..models import SmallResNet
+from ..models import VGG8, CifarResNet, SmallResNet
 
 
 def _small_resnet(spec: Mapping[str, Any]) -> nn.Module:
     kw = {k: v for k, v in spec.items() if k in ("in_channels", "num_classes", "width", "stages")}
     return SmallResNet(**kw)
+
+
+def _cifar_resnet(depth: int) -> Callable[[Mapping[str, Any]], nn.Module]:
+    def build(spec: Mapping[str, Any]) -> nn.Module:
+        kw = {k: v for k, v in spec.items() if k in ("in_channels", "num_classes", "width")}
+        return CifarResNet(depth, **kw)
+
+    return build
+
+
+def _vgg8(spec: Mapping[str, Any]) -> nn.Module:
+    return VGG8(**{k: v for k, v in spec.items() if k in ("in_channels", "num_classes")})
 
 
 def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
@@ -85,6 +98,12 @@ def _timm(spec: Mapping[str, Any]) -> nn.Module:
 def daqakd_register_architectures(register: Callable[[Architecture], None]) -> None:
     register(Architecture(name="small_resnet", build=_small_resnet,
                           description="daqakd's small residual CNN (the default teacher; seconds on digits)"))
+    for depth in (20, 32, 56):
+        register(Architecture(name=f"cifar_resnet{depth}", build=_cifar_resnet(depth),
+                              description=f"the paper's CIFAR ResNet-{depth} (3 stages of {(depth - 2) // 6} basic "
+                                          "blocks, 16/32/64 channels; 32x32 inputs)"))
+    register(Architecture(name="vgg8", build=_vgg8,
+                          description="the paper's CIFAR VGG-8 (5 conv-BN-ReLU stages, 64-512 channels)"))
     register(Architecture(name="torchvision:", build=_torchvision,
                           description="any torchvision classification model, e.g. torchvision:resnet18; options "
                                       "num_classes, in_channels, small_input (CIFAR-style stem)"))

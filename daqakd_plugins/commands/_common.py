@@ -58,6 +58,11 @@ def add_data_args(p: argparse.ArgumentParser, *, train: bool = True) -> None:
     a.add_argument("--mean", default=None, help="per-channel mean to normalise with, e.g. 0.485,0.456,0.406 "
                    "(default: the teacher file's, else none: the models see [0, 1] images)")
     a.add_argument("--std", default=None, help="per-channel std, with --mean")
+    a.add_argument("--base-augment", default=None, choices=["auto", "crop-flip", "rrc-flip", "none"],
+                   help="the base transform every candidate (and 'none') runs after, as in a training recipe: "
+                        "crop-flip = random crop with 1/8 zero padding + flip (CIFAR), rrc-flip = random-resized "
+                        "crop + flip (ImageNet), none = candidates alone; auto (default) = crop-flip for 16-64 px "
+                        "images, rrc-flip above, none below (8x8 digits)")
     if train:
         a.add_argument("--train-crop", choices=["center", "random"], default=None,
                        help="training images with --image-size: center = the evaluation crop (default: the ranked "

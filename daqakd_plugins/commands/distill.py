@@ -20,7 +20,7 @@ _DEFAULTS: dict[str, Any] = {
     "train_per_class": None, "teacher_epochs": 15, "calib_batches": 8, "device": "cpu",
     "arch": None, "num_classes": None, "small_input": False, "backend_options": {},
     "workers": None, "image_size": None, "mean": None, "std": None, "train_crop": "center", "data_free": False,
-    "generator_options": {},
+    "generator_options": {}, "base_augment": "auto",
 }
 
 
@@ -82,7 +82,9 @@ def _config(args: argparse.Namespace) -> Any:
     given = {k: getattr(args, k) for k in _DEFAULTS if getattr(args, k, None) is not None}
     export = True
     if args.resume:
-        old = json.loads(load_checkpoint(args.resume)["config"])
+        from ..distill.config import LEGACY_DEFAULTS
+
+        old = {**LEGACY_DEFAULTS, **json.loads(load_checkpoint(args.resume)["config"])}
         base = {k: old[k] for k in _DEFAULTS if k in old}
         export = bool(old.get("export", True))
     else:

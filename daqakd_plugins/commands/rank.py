@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     ranking = rank_augmentations(
         teacher, bundle, args.candidates, args.metric, metric_params=params, batch_size=args.batch_size,
         seed=args.seed, repeats=args.repeats, per_class=args.per_class, device=args.device, progress=True,
-        workers=args.workers, normalize=normalize,
+        workers=args.workers, normalize=normalize, base_augment=args.base_augment or "auto",
     )
     if not main_rank:
         return 0  # every rank holds the same result; rank 0 prints and writes it

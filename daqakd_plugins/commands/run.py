@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         fresh=args.fresh, arch=args.arch, num_classes=args.num_classes, small_input=bool(args.small_input),
         backend_options=parse_backend_options(args.backend_option), workers=args.workers,
         image_size=args.image_size, mean=args.mean, std=args.std, train_crop=args.train_crop or "center",
+        base_augment=args.base_augment or "auto",
     )
     report = run_distill(cfg)
     from .. import distributed

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     arch = teacher_arch(bundle, args.arch, num_classes=args.num_classes, small_input=bool(args.small_input))
     model, meta = train_teacher(bundle, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                                arch=arch, workers=args.workers, normalize=(mean, std) if mean is not None and std is not None else None)
+                                arch=arch, workers=args.workers, normalize=(mean, std) if mean is not None and std is not None else None,
+                                base_augment=args.base_augment or "auto")
     save_model(args.out, model, meta["arch"], meta)
     print(json.dumps({"teacher": str(args.out), **meta}, indent=2))
     return 0

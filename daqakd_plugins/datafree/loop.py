@@ -222,6 +222,7 @@ class GeneratorSource(SourceDefaults):
 
     mode = "data-free"
     ranks_before_student = False  # ranking reads generated images: the generator must be warmed up first
+    trains_with_base = False  # generated images get no crop/flip base (--base-augment applies to real data)
 
     def __init__(self, cfg: Any) -> None:
         """Refuses, before any work, a config that is not data-free or has no teacher."""

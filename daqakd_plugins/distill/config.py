@@ -20,7 +20,10 @@ TRAJECTORY = (
     "optimizer", "weight_decay", "candidates", "metric", "rank_per_class", "rank_repeats",
     "train_per_class", "teacher_epochs", "calib_batches", "per_channel", "backend_options",
     "arch", "num_classes", "small_input", "image_size", "mean", "std", "train_crop", "data_free", "generator_options",
+    "base_augment",
 )
+#: What a checkpoint written before a field existed means by it (those runs ran without it).
+LEGACY_DEFAULTS: dict[str, Any] = {"base_augment": "none"}
 
 
 def _is_int(v: object) -> bool:
@@ -33,7 +36,9 @@ class DistillConfig:
 
     ``bits``/``act_bits``: weight / activation bits (``act_bits`` None = same as ``bits``), checked
     against the backend's range. ``augment``: a registered name, ``"none"``, or ``"auto"`` (rank
-    ``candidates`` with ``metric`` and use the best). ``loss``: a preset/component name or ``a+b``.
+    ``candidates`` with ``metric`` and use the best). ``base_augment``: the base transform every candidate
+    (and ``none``) runs after, in ranking and training (``auto``: crop-with-padding + flip for 16-64 px
+    images, random-resized crop + flip above, nothing below; ``crop-flip``, ``rrc-flip``, ``none``). ``loss``: a preset/component name or ``a+b``.
     ``teacher``: a model file (``daqakd teacher``); None = train one into ``out/teacher.pt``.
     ``train_per_class``: a class-stratified training subset (for scaled runs). ``resume``: a run
     directory to continue (``out`` defaults to it). ``fresh``: ``out`` holds an earlier run and it is to be
@@ -52,6 +57,7 @@ class DistillConfig:
     epochs: int = 8
     out: str | None = None
     augment: str = "auto"
+    base_augment: str = "auto"
     loss: str = "paper"
     lr: float = 1e-3
     batch_size: int = 64
@@ -140,6 +146,11 @@ class DistillConfig:
             raise ConfigError("generator options (--generator-option) apply only with --data-free; add --data-free "
                               "or drop them.")
         resolve_loss(self.loss)  # UnknownNameError listing presets and components
+        from ..augment import BASE_AUGMENTS
+
+        if not isinstance(self.base_augment, str) or self.base_augment.strip().lower() not in BASE_AUGMENTS:
+            raise ConfigError(f"base_augment must be one of {', '.join(BASE_AUGMENTS)} (--base-augment), got "
+                              f"{self.base_augment!r}; in the API a callable base goes to Distiller(base_augment=...).")
         if self.augment != "auto":
             from ..augment import resolve_augmentation
 
@@ -171,5 +182,7 @@ class DistillConfig:
     def from_dict(cls, d: dict[str, Any], **overrides: Any) -> DistillConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
+        for k, v in LEGACY_DEFAULTS.items():
+            kw.setdefault(k, v)
         kw.update(overrides)
         return cls(**kw)

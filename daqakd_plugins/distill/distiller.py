@@ -191,6 +191,10 @@ class Distiller:
         or a list of names present in both.
     :param teachers: extra frozen teachers for ``multi_teacher``.
     :param device: where batches (and the teachers and projections) go; default: the student's device.
+    :param base_augment: a base transform run before ``augment`` on every batch, as a training recipe's
+        crop and flip (``"crop-flip"``, ``"rrc-flip"``, ``"auto"``: chosen by the first batch's image size, or
+        your own callable). Default ``None``: your loader's own transform is the base (most loops already
+        crop and flip there); ``augment="none"`` then means the base alone.
     """
 
     def __init__(
@@ -205,6 +209,7 @@ class Distiller:
         teachers: Sequence[nn.Module] | None = None,
         device: str | torch.device | None = None,
         normalize: Normalizer | tuple[Sequence[float], Sequence[float]] | None = None,
+        base_augment: AugmentSpec = None,
     ) -> None:
         if not isinstance(teacher, nn.Module) or not isinstance(student, nn.Module):
             raise ModelError(
@@ -230,6 +235,11 @@ class Distiller:
         if any(t.component == "multi_teacher" for t in self.terms) and not self.teachers:
             warnings.warn("loss term 'multi_teacher' with a single teacher is plain KD; pass teachers=[...]", stacklevel=2)
         self.augment = _resolve_augment(augment)
+        self._base_pending: AugmentSpec = None
+        if isinstance(base_augment, str) and base_augment.strip().lower() == "auto":
+            self._base_pending = base_augment  # chosen by the first batch's image size
+        elif base_augment is not None:
+            self._with_base(base_augment, None)
         self.normalize = normalize if isinstance(normalize, Normalizer) else Normalizer(*(normalize or (None, None)))
         self._loader: DistillLoader | None = None  # set by loader(): the worker stages run there
         self._device_seed: int | None = None
@@ -336,6 +346,14 @@ class Distiller:
         self._prepared = True
         return self
 
+    def _with_base(self, spec: AugmentSpec, image_shape: Sequence[int] | None) -> None:
+        from ..augment import resolve_augmentation, resolve_base, with_base
+
+        base = resolve_base(spec, image_shape)  # type: ignore[arg-type]
+        self._base_pending = None
+        if base is not None:
+            self.augment = with_base(base, self.augment or resolve_augmentation("none"))
+
     def loader(self, dataset: Dataset[Any], *, batch_size: int = 64, workers: int | None = None, seed: int = 0,
                shuffle: bool = True, drop_last: bool = False, shard: bool | None = None) -> DistillLoader:
         """A DataLoader for ``dataset`` (``(image, label)`` items) that runs this Distiller's augmentation
@@ -365,6 +383,9 @@ class Distiller:
 
         if self.num_classes is None:
             raise ConfigError("kd.loader(...) needs the number of classes: pass Distiller(..., num_classes=C).")
+        if self._base_pending is not None:
+            first = dataset[0]
+            self._with_base(self._base_pending, tuple(torch.as_tensor(first[0] if isinstance(first, (tuple, list)) else first).shape))
         aug = None if (self.two_views and self.needs_teacher) else self.augment
         inner = TrainLoader(dataset, aug, num_classes=self.num_classes, batch_size=batch_size, seed=seed,
                             workers=resolve_workers(workers), drop_last=drop_last, shuffle=shuffle,
@@ -444,6 +465,8 @@ class Distiller:
         batches from :meth:`loader` carry their own seed.
         Raises :class:`NonFiniteError` naming the step and the term when the loss is NaN/inf.
         """
+        if self._base_pending is not None:
+            self._with_base(self._base_pending, tuple(x.shape[1:]))
         if isinstance(augment, str) and augment == "default":
             if self._loader is not None and self._loader.worker_stages:
                 aug = self._loader.device_piece  # the loader ran the per-image and batch pieces

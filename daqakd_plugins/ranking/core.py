@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from ..augment import candidate_notes, resolve_candidates
+from ..augment import candidate_notes, resolve_base, resolve_candidates, with_base
 from ..checks import check_batch as check_images_and_labels
 from ..contracts import (
     Augmentation,
@@ -348,6 +348,7 @@ def rank_augmentations(
     progress: bool = True,
     workers: int | None = 0,
     normalize: Normalizer | tuple[Sequence[float], Sequence[float]] | None = None,
+    base_augment: str | Augmentation | Callable[..., Any] | None = "auto",
 ) -> Ranking:
     """Rank candidate augmentations for distilling from ``teacher`` (lower score is better for ``cmi``).
 
@@ -368,6 +369,11 @@ def rank_augmentations(
     :param workers: DataLoader worker processes that decode and run the per-image and batch pieces of
         each candidate (``None``: half the cores). The scores do not depend on it (docs/data.md).
     :param normalize: ``(mean, std)`` applied after augmentation, right before the teacher.
+    :param base_augment: the base transform every candidate (``none`` included) runs after, as in a
+        training recipe: ``"auto"`` (crop-with-padding + flip for 16-64 px images, random-resized crop +
+        flip above, nothing below, e.g. 8x8 digits), ``"crop-flip"``, ``"rrc-flip"``, ``"none"``/``None``,
+        or your own augmentation or callable. Candidate names stay as they are; ``Ranking.base_augment``
+        records the base.
     """
     if not isinstance(teacher, nn.Module):
         raise ModelError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
@@ -394,6 +400,8 @@ def rank_augmentations(
         rd = prepare_data(data, teacher, num_classes=num_classes, per_class=per_class, seed=seed, device=dev,
                           normalize=norm, workers=nworkers)
         notes = notes + rd.notes
+        base = resolve_base(base_augment, rd.image_shape)
+        cands = [with_base(base, c) for c in cands]
         probe = met.create(rd.num_classes, **params)  # unknown metric parameters fail here, before any work
         n = len(rd)
         nb = math.ceil(n / batch_size)
@@ -428,6 +436,7 @@ def rank_augmentations(
         workers=nworkers,
         world_size=world.world_size,
         rank_samples=rank_samples,
+        base_augment=base.name if base is not None else "none",
     )
 
 

@@ -180,6 +180,7 @@ class Ranking:
     workers: int = 0  # DataLoader worker processes (the scores do not depend on it)
     world_size: int = 1  # processes under torchrun
     rank_samples: list[int] = field(default_factory=list)  # samples each rank scored (all passes)
+    base_augment: str = "none"  # the base transform every candidate ran after ("none": candidates alone)
 
     def __post_init__(self) -> None:
         self.entries = sorted(self.entries, key=_sort_key(self.lower_is_better))
@@ -319,6 +320,7 @@ class Ranking:
             "workers": self.workers,
             "world_size": self.world_size,
             "rank_samples": list(self.rank_samples),
+            "base_augment": self.base_augment,
         }
 
     @classmethod
@@ -343,6 +345,7 @@ class Ranking:
             workers=int(d.get("workers", 0)),
             world_size=int(d.get("world_size", 1)),
             rank_samples=[int(v) for v in d.get("rank_samples") or []],
+            base_augment=str(d.get("base_augment", "none")),
         )
 
     def save_json(self, path: str | Path) -> Path:
@@ -390,6 +393,8 @@ class Ranking:
             f"{self.metric} on {self.data or 'data'}: {self.num_samples} samples ({sub}), {self.num_classes} classes, "
             f"batch {self.batch_size}, seed {self.seed}, {self.repeats} repeat(s)"
             + (" (± = std over repeats)" if show_std else "") + ".",
+            f"Every candidate ran after the base transform `{self.base_augment}` (so `none` = `{self.base_augment}` "
+            "alone)." if self.base_augment != "none" else "No base transform: `none` is the identity.",
         ]
         if self.entries:
             foot.append(self.separation(option=option).message)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..distill import checkpoint as store
+from ..distill.config import LEGACY_DEFAULTS
 from ..errors import CheckpointError
 
 __all__ = ["Checkpoint", "VERSION", "load"]
@@ -76,7 +77,8 @@ class Checkpoint:
         names = {f.name for f in dataclasses.fields(cls)} | {"format", "kind"}
         try:
             return cls(
-                epoch=int(d["epoch"]), mode=str(mode), config=json.loads(d["config"]), student=d["student"],
+                epoch=int(d["epoch"]), mode=str(mode), student=d["student"],
+                config={**LEGACY_DEFAULTS, **json.loads(d["config"])},  # a field added later: what the run used
                 distiller=d["distiller"], optimizer=d["optimizer"], scheduler=d["scheduler"], rng=d["rng"],
                 augmentation=str(d["augmentation"]), ranking=json.loads(d["ranking"]),
                 history=json.loads(d["history"]), teacher_path=str(d["teacher_path"]),

@@ -117,7 +117,8 @@ def _teacher(cfg: Any, bundle: Any, out: Path, ck: Checkpoint | None) -> tuple[n
         norm = (cfg.mean, cfg.std) if cfg.mean is not None else None
         with distributed.main_first():  # rank 0 trains and saves the default teacher, the others load it
             model, meta = get_or_train_teacher(bundle, path, epochs=cfg.teacher_epochs, seed=cfg.seed,
-                                               progress=cfg.progress, arch=spec, workers=cfg.workers, normalize=norm)
+                                               progress=cfg.progress, arch=spec, workers=cfg.workers, normalize=norm,
+                                               base_augment=cfg.base_augment)
     model.to(cfg.device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -269,6 +270,7 @@ class _Training:
     ranking: dict[str, Any] | None
     student_before: float
     history: list[dict[str, Any]]
+    base_augment: str = "none"
     start_epoch: int = 0
     prior_seconds: float = 0.0
 
@@ -309,7 +311,7 @@ def _run(cfg: Any, source: BatchSource, d: Any, lock: RunLock) -> Report:
     tr.kd.remove_hooks()
     report = Report(
         mode=source.mode, backend=cfg.backend, bits=cfg.bits, act_bits=cfg.weight_act_bits,
-        augmentation=tr.augmentation, loss=cfg.loss,
+        augmentation=tr.augmentation, base_augment=tr.base_augment, loss=cfg.loss,
         loss_terms=[{"component": t.component, "weight": t.weight, "params": dict(t.params), "key": t.key}
                     for t in tr.kd.terms],
         ranking_detail=tr.ranking,
@@ -349,13 +351,17 @@ def _setup_training(ctx: RunContext, source: BatchSource, ck: Checkpoint | None)
         choice = choice or source.choose_augmentation(ctx)
         augmentation, ranking = choice.name, choice.ranking
     trained = _ddp(student, cfg) if ctx.dist.active else student  # DDP averages the ranks' gradients
+    from ..augment import resolve_base
+
+    # every candidate, `none` too, runs after the base (a generator's images: no base, as before)
+    base = resolve_base(cfg.base_augment, ctx.bundle.image_shape) if source.trains_with_base else None
     kd = Distiller(ctx.teacher, trained, loss=cfg.loss, augment=augmentation, num_classes=ctx.bundle.num_classes,
-                   device=cfg.device, normalize=ctx.norm)
+                   device=cfg.device, normalize=ctx.norm, base_augment=base)
     source.prepare_training(ctx, kd)
     steps_per_epoch = source.batches_per_epoch()
     opt, sched = make_optimizer(cfg, [*student.parameters(), *kd.parameters()], cfg.epochs * steps_per_epoch)
     tr = _Training(student=student, kd=kd, opt=opt, sched=sched, augmentation=augmentation, ranking=ranking,
-                   student_before=student_before, history=[])
+                   student_before=student_before, history=[], base_augment=base.name if base is not None else "none")
     if ck is not None:
         kd.load_state_dict(ck.distiller)
         source.load_state(ck.source)

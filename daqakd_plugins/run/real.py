@@ -21,6 +21,7 @@ class RealData(SourceDefaults):
 
     mode = "data"
     ranks_before_student = True  # ranking reads real images, not the student
+    trains_with_base = True  # --base-augment: the recipe's crop/flip runs before every candidate
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
@@ -60,7 +61,7 @@ class RealData(SourceDefaults):
         ranking = rank_augmentations(
             ctx.teacher, ctx.bundle, cfg.candidates, cfg.metric, seed=cfg.seed, repeats=cfg.rank_repeats,
             per_class=cfg.rank_per_class, device=cfg.device, num_classes=ctx.bundle.num_classes,
-            progress=cfg.progress, workers=ctx.workers, normalize=ctx.norm,
+            progress=cfg.progress, workers=ctx.workers, normalize=ctx.norm, base_augment=cfg.base_augment,
         )
         return AugmentationChoice(str(ranking.best), json.loads(json.dumps(ranking.to_dict(), default=str)))
 

@@ -39,6 +39,7 @@ class Report:
     bits: int
     act_bits: int
     augmentation: str
+    base_augment: str
     loss: str
     loss_terms: list[dict[str, Any]]
     ranking_detail: dict[str, Any] | None
@@ -69,7 +70,7 @@ class Report:
         detail = {**self.ranking_detail, "pick": pick} if self.ranking_detail and pick is not None else self.ranking_detail
         common = {
             "mode": self.mode, "backend": self.backend, "bits": self.bits, "act_bits": self.act_bits,
-            "augmentation": self.augmentation, "loss": self.loss, "loss_terms": self.loss_terms,
+            "augmentation": self.augmentation, "base_augment": self.base_augment, "loss": self.loss, "loss_terms": self.loss_terms,
             "ranking": ranking_rows(self.ranking_detail), "pick": pick, "ranking_detail": detail,
             "accuracy": self.accuracy, "epochs": self.epochs, "seconds": round(self.seconds, 3),
             "wall_seconds": round(self.wall_seconds, 3), "seed": self.seed, "lr": self.lr,

@@ -83,6 +83,7 @@ class BatchSource(Protocol):
 
     mode: str
     ranks_before_student: bool
+    trains_with_base: bool  # whether --base-augment's transform runs before the augmentation
 
     def open(self, cfg: Any) -> Any: ...
     def example(self, ctx: RunContext) -> torch.Tensor: ...
