@@ -361,8 +361,7 @@ class GeneratorSource(SourceDefaults):
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """``iterations`` times: ``g_steps`` generator updates, then ``s_steps`` student batches."""
         tr, o = self._trainer(), self.opts
-        self.g_tot: float = 0.0
-        self.g_terms: dict[str, float] = {}
+        self.g_tot, self.g_terms = 0.0, {}
         for _ in range(o.iterations):
             for _ in range(o.g_steps):
                 self.g_terms = tr.generator_step(adversarial=True)
