@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .version import __version__
 
 # public name -> module that defines it. Even ``hookimpl`` (pluggy) is lazy: ``daqakd`` imports this
 # package first, and a Ctrl-C while it imports must land in the CLI's handler (exit 130, no traceback).

@@ -37,14 +37,25 @@ __all__ = [
 ]
 
 
-def require_backend(name: str) -> None:
-    """Raise with the install command when ``name``'s package does not import here."""
-    info = get_backend(name)
+def require_backend(name: str, *, flag: str | None = None, quantizes: bool = False) -> None:
+    """Raise with the install command when ``name``'s package does not import here; with ``quantizes``
+    also when its adapter only reports availability and cannot quantize (the CLI checks both, naming
+    ``flag``, before any data, teacher or ranking work)."""
+    info = get_backend(name)  # UnknownNameError listing the registered backends
     st = backend_status(info)
+    who = f"{flag} {name}" if flag else f"backend {name!r}"
     if not st["available"]:
         raise BackendUnavailableError(
-            f"backend {name!r} needs the package {info.distribution!r}, which does not import here "
+            f"{who} needs the package {info.distribution!r}, which does not import here "
             f"({st['error']}). Install it with: {info.install}"
+        )
+    if quantizes and not info.implemented:
+        from .plugins import get_backends
+
+        ready = sorted(b.name for b in get_backends().values() if b.implemented and b.name != name)
+        raise BackendError(
+            f"{who}: the {name} adapter installed here only reports availability; it cannot quantize "
+            f"yet. Use {', '.join(ready) or 'another backend'} (see `daqakd plugins`), or update the adapter."
         )
 
 

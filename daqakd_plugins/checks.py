@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import BackendError, CheckpointError, ConfigError, DataError, NonFiniteError
+from .errors import CheckpointError, ConfigError, DataError, NonFiniteError
 
 __all__ = ["check_output_dir", "check_output_file", "check_device", "check_batch", "check_finite_model",
-           "check_lr", "check_model_file", "check_backend_ready", "check_act_bits_default", "check_cli_loss",
+           "check_lr", "check_model_file", "check_act_bits_default",
            "check_candidates", "new_dirs", "remove_empty_dirs", "safe_load_reason", "default_workers", "check_workers",
            "check_image_size", "check_normalization", "check_out_outside_data", "check_model_fits_data"]
 
@@ -129,28 +129,6 @@ def check_model_file(path: str | Path, *, flag: str = "--teacher") -> Path:
     return p
 
 
-def check_backend_ready(name: str, *, flag: str = "--backend") -> None:
-    """``name`` is registered, its package imports here and its adapter quantizes (not only reports
-    availability): checked before any data, teacher or ranking work."""
-    from .plugins import backend_status, get_backend, get_backends
-
-    info = get_backend(name)  # UnknownNameError listing the registered backends
-    st = backend_status(info)
-    if not st["available"]:
-        from .errors import BackendUnavailableError
-
-        raise BackendUnavailableError(
-            f"{flag} {name}: the package {info.distribution!r} does not import here ({st['error']}). Install it "
-            f"with: {info.install}"
-        )
-    if not info.implemented:
-        ready = sorted(b.name for b in get_backends().values() if b.implemented and b.name != name)
-        raise BackendError(
-            f"{flag} {name}: the {name} adapter installed here only reports availability; it cannot quantize "
-            f"yet. Use {', '.join(ready) or 'another backend'} (see `daqakd plugins`), or update the adapter."
-        )
-
-
 def check_act_bits_default(backend: str, bits: int | None, act_bits: int | None) -> None:
     """--act-bits defaults to --bits: when that default is outside the backend's activation range, say
     so (instead of blaming an --act-bits the user never typed)."""
@@ -166,21 +144,6 @@ def check_act_bits_default(backend: str, bits: int | None, act_bits: int | None)
             f"--bits {bits} also sets the activation bits (--act-bits defaults to --bits), and backend "
             f"{backend!r} quantizes activations with {lo}..{hi} bits; pass --act-bits in {lo}..{hi} (e.g. "
             f"--bits {bits} --act-bits {max(lo, min(hi, 8))})."
-        )
-
-
-def check_cli_loss(loss: str, *, flag: str = "--loss") -> None:
-    """A loss whose terms need named feature layers cannot run from the command line, which has no
-    way to name them: refuse before any work instead of failing at the first training step."""
-    from .distill.distiller import resolve_loss
-
-    needs = sorted({t.component for t in resolve_loss(loss)
-                    if t.component == "feature" or (t.component.startswith("rkd_") and t.params.get("layer"))})
-    if needs:
-        raise ConfigError(
-            f"{flag} {loss!r} includes {', '.join(needs)}, which needs named feature layers; the command line "
-            "cannot name them. Drop it (e.g. --loss paper) or use the Python API: Distiller(teacher, student, "
-            "loss=..., features={'student.layer': 'teacher.layer'})."
         )
 
 

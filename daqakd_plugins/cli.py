@@ -12,8 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
 from .errors import ConfigError, DaqakdError
+from .version import __version__
 
 
 def _command_modules() -> list[str]:
@@ -78,11 +78,15 @@ def _preflight(args: argparse.Namespace) -> None:
     resumed = cmd == "distill" and bool(args.resume)
     if args.backend is not None or not resumed:
         backend = args.backend or "brevitas"
-        checks.check_backend_ready(backend)
+        from .backends import require_backend
+
+        require_backend(backend, flag="--backend", quantizes=True)
         if not resumed:
             checks.check_act_bits_default(backend, 4 if args.bits is None else args.bits, args.act_bits)
     if args.loss is not None:
-        checks.check_cli_loss(args.loss)
+        from .distill.distiller import check_cli_loss
+
+        check_cli_loss(args.loss)
     if cmd == "distill" and args.candidates is not None and args.augment in (None, "auto"):
         checks.check_candidates(args.candidates)
 

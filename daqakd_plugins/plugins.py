@@ -44,6 +44,8 @@ __all__ = [
     "reset_plugins",
     "plugin_records",
     "register_plugin",
+    "REGISTRIES",
+    "registered_by",
     "get_augmentations",
     "get_architectures",
     "get_metrics",
@@ -275,9 +277,9 @@ def _version(dist: str) -> str | None:
 
 
 def _collect(hook_name: str, kinds: tuple[type, ...],
-             owners: dict[str, str] | None = None) -> dict[type, dict[str, Any]]:
+             owners: dict[tuple[type, str], str] | None = None) -> dict[type, dict[str, Any]]:
     """Call a ``register`` hook and gather objects by kind, rejecting duplicate names; ``owners``
-    (when given) receives ``name -> plugin name`` of whoever registered each object."""
+    (when given) receives ``(kind, name) -> plugin name`` of whoever registered each object."""
     pm = load_plugins()
     out: dict[type, dict[str, Any]] = {k: {} for k in kinds}
     owner: dict[tuple[type, str], str] = {}
@@ -302,7 +304,7 @@ def _collect(hook_name: str, kinds: tuple[type, ...],
             out[kind][obj.name] = obj
             owner[(kind, obj.name)] = _p
             if owners is not None:
-                owners[obj.name] = _p
+                owners[(kind, obj.name)] = _p
 
         _call_one(pm, hook_name, impl.plugin, register)
     return out
@@ -355,10 +357,34 @@ def get_generators() -> dict[str, ImageGenerator]:
     return _cached("generator", lambda: _collect("daqakd_register_generators", (ImageGenerator,))[ImageGenerator])
 
 
+#: every registry a plugin can add to: its label in ``daqakd plugins`` -> (register hook, object type)
+REGISTRIES: dict[str, tuple[str, type]] = {
+    "backends": ("daqakd_register_backends", BackendInfo),
+    "augmentations": ("daqakd_register_augmentations", Augmentation),
+    "metrics": ("daqakd_register_metrics", Metric),
+    "loss_components": ("daqakd_register_losses", LossComponent),
+    "loss_presets": ("daqakd_register_losses", LossPreset),
+    "architectures": ("daqakd_register_architectures", Architecture),
+    "generators": ("daqakd_register_generators", ImageGenerator),
+}
+
+
+def registered_by() -> dict[str, dict[str, str]]:
+    """For every registry in :data:`REGISTRIES`: each registered name -> the plugin that registered it."""
+    out: dict[str, dict[str, str]] = {}
+    for label, (hook, kind) in REGISTRIES.items():
+        owners: dict[tuple[type, str], str] = {}
+        kinds = tuple(k for h, k in REGISTRIES.values() if h == hook)
+        got = _collect(hook, kinds, owners)[kind]
+        out[label] = {name: owners[(kind, name)] for name in sorted(got)}
+    return out
+
+
 def _backends_and_owners() -> tuple[dict[str, BackendInfo], dict[str, str]]:
     def build() -> tuple[dict[str, BackendInfo], dict[str, str]]:
-        owners: dict[str, str] = {}
-        return _collect("daqakd_register_backends", (BackendInfo,), owners)[BackendInfo], owners
+        owners: dict[tuple[type, str], str] = {}
+        got = _collect("daqakd_register_backends", (BackendInfo,), owners)[BackendInfo]
+        return got, {name: plugin for (_, name), plugin in owners.items()}
 
     return _cached("backend", build)
 

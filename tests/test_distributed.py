@@ -40,6 +40,23 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=300)
 
 
+def _torchrun_keeping_epoch_1(args: list[str], out: Path, cwd: Path) -> tuple[str, Path]:
+    """Run ``args`` on two ranks; keep a copy of the checkpoint rank 0 wrote after epoch 1 (it is replaced
+    after epoch 2). Returns the run's stdout and the copy's path."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "daqakd_plugins", *args]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ck, first = out / "checkpoint.pt", cwd / "epoch1.pt"
+    deadline = time.monotonic() + 300
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        if ck.exists():
+            shutil.copy(ck, first)
+        time.sleep(0.005)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    return stdout, first
+
+
 @pytest.fixture(scope="module")
 def teacher_file(tmp_path_factory: pytest.TempPathFactory, digits_teacher) -> Path:
     from daqakd_plugins.models import save_model
@@ -77,17 +94,7 @@ def test_distill_under_torchrun_reports_and_resumes_in_one_process(teacher_file:
     args = ["distill", "--teacher", str(teacher_file), "--backend", "brevitas", "--bits", "4", "--epochs", "3",
             "--augment", "randaugment+cutmix", "--train-per-class", "60", "--batch-size", "32", "--workers", "0",
             "--no-export", "--out", str(out)]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-           "daqakd_plugins", *args]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ck, first = out / "checkpoint.pt", tmp_path / "epoch1.pt"
-    deadline = time.monotonic() + 300
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        if ck.exists():
-            shutil.copy(ck, first)  # the checkpoint rank 0 wrote after epoch 1 (replaced after epoch 2)
-        time.sleep(0.005)
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr[-3000:]
+    stdout, first = _torchrun_keeping_epoch_1(args, out, tmp_path)
     report = json.loads((out / "report.json").read_text())
     assert report["world_size"] == 2 and report["distributed"]["student"] == "DistributedDataParallel"
     assert report["distributed"]["rank_samples_per_epoch"] == [300, 300]  # 600 training samples, split
@@ -98,7 +105,7 @@ def test_distill_under_torchrun_reports_and_resumes_in_one_process(teacher_file:
 
     saved = torch.load(first, weights_only=False)
     assert saved["epoch"] == 1 and saved["world_size"] == 2
-    shutil.copy(first, ck)  # as if the 2-process run had stopped after epoch 1
+    shutil.copy(first, out / "checkpoint.pt")  # as if the 2-process run had stopped after epoch 1
     (out / "report.json").unlink()
     r = _cli("distill", "--resume", str(out), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -142,3 +149,37 @@ def test_a_failing_rank_ends_the_whole_run_quickly(teacher_file: Path, tmp_path:
                   PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
     assert r.returncode != 0
     assert "[rank 1/2]: error: candidate 'fail-on-rank-1' failed" in r.stderr and "rank 1 was told to fail" in r.stderr
+
+
+DATAFREE_TINY = {"iterations": 3, "warmup_steps": 4, "rank_samples": 64, "width": 8, "latent_dim": 16}
+
+
+def test_data_free_under_torchrun_reports_and_resumes_in_one_process(teacher_file: Path, tmp_path: Path) -> None:
+    """The run engine gives data-free runs what data-driven ones have: DDP over two ranks (each draws its own
+    latent codes, the generator's gradients averaged), one report and checkpoint, resumed in one process."""
+    out = tmp_path / "df"
+    args = ["distill", "--data-free", "--teacher", str(teacher_file), "--backend", "brevitas", "--bits", "4",
+            "--epochs", "3", "--batch-size", "16", "--calib-batches", "2", "--augment", "none", "--workers", "0",
+            "--no-export", "--out", str(out), *[f"--generator-option={k}={v}" for k, v in DATAFREE_TINY.items()]]
+    stdout, first = _torchrun_keeping_epoch_1(args, out, tmp_path)
+    report = json.loads((out / "report.json").read_text())
+    assert report["mode"] == "data-free" and report["no_real_training_sample_used"] is True
+    assert report["world_size"] == 2 and report["distributed"]["student"] == "DistributedDataParallel"
+    per_rank = 3 * report["generator"]["s_steps"] * 16  # iterations × student steps × batch: its own G(z) batches
+    assert report["distributed"]["rank_samples_per_epoch"] == [per_rank, per_rank]
+    assert report["distributed"]["replicas_in_sync"] is True
+    assert len(report["history"]) == 3 and (out / "generator.pt").exists()
+    assert stdout.count("report:") == 1
+
+    saved = torch.load(first, weights_only=True)
+    assert saved["epoch"] == 1 and saved["world_size"] == 2 and saved["mode"] == "data-free"
+    assert {"generator", "generator_optimizer"} <= set(saved)
+    shutil.copy(first, out / "checkpoint.pt")  # as if the 2-process run had stopped after epoch 1
+    (out / "report.json").unlink()
+    r = _cli("distill", "--resume", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    resumed = json.loads((out / "report.json").read_text())
+    assert resumed["world_size"] == 1 and resumed["resumed_from_epoch"] == 1 and resumed["mode"] == "data-free"
+    assert len(resumed["history"]) == 3 and resumed["history"][0] == report["history"][0]
+    assert resumed["distributed"]["rank_samples_per_epoch"] == [per_rank]
+    assert resumed["accuracy"]["ptq_noise"] == report["accuracy"]["ptq_noise"]  # baselines from the checkpoint

@@ -1,6 +1,6 @@
 """The import graph of daqakd_plugins, read with ``ast`` (issue 10, "Adapter kit").
 
-Two rules:
+Four rules:
 
 * the core never imports the built-ins: no module outside ``daqakd_plugins.builtin`` imports
   ``daqakd_plugins.builtin`` or anything under it, in any form (module level, inside a function, under
@@ -8,6 +8,9 @@ Two rules:
   strings (registration, not import).
 * the module-level import graph has no cycle. Imports inside functions (lazy, run at call time) and
   under ``if TYPE_CHECKING`` do not run at import time and are left out of this rule.
+* counting the imports inside functions too, there is still no cycle (a lazy import that closes a circle
+  is a layering knot waiting to become an import-time one).
+* no module imports another module's ``_private`` name (in the core and in the adapters).
 
 Run as a script (``python tests/test_import_graph.py``) to print the edges that close each cycle.
 """
@@ -212,6 +215,38 @@ def test_module_level_imports_have_no_cycle():
     edges = [e for e in import_edges() if e.top_level]
     cycles = find_cycles(edges)
     assert not cycles, "import cycles among module-level imports:\n" + "\n".join(_describe(c, edges) for c in cycles)
+
+
+def test_no_cycle_counting_imports_inside_functions():
+    edges = import_edges()
+    cycles = find_cycles(edges)
+    assert not cycles, "import cycles (imports inside functions included):\n" + "\n".join(
+        _describe(c, edges) for c in cycles)
+
+
+def private_imports(root: Path = ROOT) -> list[str]:
+    """``from x import _name`` where ``x`` is another module of the core or of an adapter package."""
+    found: list[str] = []
+    bases = [(root, PACKAGE)] + [(root / "adapters", p.name) for p in sorted((root / "adapters").glob("daqakd_*"))]
+    for top, pkg in bases:
+        for path in sorted((top / pkg).rglob("*.py")):
+            parts = list(path.relative_to(top).with_suffix("").parts)
+            is_pkg = parts[-1] == "__init__"
+            mod = ".".join(parts[:-1] if is_pkg else parts)
+            for node, _ in _imports(ast.parse(path.read_text(), filename=str(path))):
+                if not isinstance(node, ast.ImportFrom):
+                    continue
+                ours = node.level > 0 or (node.module or "").split(".")[0] in {PACKAGE, pkg}
+                for alias in node.names:
+                    name = alias.name
+                    if ours and name.startswith("_") and not name.startswith("__"):
+                        found.append(f"{mod} (line {node.lineno}) imports {'.' * node.level}{node.module or ''}.{name}")
+    return found
+
+
+def test_no_private_name_is_imported_across_modules():
+    bad = private_imports()
+    assert not bad, "private names imported from another module (make them public, or move them):\n" + "\n".join(bad)
 
 
 if __name__ == "__main__":

@@ -160,6 +160,22 @@ def test_import_does_not_pull_in_backends():
     assert out.stdout.strip() == "False"
 
 
+def test_plugins_command_lists_every_registry_with_its_plugin():
+    """`daqakd plugins --json` lists architectures and generators too, and who registered every name."""
+    from daqakd_plugins.commands.plugins import collect
+    from daqakd_plugins.plugins import REGISTRIES, get_architectures, get_generators
+
+    info = collect()
+    assert info["architectures"] == sorted(get_architectures()) and "small_resnet" in info["architectures"]
+    assert info["generators"] == sorted(get_generators()) and "dcgan" in info["generators"]
+    by = info["registered_by"]
+    assert set(by) == set(REGISTRIES)
+    assert by["generators"]["dcgan"] == "daqakd_plugins.datafree.generators"
+    assert by["backends"]["brevitas"] == "brevitas" and by["architectures"]["small_resnet"].startswith("daqakd_plugins")
+    for label in ("augmentations", "metrics", "loss_components", "loss_presets"):
+        assert sorted(by[label]) == info[label], label
+
+
 def test_plugins_command_json_reports_availability():
     out = subprocess.run([sys.executable, "-m", "daqakd_plugins", "plugins", "--json"],
                          capture_output=True, text=True, check=True)

@@ -39,7 +39,7 @@ from daqakd_plugins.kit import (
     prepare_for_onnxruntime,
 )
 
-from .plugin import FORMATS, _describe, _is_quantizer, quiet
+from .common import FORMATS, describe, is_quantizer, quiet
 
 if TYPE_CHECKING:
     import numpy as np
@@ -122,7 +122,7 @@ def _student_kind(model: nn.Module) -> tuple[str, set[int]]:
     bits: set[int] = set()
     for mod in model.modules():
         m: Any = mod  # a modelopt TensorQuantizer: attributes mypy cannot see through nn.Module
-        if _is_quantizer(m) and m.is_enabled:
+        if is_quantizer(m) and m.is_enabled:
             nb = m.num_bits
             if isinstance(nb, (tuple, list)):
                 kinds.add("nvfp4" if tuple(nb) == (2, 1) else "fp8")
@@ -314,7 +314,7 @@ def _export_qdq(model: nn.Module, x: torch.Tensor, out_dir: Path, kind: str, bit
 
     fn = _qdq_function()
     m = copy.deepcopy(model).cpu().eval()
-    for name, q in [(n, mod) for n, mod in m.named_modules() if _is_quantizer(mod)]:
+    for name, q in [(n, mod) for n, mod in m.named_modules() if is_quantizer(mod)]:
         if not q.is_enabled:
             continue
         parent, _, leaf = name.rpartition(".")
@@ -386,7 +386,7 @@ def export(request: ExportRequest) -> list[ExportedModel]:
         import modelopt.torch.quantization  # noqa: F401 - import once, quietly
 
         model = _student_of(request.model)
-        if not _describe(model):
+        if not describe(model):
             raise ExportError(
                 f"{type(model).__name__} has no enabled Model Optimizer quantizers, so there is nothing to export as "
                 "Q/DQ ONNX. Quantize it first: daqakd_plugins.backends.quantize(model, 'modelopt', QuantConfig(...), "

@@ -30,7 +30,7 @@ import copy
 import io
 import logging
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,8 @@ from daqakd_plugins.kit import (
     QuantizerInfo,
     hookimpl,
 )
+
+from .common import FORMATS, describe, is_quantizer, quiet
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -62,7 +64,6 @@ if TYPE_CHECKING:
 
 NAME = "modelopt"
 BITS = (4, 8)
-FORMATS = ("onnx-qdq", "onnx-trt")
 FORMAT_NAMES = ("int", "fp8", "nvfp4")
 ALGORITHMS = ("max", "mse")
 
@@ -137,11 +138,6 @@ def daqakd_register_backends(register: Callable[[BackendInfo], None]) -> None:
     )
 
 
-def _is_quantizer(m: Any) -> bool:
-    cls = type(m)
-    return cls.__module__.startswith("modelopt.torch.quantization") and cls.__name__ == "TensorQuantizer"
-
-
 @hookimpl
 def daqakd_describe_quantizers(model: nn.Module) -> list[QuantizerInfo] | None:
     """The *enabled* ``TensorQuantizer`` modules (modelopt also inserts disabled output quantizers
@@ -149,27 +145,7 @@ def daqakd_describe_quantizers(model: nn.Module) -> list[QuantizerInfo] | None:
     output quantizers → activation, with their ``num_bits`` (FP formats: exponent + mantissa + sign)."""
     if not kit.backend_imported("modelopt"):
         return None
-    return _describe(model)
-
-
-def _describe(model: nn.Module) -> list[QuantizerInfo]:
-    out: list[QuantizerInfo] = []
-    for name, m in model.named_modules():
-        if not _is_quantizer(m) or not bool(getattr(m, "is_enabled", False)):
-            continue
-        leaf = name.rsplit(".", 1)[-1]
-        role = "weight" if "weight" in leaf else "activation" if ("input" in leaf or "output" in leaf) else "other"
-        out.append(QuantizerInfo(name=name, role=role, bits=_bits(getattr(m, "num_bits", 0))))
-    return out
-
-
-def _bits(v: Any) -> int:
-    if isinstance(v, (tuple, list)):  # FP formats: (exponent, mantissa) bits, plus the sign
-        return int(sum(v)) + 1
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return 0
+    return describe(model)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -184,28 +160,6 @@ class _DropCpuCudaHomeNotice(logging.Filter):
 
 
 logging.getLogger("torch.utils.cpp_extension").addFilter(_DropCpuCudaHomeNotice())
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence Model Optimizer for the duration of an adapter call only: its ``print`` lines
-    ("Inserted 20 quantizers", "Restored ...") and tqdm bars ("MSE weight calibration") on stdout /
-    stderr, the "transformers not found" and torch.jit.script
-    deprecation warnings of its import, and torch.onnx's TorchScript-exporter warnings."""
-    cpp_log = logging.getLogger("torch.utils.cpp_extension")
-    old = cpp_log.level
-    cpp_log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            warnings.filterwarnings("ignore", category=FutureWarning)
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            warnings.filterwarnings("ignore", message=".*(transformers|Hugginface|TracerWarning|Converting a tensor).*")
-            warnings.filterwarnings("ignore", module=r"modelopt.*")
-            warnings.filterwarnings("ignore", module=r"torch\.onnx.*")
-            yield
-    finally:
-        cpp_log.setLevel(old)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -302,7 +256,7 @@ def _reset_calibrators(model: nn.Module) -> None:
     from modelopt.torch.quantization.calib import MaxCalibrator
 
     for m in model.modules():
-        cal = getattr(m, "_calibrator", None) if _is_quantizer(m) else None
+        cal = getattr(m, "_calibrator", None) if is_quantizer(m) else None
         if cal is None:
             continue
         if not isinstance(cal, MaxCalibrator):
@@ -320,7 +274,7 @@ def daqakd_quantize(request: QuantizeRequest) -> nn.Module | None:
 def _quantize(model: nn.Module, cfg: QuantConfig, opts: ModeloptOptions, x: torch.Tensor, calib_data: Any) -> nn.Module:
     device = kit.device_of(model)
     _check_format(cfg, opts, device)
-    if _describe(model):
+    if describe(model):
         raise BackendError(
             f"{type(model).__name__} already contains Model Optimizer quantizers; mtq.quantize would quantize it a "
             "second time. Pass the float model (daqakd quantizes a copy), or restore a saved student with "
@@ -352,7 +306,7 @@ def _quantize(model: nn.Module, cfg: QuantConfig, opts: ModeloptOptions, x: torc
     for p in student.parameters():  # the copy inherits a frozen teacher's requires_grad=False
         if p.is_floating_point():
             p.requires_grad_(True)
-    if not _describe(student):
+    if not describe(student):
         warnings.warn(
             f"Model Optimizer inserted no enabled quantizer into {type(model).__name__}: it quantizes nn.Conv*, "
             "nn.Linear and pooling layers, and options['float_layers'] may have disabled them all.",
@@ -365,7 +319,7 @@ def _calibrate(model: nn.Module, data: Any, num_batches: int, algorithm: str) ->
     with quiet():
         import modelopt.torch.quantization as mtq
 
-        if not _describe(model):
+        if not describe(model):
             raise BackendError(
                 f"{type(model).__name__} has no enabled Model Optimizer quantizers to calibrate; quantize it first "
                 "with daqakd_plugins.backends.quantize(model, 'modelopt', QuantConfig(...), example_input=x)."
@@ -441,7 +395,7 @@ def daqakd_restore_student(request: RestoreRequest) -> nn.Module | None:
             "this saved modelopt student has no 'modelopt_state'/'model_state_dict' (it was not written by "
             f"mto.save; keys: {sorted(payload)}); save and restore with the same adapter version."
         )
-    if _describe(request.model):
+    if describe(request.model):
         raise BackendError("restore needs a fresh float model; this one already contains Model Optimizer quantizers.")
     with quiet():
         import modelopt.torch.opt as mto

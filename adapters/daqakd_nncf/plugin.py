@@ -850,7 +850,7 @@ def _formats(requested: tuple[str, ...] | None) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _ov_predict(xml: Path) -> Callable[[np.ndarray], np.ndarray]:
+def ov_predict(xml: Path) -> Callable[[np.ndarray], np.ndarray]:
     """Run the IR with OpenVINO's CPU plugin: one thread, f32 inference precision (on CPUs with bf16/AMX
     OpenVINO would otherwise run the float parts in bf16), compiled once per input shape (static shapes,
     as OpenVINO deploys them; NNCF's example compiles a fixed shape too)."""
@@ -890,7 +890,7 @@ def export_openvino(model: nn.Module, example_input: torch.Tensor, path: str | P
     return path
 
 
-def _export_qdq(model: nn.Module, x: torch.Tensor, path: Path, *, fold: bool = True) -> dict[str, int]:
+def export_qdq(model: nn.Module, x: torch.Tensor, path: Path, *, fold: bool = True) -> dict[str, int]:
     """NNCF's standard QDQ export (``ONNX_QUANTIZE_DEQUANTIZE_PAIRS``; 8 bits), BatchNorm folded into the
     quantized convolutions so onnxruntime can run them as integer kernels (onnx_fold.py), then the
     kit's onnxruntime preparation (U8U8 where int8 weights would saturate on CPUs without VNNI)."""
@@ -943,12 +943,12 @@ def daqakd_export(request: ExportRequest) -> list[ExportedModel] | None:
         try:
             if fmt == "openvino":
                 xml = export_openvino(model, x, out_dir / "student.openvino.xml")
-                out.append(OpenVINOModel(format=fmt, path=xml, runtime="openvino", predict=_ov_predict(xml),
+                out.append(OpenVINOModel(format=fmt, path=xml, runtime="openvino", predict=ov_predict(xml),
                                          notes="OpenVINO IR (xml + bin): FakeQuantize, weights stored as integers; "
                                                "openvino CPU plugin, 1 thread, f32 inference precision"))
             else:
                 path = out_dir / "student.qdq.onnx"
-                prep = _export_qdq(model, x, path)
+                prep = export_qdq(model, x, path)
                 notes = "QuantizeLinear/DequantizeLinear (opset 13), NNCF's ONNX_QUANTIZE_DEQUANTIZE_PAIRS export mode"
                 if prep["folded_batchnorms"]:
                     notes += f"; {prep['folded_batchnorms']} BatchNorm(s) folded into the int8 convolutions"

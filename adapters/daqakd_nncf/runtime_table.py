@@ -31,7 +31,7 @@ def measure_run(run: Path, repeats: int = 60, trials: int = 3) -> dict[str, Any]
     from daqakd_plugins.models import load_model
     from daqakd_plugins.runtime import accuracy_of, export_fp_onnx, interleaved_latency, ort_predict
 
-    from .plugin import _export_qdq, _ov_predict, export_openvino
+    from .plugin import export_openvino, export_qdq, ov_predict
 
     report = json.loads((run / "report.json").read_text())
     student, _ = load_student(run)
@@ -46,17 +46,17 @@ def measure_run(run: Path, repeats: int = 60, trials: int = 3) -> dict[str, Any]
     fp_xml = export_openvino(teacher, x1, fp_dir / "teacher.fp32.xml")
     models: dict[str, tuple[Path, Any, int]] = {
         "fp:onnxruntime": (fp_onnx, fp_ort, fp_onnx.stat().st_size),
-        "fp:openvino": (fp_xml, _ov_predict(fp_xml), fp_xml.stat().st_size + fp_xml.with_suffix(".bin").stat().st_size),
+        "fp:openvino": (fp_xml, ov_predict(fp_xml), fp_xml.stat().st_size + fp_xml.with_suffix(".bin").stat().st_size),
     }
     xml = run / "export" / "student.openvino.xml"
     if xml.exists():
-        models["student:openvino"] = (xml, _ov_predict(xml), xml.stat().st_size + xml.with_suffix(".bin").stat().st_size)
+        models["student:openvino"] = (xml, ov_predict(xml), xml.stat().st_size + xml.with_suffix(".bin").stat().st_size)
     qdq = run / "export" / "student.qdq.onnx"
     if qdq.exists():
         models["student:onnxruntime"] = (qdq, ort_predict(qdq), qdq.stat().st_size)
         # the same student exported without the BatchNorm fold: what NNCF's QDQ export alone gives onnxruntime
         raw = fp_dir / "student.qdq.unfolded.onnx"
-        _export_qdq(student, x1, raw, fold=False)
+        export_qdq(student, x1, raw, fold=False)
         models["student-unfolded:onnxruntime"] = (raw, ort_predict(raw), raw.stat().st_size)
     batch = data.test_x[:64].numpy()
     per: dict[str, list[float]] = {k: [] for k in models}

@@ -1,4 +1,5 @@
-"""``daqakd plugins``: every plugin, where it came from, its hooks, and each backend's availability."""
+"""``daqakd plugins``: every plugin, where it came from, its hooks, each backend's availability, and every
+registry (backends, augmentations, metrics, losses, architectures, generators) with who registered each name."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plugins", help="list plugins, their hooks and backend availability")
+    p = sub.add_parser("plugins", help="list plugins, their hooks, backend availability and every registry")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
@@ -22,8 +23,10 @@ def collect() -> dict[str, Any]:
         get_loss_presets,
         get_metrics,
         plugin_records,
+        registered_by,
     )
 
+    owners = registered_by()
     return {
         "plugins": [
             {"name": r.name, "module": r.module, "distribution": r.distribution, "version": r.version,
@@ -35,6 +38,9 @@ def collect() -> dict[str, Any]:
         "metrics": sorted(get_metrics()),
         "loss_components": sorted(get_loss_components()),
         "loss_presets": sorted(get_loss_presets()),
+        "architectures": sorted(owners["architectures"]),
+        "generators": sorted(owners["generators"]),
+        "registered_by": owners,  # registry -> name -> the plugin that registered it
     }
 
 
@@ -60,4 +66,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"Metrics: {', '.join(info['metrics']) or '(none)'}")
     print(f"Loss components: {', '.join(info['loss_components']) or '(none)'}")
     print(f"Loss presets: {', '.join(info['loss_presets']) or '(none)'}")
+    print(f"Architectures: {', '.join(info['architectures']) or '(none)'}")
+    print(f"Generators: {', '.join(info['generators']) or '(none)'}")
+    builtin = {r["name"] for r in info["plugins"] if r["builtin"]}
+    third = {reg: {n: p for n, p in names.items() if p not in builtin} for reg, names in info["registered_by"].items()}
+    if any(third.values()):
+        print("\nRegistered by plugins other than the built-ins:")
+        for reg, names in third.items():
+            for n, p in names.items():
+                print(f"  {reg:<16} {n:<28} {p}")
     return 0

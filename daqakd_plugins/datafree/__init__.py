@@ -17,7 +17,11 @@ __all__ = ["GeneratorOptions", "GeneratorRequest", "ImageGenerator", "resolve_ge
 
 
 def run_datafree(cfg: Any) -> dict[str, Any]:
-    """Run (or resume) a data-free distillation; see :func:`daqakd_plugins.datafree.loop.run_datafree`."""
-    from .loop import run_datafree as _run
+    """Run (or resume) a data-free distillation: :func:`~daqakd_plugins.distill.run_distill` with
+    ``DistillConfig(data_free=True)`` (the run engine with the generator batch source)."""
+    from ..distill.pipeline import run_distill
+    from ..errors import ConfigError
 
-    return _run(cfg)
+    if not cfg.data_free:
+        raise ConfigError("run_datafree needs DistillConfig(data_free=True); run_distill runs the data-driven mode.")
+    return run_distill(cfg)

@@ -1,6 +1,7 @@
 """Knowledge distillation into quantized students: the drop-in :class:`Distiller` for a user's own
 QAT loop, and the reference loop (:func:`run_distill`) behind ``daqakd distill``: its config
-(config.py), pipeline (pipeline.py), report (report.py) and student file (student_file.py)."""
+(config.py), its front on the run engine (pipeline.py; the engine is :mod:`daqakd_plugins.run`), the report
+renderer (report.py) and student file (student_file.py)."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from ..errors import CheckpointError
 __all__ = ["CHECKPOINT_NAME", "atomic_save", "load_checkpoint", "capture_rng", "restore_rng", "safe_load_reason"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
-FORMAT = "daqakd-distill-checkpoint/1"
+FORMAT = "daqakd-run-checkpoint/2"  # daqakd_plugins.run.checkpoint: the versions and what each holds
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
@@ -61,7 +61,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"cannot load {path} safely (weights_only=True: {safe_load_reason(exc)}); it is not a daqakd "
             "distill checkpoint or it is damaged. Start a new run without --resume."
         ) from exc
-    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+    if not isinstance(ck, dict) or not str(ck.get("format", "")).startswith(("daqakd-distill-checkpoint/",
+                                                                             "daqakd-run-checkpoint/")):
         raise CheckpointError(f"{path} is not a daqakd distill checkpoint (format {FORMAT!r}); start a new run.")
     return ck
 

@@ -15,7 +15,7 @@ from .distiller import resolve_loss
 __all__ = ["DistillConfig"]
 
 # Fields that define the training trajectory: a resumed run must agree on all of them.
-_TRAJECTORY = (
+TRAJECTORY = (
     "backend", "bits", "act_bits", "data", "epochs", "augment", "loss", "lr", "batch_size", "seed",
     "optimizer", "weight_decay", "candidates", "metric", "rank_per_class", "rank_repeats",
     "train_per_class", "teacher_epochs", "calib_batches", "per_channel", "backend_options",
@@ -140,7 +140,7 @@ class DistillConfig:
         if self.train_crop not in ("center", "random"):
             raise ConfigError(f"train_crop must be 'center' or 'random' (--train-crop), got {self.train_crop!r}")
         if self.data_free:
-            from ..datafree import resolve_generator_options
+            from ..datafree.options import resolve_generator_options
 
             resolve_generator_options(self.generator_options)  # unknown or bad options, before any work
         elif self.generator_options:

@@ -36,7 +36,8 @@ from ..streams import Normalizer, seeded
 if TYPE_CHECKING:
     from ..streams import TrainLoader
 
-__all__ = ["Distiller", "DistillLoader", "resolve_loss", "NoQuantizersWarning", "TeacherFrozenWarning", "as_tensor"]
+__all__ = ["Distiller", "DistillLoader", "resolve_loss", "check_cli_loss", "NoQuantizersWarning", "TeacherFrozenWarning",
+           "as_tensor"]
 
 LossSpec = str | LossPreset | LossTerm | Sequence[LossTerm]
 AugmentSpec = str | Augmentation | Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
@@ -645,3 +646,16 @@ class DistillLoader:
             # gives them); label distributions once a mixer (or the dataset) made them soft
             hard = bool((b.targets.amax(1) == 1.0).all())
             yield b.images, (b.targets.argmax(1) if hard else b.targets)
+
+
+def check_cli_loss(loss: str, *, flag: str = "--loss") -> None:
+    """A loss whose terms need named feature layers cannot run from the command line, which has no
+    way to name them: refuse before any work instead of failing at the first training step."""
+    needs = sorted({t.component for t in resolve_loss(loss)
+                    if t.component == "feature" or (t.component.startswith("rkd_") and t.params.get("layer"))})
+    if needs:
+        raise ConfigError(
+            f"{flag} {loss!r} includes {', '.join(needs)}, which needs named feature layers; the command line "
+            "cannot name them. Drop it (e.g. --loss paper) or use the Python API: Distiller(teacher, student, "
+            "loss=..., features={'student.layer': 'teacher.layer'})."
+        )

@@ -28,8 +28,9 @@ STUDENT_FORMAT = "daqakd-student/2"
 def save_student_file(path: str | Path, student: nn.Module, *, backend: str, config: QuantConfig,
                       arch: dict[str, Any] | None, input_shape: list[int], meta: dict[str, Any]) -> Path:
     """Write ``student`` atomically through its adapter's save hook, with everything needed to restore it."""
-    from .. import __version__, backends
+    from .. import backends
     from ..plugins import backend_status, get_backend
+    from ..version import __version__
 
     if arch is None:
         raise CheckpointError(

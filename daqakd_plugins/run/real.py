@@ -1,0 +1,127 @@
+"""The batch source of a run on real data (``daqakd distill``): the training split through the streaming
+loader (each rank its share under torchrun), calibration on a class-stratified seeded sample, and the
+augmentation ranked on real images before the student exists."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from .source import AugmentationChoice, Finish, RunContext, SourceDefaults
+
+__all__ = ["RealData"]
+
+
+class RealData(SourceDefaults):
+    """Training batches from the data bundle (see :mod:`daqakd_plugins.run.source` for the protocol)."""
+
+    mode = "data"
+    ranks_before_student = True  # ranking reads real images, not the student
+    trains_with_base = True  # --base-augment: the recipe's crop/flip runs before every candidate
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.loader: Any = None
+        self.calibration: dict[str, Any] = {}
+
+    def open(self, cfg: Any) -> Any:
+        """The data bundle (digits in memory, a folder read lazily), restricted to ``train_per_class``."""
+        from ..data import load_data, stratified_subset
+
+        bundle = load_data(cfg.data, seed=0, image_size=cfg.image_size)
+        self.bundle = bundle
+        if cfg.train_crop == "random":
+            bundle.training_set("random")  # refuses in-memory data and folders without --image-size, before any work
+        if cfg.train_per_class is not None:
+            idx = stratified_subset(bundle.train_labels, cfg.train_per_class, seed=0)  # one subset for every seed
+            bundle = self.bundle = bundle.subset(idx)
+        return bundle
+
+    def example(self, ctx: RunContext) -> torch.Tensor:
+        """The first training images (the student's example input for tracing / shapes), normalised."""
+        from ..streams import dataset_tensors
+
+        b = ctx.bundle
+        n = min(ctx.cfg.batch_size, len(b.train_labels))
+        return ctx.norm(dataset_tensors(b.train, num_classes=b.num_classes, desc="example batch", index=range(n))[0])
+
+    def choose_augmentation(self, ctx: RunContext) -> AugmentationChoice:
+        """``augment``: a name, or ``auto``: rank the candidates with the teacher and take the best."""
+        cfg = ctx.cfg
+        if cfg.augment != "auto":
+            from ..augment import resolve_augmentation
+
+            return AugmentationChoice(resolve_augmentation(cfg.augment).name)
+        from ..ranking import rank_augmentations
+
+        ranking = rank_augmentations(
+            ctx.teacher, ctx.bundle, cfg.candidates, cfg.metric, seed=cfg.seed, repeats=cfg.rank_repeats,
+            per_class=cfg.rank_per_class, device=cfg.device, num_classes=ctx.bundle.num_classes,
+            progress=cfg.progress, workers=ctx.workers, normalize=ctx.norm, base_augment=cfg.base_augment,
+        )
+        return AugmentationChoice(str(ranking.best), json.loads(json.dumps(ranking.to_dict(), default=str)))
+
+    def calibration_batches(self, ctx: RunContext) -> list[torch.Tensor]:
+        """Calibration batches (normalised, as the models see them) from a class-stratified, seeded sample of
+        the training images, read through the data pipeline; the report says per-class counts."""
+        from ..data import calibration_sample
+        from ..streams import dataset_tensors
+
+        cfg, b = ctx.cfg, ctx.bundle
+        labels = b.train_labels
+        idx = calibration_sample(labels, cfg.calib_batches * cfg.batch_size, seed=cfg.seed)
+        xs, _ = dataset_tensors(b.train, num_classes=b.num_classes, index=idx, workers=ctx.workers,
+                                batch_size=cfg.batch_size, desc="calibration images")
+        xs = ctx.norm(xs)
+        classes = list(b.classes)
+        counts = torch.bincount(labels[idx], minlength=len(classes)).tolist()
+        self.calibration = {"images": int(len(idx)), "batches": int(math.ceil(len(idx) / cfg.batch_size)),
+                            "seed": cfg.seed, "sampling": "class-stratified, seeded, shuffled",
+                            "per_class": dict(zip(classes, counts))}
+        return [xs[i: i + cfg.batch_size] for i in range(0, len(xs), cfg.batch_size)]
+
+    def prepare_training(self, ctx: RunContext, kd: Any) -> None:
+        train_set = ctx.bundle.training_set(ctx.cfg.train_crop)
+        self.loader = kd.loader(train_set, batch_size=ctx.cfg.batch_size, workers=ctx.workers,
+                                seed=ctx.cfg.seed)  # sharded under torchrun
+
+    def batches_per_epoch(self) -> int:
+        return len(self.loader)
+
+    def samples_per_epoch(self) -> int:
+        return len(self.loader.inner.order())  # this rank's share
+
+    def epoch(self, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        self.loader.set_epoch(epoch)  # the order and every draw of epoch e depend only on (seed, e)
+        return self.loader
+
+    def export_example(self, ctx: RunContext) -> torch.Tensor:
+        assert ctx.example is not None
+        return ctx.example
+
+    def finish(self, ctx: RunContext) -> Finish:
+        data = {**ctx.bundle.describe(), "train_used": len(ctx.bundle.train_labels)}
+        return Finish(files={}, student_meta={}, data=data, calibration=self.calibration,
+                      section={"pipeline": self._pipeline(ctx)})
+
+    def _pipeline(self, ctx: RunContext) -> dict[str, Any]:
+        """Where the augmentation ran and how the data was read (report.json's ``pipeline``)."""
+        loader, cfg = self.loader, ctx.cfg
+        prog = loader.inner.programs[0]
+        dev = loader.device_piece if loader.worker_stages else loader.kd.augment
+        return {
+            "workers": ctx.workers,
+            "image_size": cfg.image_size,
+            "train_crop": cfg.train_crop,
+            "normalize": ctx.norm.to_dict(),
+            "augmentation_stages": {
+                "workers_per_image": [a.name for a in prog.sample],
+                "collate_batch": [a.name for a in prog.batch],
+                "step_on_device": [p.name for p in (dev.parts or (dev,))] if dev is not None else [],
+            },
+            "seeds": "per sample from (seed, epoch, index); per batch from (seed, epoch, batch number)",
+        }

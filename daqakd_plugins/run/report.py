@@ -1,0 +1,190 @@
+"""What a finished run says: the :class:`Report` record (``OUT/report.json``) and its one Markdown
+renderer (``OUT/report.md``), for every batch source."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["Report", "render_markdown", "ranking_rows", "pick_summary"]
+
+
+def ranking_rows(ranking: dict[str, Any] | None) -> list[Any]:
+    if not ranking:
+        return []
+    rows = ranking.get("candidates", ranking.get("entries", []))
+    return list(rows) if isinstance(rows, list) else []
+
+
+def pick_summary(ranking: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Is the ranked pick separated from the runner-up? :meth:`Ranking.separation` on the stored ranking
+    (so a resumed run gets it too), its advice naming ``--rank-repeats``; ``None`` when nothing was ranked."""
+    if not ranking or not isinstance(ranking.get("candidates"), list):
+        return None
+    from ..ranking import Ranking
+
+    return Ranking.from_dict(ranking).separation(option="--rank-repeats").to_dict()
+
+
+@dataclass
+class Report:
+    """One run's results. ``section`` holds what only its batch source reports (real data: how the data was
+    read; a generator: its options, the data-free baselines' notes, the statement), merged into the JSON."""
+
+    mode: str
+    backend: str
+    bits: int
+    act_bits: int
+    augmentation: str
+    base_augment: str
+    loss: str
+    loss_terms: list[dict[str, Any]]
+    ranking_detail: dict[str, Any] | None
+    accuracy: dict[str, float]
+    epochs: int
+    seconds: float
+    wall_seconds: float
+    seed: int
+    lr: float
+    batch_size: int
+    optimizer: str
+    data: dict[str, Any]
+    teacher: str
+    normalize: dict[str, Any] | None
+    num_quantizers: int
+    calibration: dict[str, Any]
+    history: list[dict[str, Any]]
+    resumed_from_epoch: int | None
+    export: dict[str, Any]
+    files: dict[str, str]
+    config: dict[str, Any]
+    world_size: int
+    distributed: dict[str, Any]
+    section: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        pick = pick_summary(self.ranking_detail)
+        detail = {**self.ranking_detail, "pick": pick} if self.ranking_detail and pick is not None else self.ranking_detail
+        common = {
+            "mode": self.mode, "backend": self.backend, "bits": self.bits, "act_bits": self.act_bits,
+            "augmentation": self.augmentation, "base_augment": self.base_augment, "loss": self.loss, "loss_terms": self.loss_terms,
+            "ranking": ranking_rows(self.ranking_detail), "pick": pick, "ranking_detail": detail,
+            "accuracy": self.accuracy, "epochs": self.epochs, "seconds": round(self.seconds, 3),
+            "wall_seconds": round(self.wall_seconds, 3), "seed": self.seed, "lr": self.lr,
+            "batch_size": self.batch_size, "optimizer": self.optimizer, "data": self.data, "teacher": self.teacher,
+            "normalize": self.normalize, "num_quantizers": self.num_quantizers, "calibration": self.calibration,
+            "history": self.history, "resumed_from_epoch": self.resumed_from_epoch, "export": self.export,
+            "files": self.files, "environment": {"torch": torch.__version__, "python": platform.python_version()},
+            "config": self.config, "world_size": self.world_size, "distributed": self.distributed,
+        }
+        return {**common, **self.section}
+
+    def markdown(self) -> str:
+        return render_markdown(self.to_dict())
+
+
+#: the accuracy table's rows, in order: report key -> label (a key the report lacks is left out)
+ACCURACY_ROWS = (
+    ("teacher_fp", "teacher (FP)"),
+    ("quantized_uncalibrated", "quantized copy, no calibration"),
+    ("ptq_noise", "PTQ calibrated on random noise"),
+    ("ptq_generated", "PTQ calibrated on generated images"),
+    ("student_before", "student after calibration (PTQ)"),
+    ("student_after", "student after KD training"),
+)
+
+
+def render_markdown(r: dict[str, Any]) -> str:
+    """The human summary of a report (any batch source; tolerant of a report without the optional keys)."""
+    free = r.get("mode") == "data-free"
+    acc = r["accuracy"]
+    d = r["data"]
+    lines = [f"# daqakd distill{' --data-free' if free else ''}: {r['backend']} W{r['bits']}A{r['act_bits']}", ""]
+    if r.get("statement"):
+        lines += [f"**{r['statement']}**", ""]
+    how = " (ranked, best first below)" if r["ranking"] else ""
+    choice = r.get("augmentation_choice") or {}
+    if choice.get("how") == "ranked":
+        how = (f" (ranked with `{choice['metric']}` on {choice['samples']} generated images labelled by the "
+               "teacher's prediction, best first below)")
+    lines += [
+        f"- data: {d['name']} ({d['train_used']} training images used, {d['test']} test)",
+        f"- loss: `{r['loss']}` = " + " + ".join(f"{t['weight']:g}·{t['key']}" for t in r["loss_terms"]),
+        f"- augmentation: `{r['augmentation']}`{how}",
+        *[f"- {n}" for n in r.get("notes", [])],
+        f"- epochs {r['epochs']}, lr {r['lr']}, batch {r['batch_size']}, {r['optimizer']}, seed {r['seed']}; "
+        f"training {r['seconds']:.1f} s",
+        "",
+        "| model | clean test accuracy |",
+        "|---|---|",
+    ]
+    for key, label in ACCURACY_ROWS:
+        if key in acc and not (free and key == "student_before"):  # data-free: that is ptq_generated
+            lines.append(f"| {label} | {acc[key]:.4f} |")
+    lines += [""] + _ranking(r) + _epochs(r["history"]) + _export(r.get("export") or {})
+    return "\n".join(lines) + "\n"
+
+
+def _ranking(r: dict[str, Any]) -> list[str]:
+    if not r["ranking"]:
+        return []
+    lines = ["## Ranking", "", "| rank | candidate | score |", "|---|---|---|"]
+    for i, e in enumerate(r["ranking"][:20], 1):
+        if isinstance(e, dict):
+            name = e.get("name", e.get("candidate", "?"))
+            score = e.get("score", e.get("mean", ""))
+            score = f"{score:.4f}" if isinstance(score, (int, float)) else str(score)
+            std = e.get("score_std")
+            if isinstance(std, (int, float)) and len(e.get("scores") or []) > 1:
+                score += f" ± {std:.4f}"
+        else:
+            name, score = str(e), ""
+        lines.append(f"| {i} | {name} | {score} |")
+    lines.append("")
+    pick = r.get("pick")
+    if isinstance(pick, dict) and pick.get("message"):
+        lines += [f"**Is the pick separated?** {pick['message']}", ""]
+    return lines
+
+
+def _epochs(history: list[dict[str, Any]]) -> list[str]:
+    gen = any("generator_loss" in h for h in history)
+    if gen:
+        lines = ["## Epochs", "", "| epoch | student loss | generator loss | test accuracy |", "|---|---|---|---|"]
+        return lines + [f"| {h['epoch']} | {h['loss']:.4f} | {h['generator_loss']:.4f} | {h['test_accuracy']:.4f} |"
+                        for h in history]
+    lines = ["## Epochs", "", "| epoch | loss | test accuracy |", "|---|---|---|"]
+    return lines + [f"| {h['epoch']} | {h['loss']:.4f} | {h['test_accuracy']:.4f} |" for h in history]
+
+
+def _export(exp: dict[str, Any]) -> list[str]:
+    lines = ["", "## Export", ""]
+    if not exp.get("student"):
+        return lines + [", ".join(f"{k}: {v}" for k, v in exp.items()) or "(none)"]
+    lines += [
+        "| model | format | runtime | accuracy | size (KiB) | latency ms/batch | size / FP | latency / FP |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for e in exp["student"]:
+        if "error" in e:
+            lines.append(f"| student | {e.get('format')} | {e.get('runtime')} | error: {e['error']} | | | | |")
+            continue
+        lines.append(
+            f"| student | {e['format']} | {e['runtime']} | {_f(e.get('accuracy'))} | {e['size_bytes'] / 1024:.1f} | "
+            f"{_f(e.get('latency_ms_per_batch'), 3)} | {_f(e.get('size_ratio_vs_fp'), 3)} | "
+            f"{_f(e.get('latency_ratio_vs_fp'), 3)} |"
+        )
+    t = exp.get("teacher") or {}
+    if t:
+        lines.append(f"| teacher | {t.get('format')} | {t.get('runtime')} | {_f(t.get('accuracy'))} | "
+                     f"{t.get('size_bytes', 0) / 1024:.1f} | {_f(t.get('latency_ms_per_batch'), 3)} | 1 | 1 |")
+    if exp.get("latency_method"):
+        lines += ["", f"Latency: {exp['latency_method']}."]
+    return lines
+
+
+def _f(v: Any, digits: int = 4) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, (int, float)) else "–"
