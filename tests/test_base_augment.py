@@ -179,3 +179,15 @@ def test_cli_flag_reaches_the_ranking(tmp_path: Path, capsys: pytest.CaptureFixt
                      "--workers", "0", "--base-augment", flag, "--json", str(out)]) == 0
         assert json.loads(out.read_text())["base_augment"] == expected
     assert bundle.num_classes == 3
+
+
+def test_auto_always_ranks_none_so_it_can_keep_the_base_alone(tmp_path: Path) -> None:
+    from daqakd_plugins.distill import DistillConfig, run_distill
+
+    rep = run_distill(DistillConfig(backend="brevitas", bits=8, data="digits", epochs=1, augment="auto",
+                                    candidates="randaugment,augmix", rank_per_class=10, export=False, progress=False,
+                                    workers=0, teacher_epochs=2, out=str(tmp_path / "run")))
+    detail = rep["ranking_detail"]
+    assert sorted(c["name"] for c in detail["candidates"]) == ["augmix", "none", "randaugment"]
+    assert any("`none`" in n for n in detail["notes"])
+    assert rep["augmentation"] == detail["best"]

@@ -30,7 +30,7 @@ def test_torchvision_models_build_with_num_classes_channels_and_a_small_stem() -
     assert mb(torch.rand(1, 1, 32, 32)).shape == (1, 5)
     with pytest.raises(ModelError, match="torchvision has no classification model 'resnet19'"):
         build_model(arch_spec("torchvision:resnet19", num_classes=7))
-    with pytest.raises(ModelError, match=r"unknown architecture 'nosuch'; known: small_resnet, timm:, torchvision:"):
+    with pytest.raises(ModelError, match=r"unknown architecture 'nosuch'; known: cifar_resnet20, cifar_resnet32, cifar_resnet56, small_resnet, timm:, torchvision:, vgg8"):
         build_model(arch_spec("nosuch", num_classes=3))
 
 

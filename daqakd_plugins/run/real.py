@@ -56,13 +56,21 @@ class RealData(SourceDefaults):
             from ..augment import resolve_augmentation
 
             return AugmentationChoice(resolve_augmentation(cfg.augment).name)
+        from ..augment import resolve_augmentation, resolve_candidates
         from ..ranking import rank_augmentations
 
+        cands = resolve_candidates(cfg.candidates)
+        added = all(c.name != "none" for c in cands)
+        if added:  # `auto` never picks a candidate that its own score ranks below the base alone
+            cands.append(resolve_augmentation("none"))
         ranking = rank_augmentations(
-            ctx.teacher, ctx.bundle, cfg.candidates, cfg.metric, seed=cfg.seed, repeats=cfg.rank_repeats,
+            ctx.teacher, ctx.bundle, cands, cfg.metric, seed=cfg.seed, repeats=cfg.rank_repeats,
             per_class=cfg.rank_per_class, device=cfg.device, num_classes=ctx.bundle.num_classes,
             progress=cfg.progress, workers=ctx.workers, normalize=ctx.norm, base_augment=cfg.base_augment,
         )
+        if added:
+            ranking.notes.append("`none` (the base transform alone) was ranked too, so that `--augment auto` keeps "
+                                 "no extra augmentation when no candidate scores better than it")
         return AugmentationChoice(str(ranking.best), json.loads(json.dumps(ranking.to_dict(), default=str)))
 
     def calibration_batches(self, ctx: RunContext) -> list[torch.Tensor]:
