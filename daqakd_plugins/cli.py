@@ -91,8 +91,31 @@ def _preflight(args: argparse.Namespace) -> None:
         checks.check_candidates(args.candidates)
 
 
+def _import_torch_holding_ctrl_c() -> bool:
+    """``import torch`` with Ctrl-C held back until it is done; returns whether Ctrl-C came meanwhile.
+
+    Why: a KeyboardInterrupt raised inside torch's C initialisation (``from torch._C import *``) can crash
+    the interpreter (SIGSEGV, "bad call flags") instead of unwinding; a handler that only notes the signal
+    lets the import finish, and the caller then exits 130 as for any Ctrl-C during start-up."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        import torch  # noqa: F401
+        return False
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        import torch  # noqa: F401
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return bool(pressed)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:  # Ctrl-C while the sub-commands import: no traceback, the shell's 130
+        if _import_torch_holding_ctrl_c():
+            raise KeyboardInterrupt
         parser = build_parser()
         args = parser.parse_args(argv)
     except KeyboardInterrupt:
