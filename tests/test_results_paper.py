@@ -1,5 +1,5 @@
 """docs/results.md's "paper's recipe" section against its data: the generated block between the
-``paper-recipe`` markers is exactly what ``daqakd report`` writes for docs/evidence/paper-recipe-cifar10.jsonl
+``paper-recipe`` markers is exactly what ``daqakd report`` writes for docs/evidence/paper-recipe/results.jsonl
 (every table number recomputed from the committed rows; 1,000 bootstrap resamples, seed 0)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "results.md"
-DATA = ROOT / "docs" / "evidence" / "paper-recipe-cifar10.jsonl"
+DATA = ROOT / "docs" / "evidence" / "paper-recipe" / "results.jsonl"
 
 
 def _block() -> str:
@@ -25,7 +25,7 @@ def test_the_generated_block_is_what_the_committed_rows_give(tmp_path: Path) -> 
 
     paths = write_report(DATA, tmp_path, n_boot=1000)
     assert _block().strip() == paths["md"].read_text().strip(), (
-        "regenerate the block: daqakd report docs/evidence/paper-recipe-cifar10.jsonl --out /tmp/pr and paste "
+        "regenerate the block: daqakd report docs/evidence/paper-recipe/results.jsonl --out /tmp/pr and paste "
         "/tmp/pr/analysis.md between the markers")
 
 
