@@ -539,7 +539,23 @@ def _reset_runtime_stats(model: nn.Module) -> None:
             m.counter = 0
 
 
+def _observer_flags(model: nn.Module) -> dict[nn.Module, bool]:
+    """Every quantizer core's ``observer_only`` flag, once per object (shared ones included)."""
+    return {m: bool(m.observer_only) for m in model.modules() if hasattr(m, "observer_only")}
+
+
 def _calibrate(model: nn.Module, data: Any, num_batches: int) -> nn.Module:
+    """Collect activation statistics under Brevitas' ``calibration_mode``, then put every quantizer's
+    ``observer_only`` flag back as it was.
+
+    Why the last step: ``calibration_mode`` switches each activation quantizer to observer-only (collect
+    statistics, pass the float input through) and on exit restores the flag it recorded per proxy. A
+    quantizer core shared by several proxies (graph mode gives all inputs of a ``torch.cat`` one
+    ``tensor_quant``, e.g. both branches of every ShuffleNet block) is visited once per proxy, so the second
+    visit records the already-switched ``True`` and the exit leaves it observer-only: that activation stays
+    float in training, evaluation and export while a restored student (fresh quantizers) quantizes it.
+    ``observer_only`` is a plain attribute, not in ``state_dict``, so nothing else would carry it
+    (Brevitas 0.13.4; 16 of ShuffleNet-V2's 131 quantizers)."""
     import torch
     from brevitas.graph.calibrate import calibration_mode
 
@@ -547,6 +563,7 @@ def _calibrate(model: nn.Module, data: Any, num_batches: int) -> nn.Module:
     was = model.training
     model.eval()  # BatchNorm of hand-built models keeps its running statistics
     _reset_runtime_stats(model)
+    observers = _observer_flags(model)
     seen = 0
     try:
         with torch.no_grad(), calibration_mode(model):
@@ -554,6 +571,8 @@ def _calibrate(model: nn.Module, data: Any, num_batches: int) -> nn.Module:
                 model(xb.to(dev))
                 seen += 1
     finally:
+        for m, flag in observers.items():
+            m.observer_only = flag
         model.train(was)
     if seen == 0:
         raise DataError("calibration data yielded no batches; pass at least one [B, C, H, W] image batch.")
