@@ -719,17 +719,24 @@ def daqakd_export(request: ExportRequest) -> list[ExportedModel] | None:
 # --------------------------------------------------------------------------------------------------
 @hookimpl
 def daqakd_save_student(request: SaveRequest) -> dict[str, Any] | None:
-    return {"state_dict": request.model.state_dict()}
+    """The state dict, and the paths of quantizers in observer-only mode (they pass floats through; the
+    flag is an attribute, not state, so without this a restored student would quantize there)."""
+    observers = sorted(n for n, m in request.model.named_modules(remove_duplicate=False)
+                       if getattr(m, "observer_only", False))
+    return {"state_dict": request.model.state_dict(), "observer_only": observers}
 
 
 @hookimpl
 def daqakd_restore_student(request: RestoreRequest) -> nn.Module | None:
     """Quantize the fresh FP model the same way (no calibration: the scales are in the state), then load
-    the saved state keeping shared quantizers shared."""
+    the saved state keeping shared quantizers shared, and set the saved observer-only flags again."""
     student = _quantize(request.model, request.config, request.options or BrevitasOptions(),
                         request.example_input, None)
     with _quiet():
         load_state_keep_aliases(student, request.payload["state_dict"])
+    for name in request.payload.get("observer_only", ()):
+        mod: Any = student.get_submodule(name)
+        mod.observer_only = True
     return student
 
 
