@@ -363,13 +363,14 @@ def make_image_folder(root: str | Path, *, classes: int = _TV_CLASSES, train_per
 
 
 #: the resume check: model, batch size, augmentation (a per-sample torchvision policy + a batch mixer)
-_RESUME_MODEL, _RESUME_BATCH, _RESUME_AUGMENT = "shufflenet_v2_x0_5", 8, "trivialaugmentwide+cutmix"
+_RESUME_MODEL, _RESUME_BATCH, _RESUME_AUGMENT, _RESUME_LR = "shufflenet_v2_x0_5", 8, "trivialaugmentwide+cutmix", 1e-4
 
 
-def _resume_leg(spec: dict[str, Any]) -> tuple[nn.Module, list[float]]:
+def _resume_leg(spec: dict[str, Any]) -> tuple[nn.Module, list[float], torch.Tensor | None]:
     """One leg of :func:`check_resume_steps`, as ``daqakd distill`` runs it: build the student (quantize +
     calibrate, or restore from ``spec['resume']``), train epochs ``[start, stop)`` of the ImageFolder through
-    ``kd.loader`` (one worker), and with ``spec['save']`` write a checkpoint as the pipeline does."""
+    ``kd.loader`` (one worker), and with ``spec['save']`` write a checkpoint as the pipeline does. Returns
+    the student, the step losses and, for a restored student, its logits right after the restore."""
     from . import backends
     from .data import load_image_folder
     from .distill import Distiller
@@ -391,11 +392,12 @@ def _resume_leg(spec: dict[str, Any]) -> tuple[nn.Module, list[float]]:
     else:
         student = backends.restore_student(torchvision_float_model(_RESUME_MODEL, seed=123), backend, cfg,
                                            ck["student"], example_input=x)
+    restored = _outputs(student, _tv_images(16)) if ck is not None else None
     for p in student.parameters():
         p.requires_grad_(True)
     kd = Distiller(teacher, student, loss="paper", augment=_RESUME_AUGMENT, num_classes=bundle.num_classes)
     loader = kd.loader(bundle.training_set("center"), batch_size=_RESUME_BATCH, workers=1, seed=3)
-    opt = torch.optim.Adam([*student.parameters(), *kd.parameters()], lr=1e-3)
+    opt = torch.optim.Adam([*student.parameters(), *kd.parameters()], lr=_RESUME_LR)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=2 * len(loader))  # over both halves
     if ck is not None:
         kd.load_state_dict(ck["distiller"])
@@ -418,7 +420,7 @@ def _resume_leg(spec: dict[str, Any]) -> tuple[nn.Module, list[float]]:
                      "distiller": kd.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "rng": capture_rng()}, spec["save"])
     kd.remove_hooks()
-    return student, losses
+    return student, losses, restored
 
 
 def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -430,9 +432,9 @@ def _resume_child(spec_file: str) -> None:
     import json
 
     spec = json.loads(Path(spec_file).read_text())
-    student, losses = _resume_leg(spec)
-    torch.save({"losses": losses, "state": _state_tensors(student), "outputs": _outputs(student, _tv_images(16))},
-               spec["result"])
+    student, losses, restored = _resume_leg(spec)
+    torch.save({"losses": losses, "state": _state_tensors(student), "outputs": _outputs(student, _tv_images(16)),
+                "restored": restored}, spec["result"])
 
 
 def check_resume_steps(backend: str, bits: tuple[int, int]) -> None:
@@ -445,9 +447,10 @@ def check_resume_steps(backend: str, bits: tuple[int, int]) -> None:
     with tempfile.TemporaryDirectory(prefix="daqakd-resume-steps-") as tmp:
         data = make_image_folder(Path(tmp) / "data")
         base = {"backend": backend, "bits": list(bits), "data": str(data), "stop": 2}
-        full, full_losses = _resume_leg({**base, "start": 0})
+        full, full_losses, _ = _resume_leg({**base, "start": 0})
         ck = Path(tmp) / "checkpoint.pt"
-        _, first = _resume_leg({**base, "start": 0, "stop": 1, "save": str(ck)})
+        half, first, _ = _resume_leg({**base, "start": 0, "stop": 1, "save": str(ck)})
+        saved = _outputs(half, _tv_images(16))
         spec = {**base, "start": 1, "resume": str(ck), "result": str(Path(tmp) / "result.pt")}
         (Path(tmp) / "spec.json").write_text(json.dumps(spec))
         code = "import sys; from daqakd_plugins.testing import _resume_child; _resume_child(sys.argv[1])"
@@ -458,6 +461,9 @@ def check_resume_steps(backend: str, bits: tuple[int, int]) -> None:
         res = torch.load(spec["result"], weights_only=True)
         k = len(first)
         assert k >= 2 and len(full_losses) == 2 * k, (k, full_losses)
+        assert torch.equal(saved, res["restored"]), (
+            f"{backend} W{bits[0]}A{bits[1]}: the student restored from the checkpoint in a fresh process computes "
+            f"other logits than the one that was saved (max diff {float((saved - res['restored']).abs().max()):.3g})")
         assert first + res["losses"] == full_losses, (
             f"{backend} W{bits[0]}A{bits[1]}: losses of {k} steps + checkpoint + {k} steps in a fresh process "
             f"{first + res['losses']} differ from {2 * k} uninterrupted steps {full_losses}")
@@ -465,6 +471,7 @@ def check_resume_steps(backend: str, bits: tuple[int, int]) -> None:
         diff = [n for n in state if n not in res["state"] or not torch.equal(state[n], res["state"][n])]
         assert not diff, f"{backend} W{bits[0]}A{bits[1]}: the resumed student's state differs in {diff[:5]}"
         a = _outputs(full, _tv_images(16))
+        assert float(a.std(0).max()) > 0, f"{backend}: the trained student's logits do not depend on the input"
         assert torch.equal(a, res["outputs"]), (
             f"{backend} W{bits[0]}A{bits[1]}: the resumed student computes other logits (max diff "
             f"{float((a - res['outputs']).abs().max()):.3g})")
