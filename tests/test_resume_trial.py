@@ -57,6 +57,7 @@ def _cmd(backend: str, bits: int, data: Path, teacher: Path, out: Path) -> list[
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # three CLI runs; on two shared cores the suite default (900 s) was too little
 @pytest.mark.parametrize(("backend", "bits"), TRIALS, ids=[f"{b}-W{w}" for b, w in TRIALS])
 def test_interrupted_and_resumed_trial_equals_the_uninterrupted_run(backend, bits, trial_inputs, tmp_path) -> None:
     from daqakd_plugins.distill import load_student
