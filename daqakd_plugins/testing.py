@@ -377,8 +377,8 @@ def _resume_leg(spec: dict[str, Any]) -> tuple[nn.Module, list[float], torch.Ten
     from .distill.checkpoint import FORMAT, atomic_save, capture_rng, load_checkpoint, restore_rng
     from .train import seed_everything
 
-    backend, bits = spec["backend"], tuple(spec["bits"])
-    cfg = _config(bits)  # type: ignore[arg-type]
+    backend, bits = spec["backend"], (int(spec["bits"][0]), int(spec["bits"][1]))
+    cfg = _config(bits)
     seed_everything(0)
     bundle = load_image_folder(spec["data"])
     x = torch.stack([bundle.train[i][0] for i in range(_RESUME_BATCH)])
@@ -458,7 +458,7 @@ def check_resume_steps(backend: str, bits: tuple[int, int]) -> None:
         r = subprocess.run([sys.executable, "-c", code, str(Path(tmp) / "spec.json")], env=env, capture_output=True,
                            text=True, timeout=900)
         assert r.returncode == 0, r.stderr[-3000:]
-        res = torch.load(spec["result"], weights_only=True)
+        res = torch.load(str(spec["result"]), weights_only=True)
         k = len(first)
         assert k >= 2 and len(full_losses) == 2 * k, (k, full_losses)
         assert torch.equal(saved, res["restored"]), (

@@ -572,7 +572,8 @@ def _calibrate(model: nn.Module, data: Any, num_batches: int) -> nn.Module:
                 seen += 1
     finally:
         for m, flag in observers.items():
-            m.observer_only = flag
+            core: Any = m  # brevitas quantizer cores: an attribute mypy cannot see through nn.Module
+            core.observer_only = flag
         model.train(was)
     if seen == 0:
         raise DataError("calibration data yielded no batches; pass at least one [B, C, H, W] image batch.")
