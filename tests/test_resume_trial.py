@@ -6,9 +6,9 @@ its first checkpoint and continued with `--resume DIR`, ends with the student of
 What it caught: Brevitas' calibration left the activation quantizers ShuffleNet's concatenations share
 observer-only (float), a flag `state_dict` does not carry, so the resumed student quantized what the
 uninterrupted one did not (see adapters/daqakd_brevitas/plugin.py, `_calibrate`). Tiny data and three
-epochs keep each backend to three short CLI runs; lr 1e-4 keeps the untrained teacher's student from
-collapsing to input-independent logits, where a wrongly restored student would agree by accident (at
-1e-3 this test passed with the Brevitas fix reverted).
+epochs keep each backend to three short CLI runs. At lr 1e-3 this test passed with the Brevitas fix
+reverted (the tiny run saturated, so both students agreed by accident); at lr 1e-4 it fails there on the
+epoch-2 loss (1.4588 uninterrupted vs 1.4140 resumed, epoch 1 equal), as issue 28 reported.
 """
 
 from __future__ import annotations
@@ -102,7 +102,4 @@ def test_interrupted_and_resumed_trial_equals_the_uninterrupted_run(backend, bit
     diff = [k for k, v in sa.items() if isinstance(v, torch.Tensor) and not torch.equal(v, sb[k])]
     assert not diff, f"{backend}: the resumed student's state differs from the uninterrupted one's in {diff[:5]}"
     x = _tv_images(16)
-    ya = _outputs(a, x)
-    # a student whose logits no longer depend on the input would hide a resume that restores another student
-    assert float(ya.std(0).max()) > 0, f"{backend}: the trained student's logits do not depend on the input"
-    assert torch.equal(ya, _outputs(b, x))
+    assert torch.equal(_outputs(a, x), _outputs(b, x))
