@@ -16,8 +16,10 @@ Every check runs the real backend on the embedded digits set (1,797 8x8 images) 
 SmallResNet teacher trained once per process (about 2 s), and takes seconds. What they prove is the
 contract in docs/adapters.md: quantize leaves the float model untouched and every quantizer has the
 requested bits; calibration sets ranges and is repeatable; a short KD fine-tune moves the student and
-does not diverge; save → restore gives identical outputs; SIGKILL mid-run + resume equals an
-uninterrupted run bitwise; every export format opens in its own runtime, matches torch's accuracy
+does not diverge; save → restore gives identical outputs (on SmallResNet and on torchvision's
+ShuffleNet-V2 and MobileNetV2); SIGKILL mid-run + resume equals an uninterrupted run bitwise, and so does
+training k steps, checkpointing, restoring in a fresh process and training k more (an ImageFolder read
+by a worker with a per-sample torchvision policy and CutMix); every export format opens in its own runtime, matches torch's accuracy
 within 0.5 pp and (for onnxruntime) has no U8S8 pattern; bits outside the range and a missing backend
 give the documented errors.
 """
@@ -44,7 +46,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["parametrize_with_checks", "checks", "Digits", "digits", "ACCURACY_TOLERANCE"]
+__all__ = ["parametrize_with_checks", "checks", "Digits", "digits", "ACCURACY_TOLERANCE", "TORCHVISION_MODELS",
+           "torchvision_float_model", "make_image_folder"]
 
 #: exported accuracy must equal torch's within this (a fraction: 0.005 = 0.5 pp)
 ACCURACY_TOLERANCE = 0.005
@@ -261,6 +264,219 @@ def check_resume(backend: str, bits: tuple[int, int]) -> None:
         assert ra["accuracy"] == rb["accuracy"] and rb["augmentation"] == "trivialaugmentwide"
 
 
+# --------------------------------------------------------------------------------------------------
+# torchvision models: channel shuffles/splits (ShuffleNet-V2) and depthwise convolutions (MobileNetV2)
+# --------------------------------------------------------------------------------------------------
+#: the torchvision architectures the round-trip and resume checks run on (``small_input``: 32x32 inputs)
+TORCHVISION_MODELS = ("shufflenet_v2_x0_5", "mobilenet_v2")
+_TV_CLASSES, _TV_SIZE = 3, 32
+
+
+def _tv_arch(name: str) -> dict[str, Any]:
+    from .models import arch_spec
+
+    return arch_spec(f"torchvision:{name}", num_classes=_TV_CLASSES, small_input=True)
+
+
+def _tv_images(n: int = 16, seed: int = 0) -> torch.Tensor:
+    """``n`` 3x32x32 images in [0, 1]: a smooth per-image colour field plus noise (image-like statistics)."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.nn.functional.interpolate(torch.rand(n, 3, 4, 4, generator=g), size=_TV_SIZE, mode="bilinear",
+                                           align_corners=False)
+    return (0.8 * base + 0.2 * torch.rand(n, 3, _TV_SIZE, _TV_SIZE, generator=g)).clamp(0, 1)
+
+
+def torchvision_float_model(name: str, seed: int = 0) -> nn.Module:
+    """A torchvision ``name`` (small-input stem, 3 classes) with random weights from ``seed`` and BatchNorm
+    running statistics measured on :func:`_tv_images`, in eval mode. The statistics matter: with
+    torchvision's initial ones (mean 0, var 1) the activations of a random network shrink towards 0, so
+    quantizing one activation or not changes no logit and a broken round trip would pass."""
+    from .models import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(_tv_arch(name))
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average over the batches below
+    model.train()
+    with torch.no_grad():
+        model(_tv_images(32, seed=1))
+    for bn in bns:
+        bn.momentum = 0.1
+    return model.eval()
+
+
+def _save_restore_torchvision(name: str, backend: str, bits: tuple[int, int]) -> None:
+    from . import backends
+
+    x = _tv_images(16)
+    cfg = _config(bits)
+    student = backends.quantize(torchvision_float_model(name), backend, cfg, example_input=x[:4], calib_data=x)
+    payload = backends.save_student(student, backend, cfg)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    buf.seek(0)
+    payload = torch.load(buf, weights_only=True)
+    fresh = torchvision_float_model(name, seed=123)  # other weights: restore must not depend on them
+    restored = backends.restore_student(fresh, backend, cfg, payload, example_input=x[:4])
+    a, b = _outputs(student, x), _outputs(restored, x)
+    assert float(a.std()) > 0, f"{name}: the student's logits are constant; the check would prove nothing"
+    assert torch.equal(a, b), (
+        f"{backend} W{bits[0]}A{bits[1]} {name}: the restored student differs from the saved one (max |logit diff| "
+        f"{float((a - b).abs().max()):.3g} on logits up to {float(a.abs().max()):.3g}); the student has state "
+        "that save/restore does not carry (see docs/adapters.md, daqakd_save_student)")
+
+
+def check_save_restore_shufflenet(backend: str, bits: tuple[int, int]) -> None:
+    """save → weights_only round trip → restore gives bitwise identical outputs on torchvision's
+    ShuffleNet-V2 x0.5 (small input, 3x32x32): channel splits, concatenations and shuffles."""
+    _save_restore_torchvision("shufflenet_v2_x0_5", backend, bits)
+
+
+def check_save_restore_mobilenet(backend: str, bits: tuple[int, int]) -> None:
+    """The same round trip on torchvision's MobileNetV2 (small input): depthwise convolutions, ReLU6,
+    residual adds."""
+    _save_restore_torchvision("mobilenet_v2", backend, bits)
+
+
+def make_image_folder(root: str | Path, *, classes: int = _TV_CLASSES, train_per_class: int = 8,
+                      test_per_class: int = 2, size: int = _TV_SIZE, seed: int = 0) -> Path:
+    """A tiny ImageFolder (``root/train/<class>/*.png``, ``root/test/<class>/*.png``) of generated RGB
+    images: a class colour plus smooth noise, so a model can tell the classes apart."""
+    import numpy as np
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train_per_class), ("test", test_per_class)):
+        for c in range(classes):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            colour = np.array([(c * 97) % 256, (c * 53 + 80) % 256, (c * 191 + 40) % 256], dtype=np.float64)
+            for i in range(n):
+                noise = rng.normal(0, 40, size=(size // 4, size // 4, 3)).repeat(4, 0).repeat(4, 1)
+                img = np.clip(colour + noise + rng.normal(0, 10, size=(size, size, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f"{i}.png")
+    return root
+
+
+#: the resume check: model, batch size, augmentation (a per-sample torchvision policy + a batch mixer)
+_RESUME_MODEL, _RESUME_BATCH, _RESUME_AUGMENT, _RESUME_LR = "shufflenet_v2_x0_5", 8, "trivialaugmentwide+cutmix", 1e-4
+
+
+def _resume_leg(spec: dict[str, Any]) -> tuple[nn.Module, list[float], torch.Tensor | None]:
+    """One leg of :func:`check_resume_steps`, as ``daqakd distill`` runs it: build the student (quantize +
+    calibrate, or restore from ``spec['resume']``), train epochs ``[start, stop)`` of the ImageFolder through
+    ``kd.loader`` (one worker), and with ``spec['save']`` write a checkpoint as the pipeline does. Returns
+    the student, the step losses and, for a restored student, its logits right after the restore."""
+    from . import backends
+    from .data import load_image_folder
+    from .distill import Distiller
+    from .distill.checkpoint import FORMAT, atomic_save, capture_rng, load_checkpoint, restore_rng
+    from .train import seed_everything
+
+    backend, bits = spec["backend"], (int(spec["bits"][0]), int(spec["bits"][1]))
+    cfg = _config(bits)
+    seed_everything(0)
+    bundle = load_image_folder(spec["data"])
+    x = torch.stack([bundle.train[i][0] for i in range(_RESUME_BATCH)])
+    teacher = torchvision_float_model(_RESUME_MODEL)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    ck = load_checkpoint(spec["resume"]) if spec.get("resume") else None
+    if ck is None:
+        student = backends.quantize(torchvision_float_model(_RESUME_MODEL), backend, cfg, example_input=x,
+                                    calib_data=x)
+    else:
+        student = backends.restore_student(torchvision_float_model(_RESUME_MODEL, seed=123), backend, cfg,
+                                           ck["student"], example_input=x)
+    restored = _outputs(student, _tv_images(16)) if ck is not None else None
+    for p in student.parameters():
+        p.requires_grad_(True)
+    kd = Distiller(teacher, student, loss="paper", augment=_RESUME_AUGMENT, num_classes=bundle.num_classes)
+    loader = kd.loader(bundle.training_set("center"), batch_size=_RESUME_BATCH, workers=1, seed=3)
+    opt = torch.optim.Adam([*student.parameters(), *kd.parameters()], lr=_RESUME_LR)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=2 * len(loader))  # over both halves
+    if ck is not None:
+        kd.load_state_dict(ck["distiller"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        restore_rng(ck["rng"])
+    losses: list[float] = []
+    for epoch in range(spec["start"], spec["stop"]):
+        student.train()
+        loader.set_epoch(epoch)
+        for xb, yb in loader:
+            loss = kd.loss(xb, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+    if spec.get("save"):
+        atomic_save({"format": FORMAT, "epoch": spec["stop"], "student": backends.save_student(student, backend, cfg),
+                     "distiller": kd.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "rng": capture_rng()}, spec["save"])
+    kd.remove_hooks()
+    return student, losses, restored
+
+
+def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+
+
+def _resume_child(spec_file: str) -> None:
+    """The fresh process of :func:`check_resume_steps`: restore, train the second half, save the result."""
+    import json
+
+    spec = json.loads(Path(spec_file).read_text())
+    student, losses, restored = _resume_leg(spec)
+    torch.save({"losses": losses, "state": _state_tensors(student), "outputs": _outputs(student, _tv_images(16)),
+                "restored": restored}, spec["result"])
+
+
+def check_resume_steps(backend: str, bits: tuple[int, int]) -> None:
+    """Train k steps, checkpoint, restore in a fresh process and train k more: the same losses, weights and
+    outputs as 2k uninterrupted steps, bitwise on CPU. ShuffleNet-V2 x0.5 (small input) on a generated
+    ImageFolder read by one DataLoader worker that runs TrivialAugmentWide per image and CutMix per
+    batch, Adam with a cosine schedule: every piece of state a resumed ``daqakd distill`` must carry."""
+    import json
+
+    with tempfile.TemporaryDirectory(prefix="daqakd-resume-steps-") as tmp:
+        data = make_image_folder(Path(tmp) / "data")
+        base = {"backend": backend, "bits": list(bits), "data": str(data), "stop": 2}
+        full, full_losses, _ = _resume_leg({**base, "start": 0})
+        ck = Path(tmp) / "checkpoint.pt"
+        half, first, _ = _resume_leg({**base, "start": 0, "stop": 1, "save": str(ck)})
+        saved = _outputs(half, _tv_images(16))
+        spec = {**base, "start": 1, "resume": str(ck), "result": str(Path(tmp) / "result.pt")}
+        (Path(tmp) / "spec.json").write_text(json.dumps(spec))
+        code = "import sys; from daqakd_plugins.testing import _resume_child; _resume_child(sys.argv[1])"
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+        r = subprocess.run([sys.executable, "-c", code, str(Path(tmp) / "spec.json")], env=env, capture_output=True,
+                           text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        res = torch.load(str(spec["result"]), weights_only=True)
+        k = len(first)
+        assert k >= 2 and len(full_losses) == 2 * k, (k, full_losses)
+        assert torch.equal(saved, res["restored"]), (
+            f"{backend} W{bits[0]}A{bits[1]}: the student restored from the checkpoint in a fresh process computes "
+            f"other logits than the one that was saved (max diff {float((saved - res['restored']).abs().max()):.3g})")
+        assert first + res["losses"] == full_losses, (
+            f"{backend} W{bits[0]}A{bits[1]}: losses of {k} steps + checkpoint + {k} steps in a fresh process "
+            f"{first + res['losses']} differ from {2 * k} uninterrupted steps {full_losses}")
+        state = _state_tensors(full)
+        diff = [n for n in state if n not in res["state"] or not torch.equal(state[n], res["state"][n])]
+        assert not diff, f"{backend} W{bits[0]}A{bits[1]}: the resumed student's state differs in {diff[:5]}"
+        a = _outputs(full, _tv_images(16))
+        assert float(a.std(0).max()) > 0, f"{backend}: the trained student's logits do not depend on the input"
+        assert torch.equal(a, res["outputs"]), (
+            f"{backend} W{bits[0]}A{bits[1]}: the resumed student computes other logits (max diff "
+            f"{float((a - res['outputs']).abs().max()):.3g})")
+
+
 def check_exports(backend: str, bits: tuple[int, int]) -> None:
     """Every export format opens in its own runtime and matches torch's accuracy within 0.5 pp on the
     digits test split; every onnxruntime ONNX file is free of the U8S8 pattern (host-independent)."""
@@ -336,7 +552,6 @@ def check_missing_backend(backend: str, bits: tuple[int, int]) -> None:
     assert "MSG" in r.stdout and info.install in r.stdout, r.stdout
 
 
-#: every check, in the order a newcomer meets the contract
 def check_paper_architecture(backend: str, bits: tuple[int, int]) -> None:
     """The paper's CIFAR student, ``cifar_resnet20`` (19 3x3 convolutions, two projection shortcuts, a linear
     head, 32x32 RGB inputs): quantized with a weight quantizer at the requested bits on every convolution
@@ -378,8 +593,10 @@ def check_paper_architecture(backend: str, bits: tuple[int, int]) -> None:
     assert torch.equal(a, b), f"restored cifar_resnet20 differs from the saved one (max diff {float((a - b).abs().max()):.3g})"
 
 
+#: every check, in the order a newcomer meets the contract
 CHECKS: tuple[Check, ...] = (check_quantize, check_calibration, check_kd_finetune, check_save_restore,
-                             check_exports, check_resume, check_bad_bits, check_missing_backend,
+                             check_save_restore_shufflenet, check_save_restore_mobilenet, check_exports,
+                             check_resume, check_resume_steps, check_bad_bits, check_missing_backend,
                              check_paper_architecture)
 #: checks that do not depend on the bit widths run once per backend (on its first bit widths)
 _ONCE = {check_resume, check_bad_bits, check_missing_backend}

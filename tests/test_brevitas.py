@@ -364,3 +364,63 @@ def test_bias_quant_option_keeps_biases_float_and_exports(digits_teacher, digits
     ref = _torch_accuracy(s, digits.test_x, digits.test_y)
     (e,) = backends.export(s, "brevitas", example_input=digits.test_x[:1], out_dir=tmp_path, formats=("onnx-qcdq",))
     assert abs(_exported_accuracy(e.predict, digits.test_x, digits.test_y) - ref) <= 0.005
+
+
+class _CatNet(nn.Module):
+    """Two ReLU branches concatenated: graph mode gives both ReLUs and the cat one quantizer core."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.head = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(8, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([self.a(x), self.b(x)], 1))
+
+
+def _cat_student(digits, bits: int = 4) -> tuple[nn.Module, QuantConfig]:
+    torch.manual_seed(0)
+    cfg = QuantConfig(weight_bits=bits, act_bits=bits)
+    return backends.quantize(_CatNet().eval(), "brevitas", cfg, example_input=digits.train_x[:8],
+                             calib_data=digits.train_x[:256]), cfg
+
+
+def test_calibration_leaves_shared_concat_quantizers_quantizing(digits) -> None:
+    """Brevitas' calibration_mode recorded a quantizer core shared by several proxies (the inputs of a
+    torch.cat) once per proxy, so it left it observer-only (float) after calibration; the adapter puts
+    every flag back. Issues 28/29: resume and save/restore diverged on ShuffleNet because of it."""
+    from brevitas.proxy.runtime_quant import ActQuantProxyFromInjectorBase
+
+    s, _ = _cat_student(digits)
+    cores: dict[int, int] = {}
+    for m in s.modules():
+        if isinstance(m, ActQuantProxyFromInjectorBase) and m.fused_activation_quant_proxy is not None:
+            tq = m.fused_activation_quant_proxy.tensor_quant
+            cores[id(tq)] = cores.get(id(tq), 0) + 1
+    assert max(cores.values()) >= 2, "no quantizer core is shared: the model no longer exercises the case"
+    stuck = [n for n, m in s.named_modules() if getattr(m, "observer_only", False)]
+    assert not stuck, f"calibration left these quantizers observer-only (not quantizing): {stuck}"
+
+
+def test_save_restore_of_a_concat_student_is_exact_and_keeps_observer_flags(digits) -> None:
+    import io
+
+    s, cfg = _cat_student(digits)
+    x = digits.test_x[:128]
+    for observe in (False, True):
+        if observe:  # a quantizer a user (or another Brevitas flow) left observer-only is restored as such
+            next(m for m in s.modules() if hasattr(m, "observer_only")).observer_only = True
+        payload = backends.save_student(s, "brevitas", cfg)
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        buf.seek(0)
+        payload = torch.load(buf, weights_only=True)
+        torch.manual_seed(1)
+        r = backends.restore_student(_CatNet().eval(), "brevitas", cfg, payload, example_input=x[:8])
+        s.eval()
+        with torch.no_grad():
+            a, b = s(x), r(x)
+        assert torch.equal(a, b), (observe, float((a - b).abs().max()))
+        assert sum(bool(getattr(m, "observer_only", False)) for m in r.modules()) == int(observe)

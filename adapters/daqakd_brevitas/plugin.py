@@ -539,7 +539,23 @@ def _reset_runtime_stats(model: nn.Module) -> None:
             m.counter = 0
 
 
+def _observer_flags(model: nn.Module) -> dict[nn.Module, bool]:
+    """Every quantizer core's ``observer_only`` flag, once per object (shared ones included)."""
+    return {m: bool(m.observer_only) for m in model.modules() if hasattr(m, "observer_only")}
+
+
 def _calibrate(model: nn.Module, data: Any, num_batches: int) -> nn.Module:
+    """Collect activation statistics under Brevitas' ``calibration_mode``, then put every quantizer's
+    ``observer_only`` flag back as it was.
+
+    Why the last step: ``calibration_mode`` switches each activation quantizer to observer-only (collect
+    statistics, pass the float input through) and on exit restores the flag it recorded per proxy. A
+    quantizer core shared by several proxies (graph mode gives all inputs of a ``torch.cat`` one
+    ``tensor_quant``, e.g. both branches of every ShuffleNet block) is visited once per proxy, so the second
+    visit records the already-switched ``True`` and the exit leaves it observer-only: that activation stays
+    float in training, evaluation and export while a restored student (fresh quantizers) quantizes it.
+    ``observer_only`` is a plain attribute, not in ``state_dict``, so nothing else would carry it
+    (Brevitas 0.13.4; 16 of ShuffleNet-V2's 131 quantizers)."""
     import torch
     from brevitas.graph.calibrate import calibration_mode
 
@@ -547,6 +563,7 @@ def _calibrate(model: nn.Module, data: Any, num_batches: int) -> nn.Module:
     was = model.training
     model.eval()  # BatchNorm of hand-built models keeps its running statistics
     _reset_runtime_stats(model)
+    observers = _observer_flags(model)
     seen = 0
     try:
         with torch.no_grad(), calibration_mode(model):
@@ -554,6 +571,9 @@ def _calibrate(model: nn.Module, data: Any, num_batches: int) -> nn.Module:
                 model(xb.to(dev))
                 seen += 1
     finally:
+        for m, flag in observers.items():
+            core: Any = m  # brevitas quantizer cores: an attribute mypy cannot see through nn.Module
+            core.observer_only = flag
         model.train(was)
     if seen == 0:
         raise DataError("calibration data yielded no batches; pass at least one [B, C, H, W] image batch.")
@@ -746,17 +766,24 @@ def daqakd_export(request: ExportRequest) -> list[ExportedModel] | None:
 # --------------------------------------------------------------------------------------------------
 @hookimpl
 def daqakd_save_student(request: SaveRequest) -> dict[str, Any] | None:
-    return {"state_dict": request.model.state_dict()}
+    """The state dict, and the paths of quantizers in observer-only mode (they pass floats through; the
+    flag is an attribute, not state, so without this a restored student would quantize there)."""
+    observers = sorted(n for n, m in request.model.named_modules(remove_duplicate=False)
+                       if getattr(m, "observer_only", False))
+    return {"state_dict": request.model.state_dict(), "observer_only": observers}
 
 
 @hookimpl
 def daqakd_restore_student(request: RestoreRequest) -> nn.Module | None:
     """Quantize the fresh FP model the same way (no calibration: the scales are in the state), then load
-    the saved state keeping shared quantizers shared."""
+    the saved state keeping shared quantizers shared, and set the saved observer-only flags again."""
     student = _quantize(request.model, request.config, request.options or BrevitasOptions(),
                         request.example_input, None)
     with _quiet():
         load_state_keep_aliases(student, request.payload["state_dict"])
+    for name in request.payload.get("observer_only", ()):
+        mod: Any = student.get_submodule(name)
+        mod.observer_only = True
     return student
 
 
