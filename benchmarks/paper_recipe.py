@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reproduce_figure1 import Results  # noqa: E402  (one append-only JSONL writer for every evidence script)
+from reproduce_figure1 import Results, ranking_rows  # noqa: E402  (one append-only JSONL writer for every evidence script)
 
 CROSSOVER_CANDIDATES = ("none", "autoaugment-cifar10", "trivialaugmentwide", "none+cutmix")
 RANKING_CANDIDATES = (
@@ -177,7 +177,6 @@ def phase_rank(a: argparse.Namespace, data: dict[str, torch.Tensor], res: Result
     """Every candidate after the base, scored by ``cmi`` (components D, I, CE, CE − I) and ``tstddev``,
     over ``--rank-passes`` class-stratified samples of ``--rank-per-class`` images per class."""
     from daqakd_plugins.data import stratified_subset
-    from daqakd_plugins.ranking import rank_augmentations
 
     teacher = load_teacher(a.out.parent)
     for ps in range(a.rank_passes):
@@ -187,20 +186,13 @@ def phase_rank(a: argparse.Namespace, data: dict[str, torch.Tensor], res: Result
         idx = stratified_subset(data["train_y"], a.rank_per_class, seed=1000 + ps)
         xy = (data["train_x"][idx].float().div(255), data["train_y"][idx])
         bs = max(1, min(64, len(idx) // 10))  # tstddev groups 5 batches and needs two groups
-        kw: dict[str, Any] = {"candidates": todo, "seed": ps, "batch_size": bs, "progress": False, "workers": 0,
-                              "base_augment": a.base_augment}
         t0 = time.perf_counter()
-        cmi = rank_augmentations(teacher, xy, metric="cmi", **kw)
-        tsd = rank_augmentations(teacher, xy, metric="tstddev", **kw)
-        tsd_by = {e.name: e for e in tsd.entries}
-        for e in cmi.entries:
-            comp = e.components
-            scores = {"cmi": e.score, "D": comp["D"], "I": comp["I"], "CE": comp["CE"], "CE-I": comp["CE"] - comp["I"],
-                      "tstddev": tsd_by[e.name].score}
-            res.add({"kind": "ranking", "key": f"rank/{e.name}/{ps}", "candidate": e.name, "pass": ps,
-                     "scores": scores, "n": e.n, "base_augment": cmi.base_augment,
-                     "seconds": e.seconds + tsd_by[e.name].seconds})
-        print(f"ranking pass {ps} ({time.perf_counter() - t0:.0f}s): " + ", ".join(cmi.names), flush=True)
+        rows = ranking_rows(teacher, xy, ps, candidates=todo, seed=ps, batch_size=bs, progress=False, workers=0,
+                            base_augment=a.base_augment)
+        for row in rows:
+            n, secs = row.pop("n"), row.pop("seconds")
+            res.add({**row, "n": n, "base_augment": a.base_augment, "seconds": secs})  # the committed rows' key order
+        print(f"ranking pass {ps} ({time.perf_counter() - t0:.0f}s): " + ", ".join(r["candidate"] for r in rows), flush=True)
 
 
 # ---------------------------------------------------------------------------------------------- students

@@ -86,6 +86,24 @@ class Results:
             return f.read(1) == b"\n"
 
 
+def ranking_rows(teacher: torch.nn.Module, data: Any, ps: int, **kw: Any) -> list[dict[str, Any]]:
+    """One ranking pass as result rows, best first by ``cmi``: every candidate's ``cmi`` score, its
+    components D, I, CE, the authors' CE − I, and the ``tstddev`` baseline (``kw``: rank_augmentations')."""
+    from daqakd_plugins.ranking import rank_augmentations
+
+    cmi = rank_augmentations(teacher, data, metric="cmi", **kw)
+    tsd = rank_augmentations(teacher, data, metric="tstddev", **kw)
+    tsd_by = {e.name: e for e in tsd.entries}
+    rows = []
+    for e in cmi.entries:
+        comp = e.components
+        scores = {"cmi": e.score, "D": comp["D"], "I": comp["I"], "CE": comp["CE"], "CE-I": comp["CE"] - comp["I"],
+                  "tstddev": tsd_by[e.name].score}
+        rows.append({"kind": "ranking", "key": f"rank/{e.name}/{ps}", "candidate": e.name, "pass": ps, "scores": scores,
+                     "n": e.n, "seconds": e.seconds + tsd_by[e.name].seconds})
+    return rows
+
+
 def train_student(teacher: torch.nn.Module, bundle: Any, idx: torch.Tensor, cand: str, wb: int, ab: int,
                   seed: int, epochs: int, lr: float, batch_size: int) -> float:
     """One DA-QAKD student run with the user-loop API: quantize, calibrate, Distiller, a plain loop."""
@@ -148,7 +166,6 @@ def main(argv: list[str] | None = None) -> int:
     from daqakd_plugins.augment import resolve_augmentation
     from daqakd_plugins.data import load_data, stratified_subset
     from daqakd_plugins.models import load_model, save_model
-    from daqakd_plugins.ranking import rank_augmentations
     from daqakd_plugins.train import train_teacher
 
     cands = [c.strip() for c in a.candidates.split(",") if c.strip()]
@@ -184,17 +201,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         idx = stratified_subset(bundle.train_y, a.rank_per_class, seed=1000 + ps)
         data = (bundle.train_x[idx], bundle.train_y[idx])
-        kw: dict[str, Any] = {"candidates": todo, "seed": ps, "batch_size": a.rank_batch_size, "progress": False}
-        cmi = rank_augmentations(teacher, data, metric="cmi", **kw)
-        tsd = rank_augmentations(teacher, data, metric="tstddev", **kw)
-        tsd_by = {e.name: e for e in tsd.entries}
-        for e in cmi.entries:
-            comp = e.components
-            scores = {"cmi": e.score, "D": comp["D"], "I": comp["I"], "CE": comp["CE"], "CE-I": comp["CE"] - comp["I"],
-                      "tstddev": tsd_by[e.name].score}
-            res.add({"kind": "ranking", "key": f"rank/{e.name}/{ps}", "candidate": e.name, "pass": ps,
-                     "scores": scores, "n": e.n, "seconds": e.seconds + tsd_by[e.name].seconds})
-        print(f"[{time.perf_counter() - t0:7.0f}s] ranking pass {ps}: " + ", ".join(e.name for e in cmi.entries), flush=True)
+        rows = ranking_rows(teacher, data, ps, candidates=todo, seed=ps, batch_size=a.rank_batch_size, progress=False)
+        for row in rows:
+            res.add(row)
+        print(f"[{time.perf_counter() - t0:7.0f}s] ranking pass {ps}: " + ", ".join(r["candidate"] for r in rows), flush=True)
 
     if a.rank_only:
         return 0

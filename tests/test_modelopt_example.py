@@ -10,31 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from _example_lines import marked, replaced, upstream
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "modelopt_qat.py"
-MARK = "# DA-QAKD"
-
-REPLACED = "  # DA-QAKD: replaced"
-
-
-def _upstream(src: str) -> str:
-    """The upstream script: the added lines deleted, the replaced upstream lines uncommented."""
-    out = []
-    for ln in src.splitlines():
-        if ln.rstrip().endswith(MARK):
-            continue
-        if ln.rstrip().endswith(REPLACED.strip()):
-            body = ln.rstrip()[: -len(REPLACED)]
-            indent = body[: len(body) - len(body.lstrip())]
-            ln = indent + body.lstrip().removeprefix("# ")
-        out.append(ln)
-    return "\n".join(out) + "\n"
 
 pytest.importorskip("modelopt.torch.quantization")
-
-
-def _marked(src: str) -> list[str]:
-    return [ln for ln in src.splitlines() if ln.rstrip().endswith(MARK)]
 
 
 def _run(path: Path, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> float:
@@ -52,12 +32,12 @@ def _run(path: Path, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> float:
 
 def test_example_adds_at_most_three_lines_to_the_cnn_qat_flow() -> None:
     src = EXAMPLE.read_text()
-    lines = _marked(src)
+    lines = marked(src)
     assert 1 <= len(lines) <= 3, lines
     assert any("Distiller(" in ln and "rank_augmentations(" in ln and ".best" in ln for ln in lines)
     assert any("kd.loss(" in ln for ln in lines)
-    assert sum(ln.rstrip().endswith(REPLACED.strip()) for ln in src.splitlines()) == 2  # forward + criterion
-    plain = _upstream(src)
+    assert len(replaced(src)) == 2  # the upstream forward and criterion
+    plain = upstream(src)
     names = {n.id for n in ast.walk(ast.parse(plain)) if isinstance(n, ast.Name)}
     assert not names & {"kd", "Distiller", "rank_augmentations", "teacher"}  # nothing of daqakd's KD is left
     calls = {n.func.attr for n in ast.walk(ast.parse(plain)) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
@@ -71,6 +51,6 @@ def test_example_runs_with_da_qakd_and_as_plain_modelopt(tmp_path: Path, monkeyp
     assert acc > 0.8  # W4A4 after one DA-QAKD epoch; chance is 0.1
     assert (tmp_path / "da" / "modelopt_qat.pth").exists()  # mto.save wrote it, mto.restore read it back
     plain = tmp_path / "modelopt_qat_plain.py"
-    plain.write_text(_upstream(EXAMPLE.read_text()))
+    plain.write_text(upstream(EXAMPLE.read_text()))
     acc_plain = _run(plain, [*common, "--bits", "8", "--output-dir", str(tmp_path / "plain")], monkeypatch)
     assert acc_plain > 0.9

@@ -10,33 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from _example_lines import marked, replaced, upstream
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "nncf_qat.py"
-MARK = "# DA-QAKD"
-
-REPLACED = "  # DA-QAKD: replaced"
-
-
-def _upstream(src: str) -> str:
-    """The upstream script: the added lines deleted, the replaced upstream lines uncommented."""
-    out = []
-    for ln in src.splitlines():
-        if ln.rstrip().endswith(MARK):
-            continue
-        if ln.rstrip().endswith(REPLACED.strip()):
-            body = ln.rstrip()[: -len(REPLACED)]
-            indent = body[: len(body) - len(body.lstrip())]
-            ln = indent + body.lstrip().removeprefix("# ")
-        out.append(ln)
-    return "\n".join(out) + "\n"
-
-
-def _marked(src: str) -> list[str]:
-    return [ln for ln in src.splitlines() if ln.rstrip().endswith(MARK)]
 
 
 def _plain_source() -> str:
-    return _upstream(EXAMPLE.read_text())
+    return upstream(EXAMPLE.read_text())
 
 
 def _run(path: Path, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> float:
@@ -54,11 +34,11 @@ def _run(path: Path, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> float:
 
 def test_example_adds_at_most_three_lines_to_nncfs_recipe() -> None:
     src = EXAMPLE.read_text()
-    lines = _marked(src)
+    lines = marked(src)
     assert 1 <= len(lines) <= 3, lines
     assert any("Distiller(" in ln and "rank_augmentations(" in ln and ".best" in ln for ln in lines)
     assert any("kd.loss(" in ln for ln in lines)
-    assert sum(ln.rstrip().endswith(REPLACED.strip()) for ln in src.splitlines()) == 2  # forward + criterion
+    assert len(replaced(src)) == 2  # the upstream forward and criterion
     plain = _plain_source()
     names = {n.id for n in ast.walk(ast.parse(plain)) if isinstance(n, ast.Name)}
     assert not names & {"kd", "Distiller", "rank_augmentations"}  # nothing of daqakd's KD is left

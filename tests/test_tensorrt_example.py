@@ -11,29 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _example_lines import marked, replaced, upstream
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tensorrt_qat.py"
-MARK = "# DA-QAKD"
-
-REPLACED = "  # DA-QAKD: replaced"
-
-
-def _upstream(src: str) -> str:
-    """The upstream script: the added lines deleted, the replaced upstream lines uncommented."""
-    out = []
-    for ln in src.splitlines():
-        if ln.rstrip().endswith(MARK):
-            continue
-        if ln.rstrip().endswith(REPLACED.strip()):
-            body = ln.rstrip()[: -len(REPLACED)]
-            indent = body[: len(body) - len(body.lstrip())]
-            ln = indent + body.lstrip().removeprefix("# ")
-        out.append(ln)
-    return "\n".join(out) + "\n"
-
-
-def _marked(src: str) -> list[str]:
-    return [ln for ln in src.splitlines() if ln.rstrip().endswith(MARK)]
 
 
 def _run(path: Path, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> float:
@@ -70,12 +50,12 @@ def _onnx_accuracy(path: Path) -> float:
 
 def test_example_adds_at_most_three_lines() -> None:
     src = EXAMPLE.read_text()
-    lines = _marked(src)
+    lines = marked(src)
     assert 1 <= len(lines) <= 3, lines
     assert any("Distiller(" in ln and "rank_augmentations(" in ln and ".best" in ln for ln in lines)
     assert any("kd.loss(" in ln for ln in lines)
-    assert sum(ln.rstrip().endswith(REPLACED.strip()) for ln in src.splitlines()) == 2  # forward + criterion
-    plain = _upstream(src)
+    assert len(replaced(src)) == 2  # the upstream forward and criterion
+    plain = upstream(src)
     names = {n.id for n in ast.walk(ast.parse(plain)) if isinstance(n, ast.Name)}
     assert not names & {"kd", "Distiller", "rank_augmentations"}  # nothing of daqakd's KD is left
     for step in ("quant_modules.initialize()", "quant_modules.deactivate()", "collect_stats(", "compute_amax(",
@@ -95,7 +75,7 @@ def test_example_runs_with_da_qakd_and_as_nvidias_recipe(tmp_path: Path, monkeyp
     assert torch.nn.Conv2d is conv  # the example's initialize() did not leak
 
     plain = tmp_path / "tensorrt_qat_plain.py"
-    plain.write_text(_upstream(EXAMPLE.read_text()))
+    plain.write_text(upstream(EXAMPLE.read_text()))
     onnx_plain = tmp_path / "plain.onnx"
     acc_plain = _run(plain, ["--epochs", "1", "--float-epochs", "3", "--onnx", str(onnx_plain)], monkeypatch)
     assert acc_plain > 0.9
