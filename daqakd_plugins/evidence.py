@@ -301,7 +301,8 @@ def _crossover_figure(c: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("images seen by the student (images × epochs)")
         ax.set_ylabel("accuracy − none (points, mean over seeds)")
         ax.set_title(f"{cfg}: augmentation vs none (= base crop + flip)")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # no candidate but none finished yet: nothing to label
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
