@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from .checks import safe_load_reason
-from .errors import CheckpointError, ModelError, NonFiniteError
+from .errors import CheckpointError, DataError, ModelError, NonFiniteError
 
-__all__ = ["SmallResNet", "CifarResNet", "VGG8", "arch_spec", "build_model", "save_model", "load_model", "as_tensor"]
+__all__ = ["SmallResNet", "CifarResNet", "VGG8", "check_model_fits_data", "arch_spec", "build_model", "save_model", "load_model", "as_tensor"]
 
 
 class _Block(nn.Module):
@@ -322,3 +322,36 @@ def as_tensor(out: Any) -> torch.Tensor:
         "(or an object with .logits, a tuple whose first item is the logits, or an output type an installed "
         "adapter unwraps)."
     )
+
+
+def check_model_fits_data(model: nn.Module, image_shape: tuple[int, int, int], num_classes: int, *,
+                          what: str = "the teacher", fix: str = "") -> None:
+    """Before any work: ``model`` takes the data's images (its first convolution's input channels, then
+    one forward pass of a blank image) and predicts the data's ``num_classes`` classes. Otherwise a
+    :class:`DataError` says which, instead of a convolution's channel error or cross-entropy's "0D or 1D
+    target tensor expected" in the first step. ``fix``: what to do about it, for the caller's command."""
+    c = int(image_shape[0])
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    fix = f" {fix}" if fix else ""
+    if conv is not None and conv.in_channels != c:
+        have = {1: "1-channel (grayscale)", 3: "3-channel (RGB)"}.get(c, f"{c}-channel")
+        raise DataError(f"{what} takes {conv.in_channels}-channel images but the data's images are {have}; use a "
+                        f"model made for this data (e.g. trained on it with `daqakd teacher`).{fix}")
+    p = next(iter(model.parameters()), None)
+    x = torch.zeros(1, *image_shape, device=p.device if p is not None else "cpu",
+                    dtype=p.dtype if p is not None and p.is_floating_point() else torch.float32)
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = as_tensor(model(x))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{what} cannot run on the data's images of shape {tuple(image_shape)} ({first}); use a "
+                        f"model made for images of this shape.{fix}") from exc
+    finally:
+        model.train(was)
+    if out.dim() != 2 or out.shape[1] != num_classes:
+        got = f"{out.shape[1]} classes" if out.dim() == 2 else f"outputs of shape {tuple(out.shape)}"
+        raise DataError(f"{what} predicts {got} but the data has {num_classes} classes; its classifier must have one "
+                        f"output per class.{fix}")

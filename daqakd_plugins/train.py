@@ -12,10 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checks import check_finite_model, check_lr, check_model_fits_data
+from .checks import check_finite_model, check_lr
 from .data import AnyBundle, DataBundle, make_loader
 from .errors import ConfigError, DataError, NonFiniteError
-from .models import as_tensor, load_model, save_model
+from .models import as_tensor, check_model_fits_data, load_model, save_model
 
 __all__ = ["evaluate", "evaluate_loader", "predict_logits", "train_teacher", "default_arch", "teacher_arch", "get_or_train_teacher",
            "seed_everything"]

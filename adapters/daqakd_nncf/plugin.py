@@ -268,7 +268,7 @@ def ensure_extension() -> str:
     return "cached"
 
 
-def _import_nncf() -> Any:
+def import_nncf() -> Any:
     """``import nncf`` with NNCF's torch quantizers ready; a missing package names the install command
     (the core checks too; this covers direct calls)."""
     try:
@@ -516,7 +516,7 @@ def _nncf_quantize(fp: nn.Module, batches: list[torch.Tensor], plan: _Plan, x: t
     """``nncf.quantize`` as the plan says, on a copy of ``fp`` (the plain float model, eval mode)."""
     import torch
 
-    nncf = _import_nncf()
+    nncf = import_nncf()
     from nncf.common.quantization.structs import QuantizationScheme
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
 
@@ -705,7 +705,7 @@ def daqakd_quantize(request: QuantizeRequest) -> nn.Module | None:
     opts = request.options or NNCFOptions()
     cfg = request.config
     _check_bits(cfg, opts)
-    _import_nncf()
+    import_nncf()
     x = request.example_input
     fp, wrapped = _prepare_fp(request.model)
     plan = _Plan(weight_bits=cfg.weight_bits, act_bits=cfg.act_bits, per_channel=cfg.per_channel, options=opts,
@@ -736,7 +736,7 @@ def _plan_of(model: nn.Module) -> _Plan:
 
 
 def _calibrate(model: nn.Module, data: Any, num_batches: int) -> nn.Module:
-    _import_nncf()
+    import_nncf()
     if not _is_nncf_model(model):
         raise BackendError(
             f"{type(model).__name__} has no NNCF quantizers to calibrate; make the student with "
@@ -779,7 +779,7 @@ def _json_default(v: Any) -> Any:
 @hookimpl
 def daqakd_save_student(request: SaveRequest) -> dict[str, Any] | None:
     """``nncf.torch.get_config`` (as a JSON string: weights_only-safe) and the state dict, NNCF's way."""
-    nncf = _import_nncf()
+    nncf = import_nncf()
     model = request.model
     if not _is_nncf_model(model):
         raise BackendError(f"{type(model).__name__} is not an NNCF student (no NNCF hooks); nothing to save as one.")
@@ -795,7 +795,7 @@ def daqakd_save_student(request: SaveRequest) -> dict[str, Any] | None:
 @hookimpl
 def daqakd_restore_student(request: RestoreRequest) -> nn.Module | None:
     """``nncf.torch.load_from_config`` on the fresh float model, then the saved state; no calibration."""
-    nncf = _import_nncf()
+    nncf = import_nncf()
     payload = request.payload
     if payload.get("format") != PAYLOAD_FORMAT or "compression_config" not in payload:
         raise BackendError(
@@ -918,7 +918,7 @@ def export_qdq(model: nn.Module, x: torch.Tensor, path: Path, *, fold: bool = Tr
 @hookimpl
 def daqakd_export(request: ExportRequest) -> list[ExportedModel] | None:
     fmts = _formats(request.formats)
-    _import_nncf()
+    import_nncf()
     model = request.model
     if not _is_nncf_model(model):
         raise ExportError(
@@ -975,7 +975,7 @@ def strip(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
     """``nncf.strip(model, do_copy=True, example_input=...)``: NNCF's quantizers replaced by torch's own
     ``FakeQuantize`` modules (and weights pre-quantized) for deployment in PyTorch. Not needed for the
     OpenVINO/ONNX exports above. NNCF 3.4's strip imports ``torchao``, which nncf does not declare."""
-    nncf = _import_nncf()
+    nncf = import_nncf()
     try:
         with _quiet():
             return nncf.strip(model, do_copy=True, example_input=example_input[:1])  # type: ignore[no-any-return]

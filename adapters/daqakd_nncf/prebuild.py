@@ -41,10 +41,10 @@ def main() -> int:
         pass
     from daqakd_plugins.errors import DaqakdError
 
-    from .plugin import _import_nncf, ensure_extension
+    from .plugin import ensure_extension, import_nncf
 
     try:
-        _import_nncf()  # imports nncf.torch and loads (compiles) the extension, saying so
+        import_nncf()  # imports nncf.torch and loads (compiles) the extension, saying so
     except DaqakdError as exc:
         print(f"daqakd[nncf]: set-up could not build NNCF's extension: {exc}", file=sys.stderr)
         return 1

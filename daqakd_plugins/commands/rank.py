@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
             acc_s = f", test accuracy {acc:.4f}" if isinstance(acc, float) else ""
             src = f"teacher {path} (no --teacher given; trained one on {bundle.name} for {args.teacher_epochs} epochs{acc_s} and saved it there)"
     from .. import distributed
-    from ..checks import check_model_fits_data
+    from ..models import check_model_fits_data
 
     check_model_fits_data(teacher, bundle.image_shape, bundle.num_classes, what=src.split(" (")[0],
                           fix="Pass a --teacher trained on this data, or leave --teacher out to train one.")

@@ -162,7 +162,7 @@ def _evaluator(cfg: Any, bundle: Any, norm: Normalizer, workers: int, d: Any) ->
 
 
 def _check_width(teacher: nn.Module, bundle: Any, device: str, teacher_path: str) -> None:
-    from ..checks import check_model_fits_data
+    from ..models import check_model_fits_data
 
     check_model_fits_data(teacher, bundle.image_shape, bundle.num_classes, what="the teacher",
                           fix=f"Pass a --teacher trained on this data ({teacher_path} is not), or leave --teacher out "
