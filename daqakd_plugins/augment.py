@@ -396,16 +396,19 @@ class _BaseTransform:
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
+        self._crops: dict[tuple[int, int], Any] = {}  # one torchvision crop per image size, made once
+
+    def _crop(self, h: int, w: int) -> Any:
+        crop = self._crops.get((h, w))
+        if crop is None:
+            from torchvision.transforms import v2
+
+            crop = self._crops[(h, w)] = (v2.RandomCrop((h, w), padding=max(1, min(h, w) // 8))
+                                          if self.kind == "crop-flip" else v2.RandomResizedCrop((h, w), antialias=True))
+        return crop
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        from torchvision.transforms import v2
-
-        h, w = int(image.shape[-2]), int(image.shape[-1])
-        if self.kind == "crop-flip":
-            crop: Any = v2.RandomCrop((h, w), padding=max(1, min(h, w) // 8))
-        else:
-            crop = v2.RandomResizedCrop((h, w), antialias=True)
-        out = crop(image)
+        out = self._crop(int(image.shape[-2]), int(image.shape[-1]))(image)
         return out.flip(-1) if bool(torch.rand(()) < 0.5) else out
 
 

@@ -383,14 +383,15 @@ class Distiller:
         d = distributed.current()
         sharded = d.active if shard is None else (shard and d.active)
 
-        first = dataset[0]
-        image = torch.as_tensor(first[0] if isinstance(first, (tuple, list)) else first)
-        if self.num_classes is None:  # the teacher's output width on the first image
-            with torch.inference_mode():
-                x0 = self.normalize(image[None].float().to(self.device))
-                self.num_classes = int(as_tensor(self.teacher(x0)).shape[-1])
-        if self._base_pending is not None:
-            self._with_base(self._base_pending, tuple(image.shape))
+        if self.num_classes is None or self._base_pending is not None:  # both need the first image
+            first = dataset[0]
+            image = torch.as_tensor(first[0] if isinstance(first, (tuple, list)) else first)
+            if self.num_classes is None:  # the teacher's output width on it
+                with torch.inference_mode():
+                    x0 = self.normalize(image[None].float().to(self.device))
+                    self.num_classes = int(as_tensor(self.teacher(x0)).shape[-1])
+            if self._base_pending is not None:
+                self._with_base(self._base_pending, tuple(image.shape))
         aug = None if (self.two_views and self.needs_teacher) else self.augment
         inner = TrainLoader(dataset, aug, num_classes=self.num_classes, batch_size=batch_size, seed=seed,
                             workers=resolve_workers(workers), drop_last=drop_last, shuffle=shuffle,
