@@ -282,6 +282,26 @@ def _crossover_markdown(c: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def lr_probe_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``kind: lr_probe`` rows (one student per learning rate, before a phase commits to one), sorted
+    by config, regime and learning rate."""
+    probes = [r for r in rows if r.get("kind") == "lr_probe"]
+    return sorted(probes, key=lambda r: (str(r.get("config")), str(r.get("regime")), float(r["lr"])))
+
+
+def _lr_probe_markdown(probes: list[dict[str, Any]]) -> str:
+    if not probes:
+        return ""
+    lines = ["## Learning-rate probe (why the students use the learning rate they do)", "",
+             "One student per learning rate (`none`, seed 0), before the crossover committed to one. "
+             "PTQ = the student before training; a rate that ends below it made the student worse.", "",
+             "| config | regime | optimizer | lr | PTQ % | after training % | train % |", "|---|---|---|---:|---:|---:|---:|"]
+    for r in probes:
+        lines.append(f"| {r.get('config')} | {r.get('regime')} | {r.get('optimizer', '')} | {float(r['lr']):g} | "
+                     f"{100 * r['ptq_accuracy']:.2f} | {100 * r['accuracy']:.2f} | {100 * r['train_accuracy']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def _crossover_figure(c: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -403,12 +423,14 @@ def write_report(results: str | Path, out_dir: str | Path, metric: str = "cmi", 
         a = {"teacher": teacher[-1] if teacher else None, "configs": {}, "regime": None}
     c = crossover(rows)
     scores_md = _scores_markdown(score_table(rows))
+    probe_md = _lr_probe_markdown(lr_probe_table(rows))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "analysis.json", "md": out / "analysis.md"}
     paths["json"].write_text(json.dumps({**a, "crossover": c} if c["cells"] else a, indent=2))
     paths["md"].write_text(_markdown(a) + ("\n" + scores_md if scores_md else "")
-                           + ("\n" + _crossover_markdown(c) if c["cells"] else ""))
+                           + ("\n" + _crossover_markdown(c) if c["cells"] else "")
+                           + ("\n" + probe_md if probe_md else ""))
     if a["configs"]:
         paths["png"] = out / "figure1.png"
         _figure(a, paths["png"], metric, baseline)

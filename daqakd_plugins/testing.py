@@ -600,6 +600,9 @@ CHECKS: tuple[Check, ...] = (check_quantize, check_calibration, check_kd_finetun
                              check_paper_architecture)
 #: checks that do not depend on the bit widths run once per backend (on its first bit widths)
 _ONCE = {check_resume, check_bad_bits, check_missing_backend}
+#: checks of state a resume must carry run once per backend, at its lowest bit widths (the last of the list),
+#: where the most quantizer state is learned; ``check_resume`` covers the CLI path at the first widths
+_LOWEST = {check_resume_steps}
 
 
 def default_bits(backend: str) -> list[tuple[int, int]]:
@@ -619,7 +622,7 @@ def checks(backend: str, bits: Sequence[tuple[int, int]] | None = None) -> list[
     out = []
     for i, b in enumerate(combos):
         for c in CHECKS:
-            if c in _ONCE and i > 0:
+            if (c in _ONCE and i > 0) or (c in _LOWEST and i < len(combos) - 1):
                 continue
             out.append((backend, tuple(b), c))
     return out  # type: ignore[return-value]

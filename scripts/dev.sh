@@ -25,6 +25,11 @@ cmd=${1:-}
 shift || true
 case "$cmd" in
   main) exec "$VENV/bin/daqakd" run --data digits --out runs/main "$@" ;;
-  test) exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" ;;
+  test)
+    # one pytest worker per core, at most 4 (each test runs torch on one thread; more workers than cores only
+    # slow each other down); DAQAKD_TEST_WORKERS=0 runs in one process, and a later -n N overrides this
+    cores=$(nproc 2>/dev/null || echo 2)
+    workers=${DAQAKD_TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}
+    exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider -n "$workers" --dist worksteal "$@" ;;
   *) echo "usage: bash scripts/dev.sh main|test [options]" >&2; exit 2 ;;
 esac

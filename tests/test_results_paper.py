@@ -38,3 +38,7 @@ def test_the_rows_are_the_recipe_the_section_describes() -> None:
     students = [r for r in rows if r["kind"] == "student"]
     assert all(r["backend"] == "brevitas" and r["compact_max_logit_diff"] == 0.0 for r in students)
     assert {r["regime"] for r in students} <= {"100x5", "100x15", "100x50"}
+    # every student at the one learning rate the section states; the probe rows show why that one
+    assert all(r["lr"] == 1e-4 for r in students)
+    probes = {(r["config"], r["lr"]): r["accuracy"] for r in rows if r["kind"] == "lr_probe"}
+    assert probes[("W4A4", 1e-3)] < 0.5 < probes[("W4A4", 1e-4)]

@@ -1,5 +1,5 @@
-"""Issue 28's trial, end to end through the CLI, on every backend: `daqakd distill` of a ShuffleNet-V2
-teacher on an ImageFolder with TrivialAugmentWide in one DataLoader worker, interrupted with Ctrl-C after
+"""Issue 28's trial, end to end through the CLI, on Brevitas (where it found the bug): `daqakd distill` of a
+ShuffleNet-V2 teacher on an ImageFolder with TrivialAugmentWide in one DataLoader worker, interrupted with Ctrl-C after
 its first checkpoint and continued with `--resume DIR`, ends with the student of the uninterrupted run
 (bitwise on CPU: every tensor, every logit, every epoch's loss and accuracy).
 
@@ -27,10 +27,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 3
 
-#: (backend, weight/activation bits): the trial's 4 bits where the backend quantizes ShuffleNet at 4 bits on
-#: CPU; NNCF at 8 (its W4A4 ShuffleNet crash is issue 29), Model Optimizer at 8 (its CPU 4-bit mode is INT4
-#: weights only, options['format']='int'), as the issue's own Model Optimizer trial.
-TRIALS = [("brevitas", 4), ("pytorch-quantization", 4), ("nncf", 8), ("modelopt", 8)]
+#: (backend, weight/activation bits): the trial's Brevitas W4, where it found the bug. The other backends ran
+#: it too (pytorch-quantization W4, NNCF W8, Model Optimizer W8: all bitwise equal) and dropped out to keep the
+#: suite short: the conformance kit's check_resume (a real CLI run killed and resumed) and check_resume_steps
+#: (ShuffleNet-V2, TrivialAugmentWide in one worker, CutMix, restored in a fresh process) cover them.
+TRIALS = [("brevitas", 4)]
 
 
 @pytest.fixture(scope="module")
