@@ -60,10 +60,11 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from daqakd_plugins.contracts import LossComponent, LossPreset
     from daqakd_plugins.kit import (
         CalibrateRequest,
         ExportRequest,
+        LossComponent,
+        LossPreset,
         QuantConfig,
         QuantizeRequest,
         RestoreRequest,
@@ -123,7 +124,7 @@ def daqakd_register_backends(register: Callable[[BackendInfo], None]) -> None:
 @hookimpl
 def daqakd_register_losses(register: Callable[[LossComponent | LossPreset], None]) -> None:
     """NNCF 2.x's ``knowledge_distillation`` algorithm under its own names (see losses.py)."""
-    from daqakd_plugins.contracts import LossComponent, LossPreset, LossTerm
+    from daqakd_plugins.kit import LossComponent, LossPreset, LossTerm
 
     from .losses import nncf2_mse, nncf2_softmax
 
@@ -502,7 +503,7 @@ def _calibration_images(batches: list[torch.Tensor], augment: str) -> list[torch
         return batches
     import torch
 
-    from daqakd_plugins.augment import resolve_augmentation
+    from daqakd_plugins.kit import resolve_augmentation
 
     aug = resolve_augmentation(augment)
     out = []

@@ -219,7 +219,7 @@ def _quantizers(model: nn.Module, *, enabled_only: bool = True) -> list[tuple[st
 # --------------------------------------------------------------------------------------------------
 @hookimpl
 def daqakd_register_losses(register: Callable[[Any], None]) -> None:
-    from daqakd_plugins import LossPreset, LossTerm
+    from daqakd_plugins.kit import LossPreset, LossTerm
 
     register(LossPreset(
         name="layerwise_mse",
