@@ -25,13 +25,12 @@ def measure_run(run: Path, repeats: int = 60, trials: int = 3) -> dict[str, Any]
     model read 1.1 ms in most trials and 3-5 ms in some on this shared machine, so one trial is not
     enough); every trial's median is kept in ``ms_trials``."""
     import torch
+    from daqakd_nncf.plugin import export_openvino, export_qdq, ov_predict
 
     from daqakd_plugins.data import load_digits
     from daqakd_plugins.distill import load_student
     from daqakd_plugins.models import load_model
     from daqakd_plugins.runtime import accuracy_of, export_fp_onnx, interleaved_latency, ort_predict
-
-    from daqakd_nncf.plugin import export_openvino, export_qdq, ov_predict
 
     report = json.loads((run / "report.json").read_text())
     student, _ = load_student(run)

@@ -94,13 +94,13 @@ def layerwise(args: argparse.Namespace) -> None:
     import math
 
     import torch
+    from daqakd_pytorch_quantization import supervision_layers
 
     from daqakd_plugins import Distiller, backends
     from daqakd_plugins.config import QuantConfig
     from daqakd_plugins.data import load_digits, make_loader
     from daqakd_plugins.models import load_model
     from daqakd_plugins.train import evaluate, seed_everything
-    from daqakd_pytorch_quantization import supervision_layers
 
     torch.set_num_threads(1)
     d = load_digits(seed=0)
