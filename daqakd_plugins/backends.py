@@ -136,11 +136,17 @@ def quantize(
     return res  # type: ignore[no-any-return]
 
 
-def calibrate(model: nn.Module, backend: str, data: Iterable[torch.Tensor], num_batches: int = 8) -> nn.Module:
-    """Set quantizer ranges of ``model`` from ``data`` (batches of images)."""
+def calibrate(model: nn.Module, backend: str, data: Iterable[torch.Tensor], num_batches: int = 8, *,
+              config: QuantConfig | None = None) -> nn.Module:
+    """Set quantizer ranges of ``model`` from ``data`` (batches of images).
+
+    ``config``: the :class:`QuantConfig` the student was quantized with; the adapter gets it and its
+    options (converted as for :func:`quantize`) in the request. Without it the adapter falls back to what
+    the student's quantizers say, or to its default options."""
     require_backend(backend)
-    res = backend_hook(backend, "daqakd_calibrate")(
-        request=CalibrateRequest(backend=backend, model=model, data=data, num_batches=num_batches))
+    options = resolve_options(backend, config.options) if config is not None else None
+    res = backend_hook(backend, "daqakd_calibrate")(request=CalibrateRequest(
+        backend=backend, model=model, data=data, num_batches=num_batches, config=config, options=options))
     if res is None:
         raise BackendError(f"no plugin implements calibration for backend {backend!r}; see `daqakd plugins`.")
     return res  # type: ignore[no-any-return]
@@ -211,7 +217,7 @@ def _check_onnxruntime_encoding(backend: str, exported: list[ExportedModel]) -> 
     from .onnx_qdq import u8s8_hazards
 
     for e in exported:
-        if e.runtime != "onnxruntime" or Path(e.path).suffix != ".onnx":
+        if not e.u8s8_guard:
             continue
         hazards = u8s8_hazards(onnx.load(str(e.path), load_external_data=False))
         if hazards:

@@ -77,8 +77,10 @@ def _preflight(args: argparse.Namespace) -> None:
         return
     resumed = cmd == "distill" and bool(args.resume)
     if args.backend is not None or not resumed:
-        backend = args.backend or "brevitas"
         from .backends import require_backend
+        from .plugins import default_backend
+
+        backend = args.backend or default_backend()
 
         require_backend(backend, flag="--backend", quantizes=True)
         if not resumed:

@@ -330,6 +330,16 @@ class LossComponent:
     ``two_views=True`` makes a Distiller whose recipe contains the term feed the teacher and the student
     two independent augmented views of each batch (``ctx.teacher_inputs`` and ``ctx.inputs``), as the
     built-in ``dual_view`` does; otherwise both see the same augmented batch.
+
+    What the term reads besides logits, so the core never has to know components by name:
+
+    * ``needs_features=True``: it always reads named layers (``ctx.student_features`` /
+      ``ctx.teacher_features``; the built-in ``feature``). ``feature_param``: the name of a parameter
+      that, when a term sets it, makes the term read named layers (the built-in ``rkd_*`` with
+      ``layer=...``; on logits otherwise). The command line, which cannot name layers, refuses such terms;
+      a Distiller given ``features=`` warns when no term of its recipe can use them.
+    * ``needs_teachers=True``: it combines extra teachers (``ctx.extra_teacher_logits``; the built-in
+      ``multi_teacher``); a Distiller without ``teachers=[...]`` warns that it is plain KD.
     """
 
     name: str
@@ -337,6 +347,17 @@ class LossComponent:
     description: str = ""
     needs_teacher: bool = True
     two_views: bool = False
+    needs_features: bool = False
+    feature_param: str = ""
+    needs_teachers: bool = False
+
+    def reads_features(self, params: Mapping[str, Any]) -> bool:
+        """Whether a term of this component with ``params`` reads named layers."""
+        return self.needs_features or bool(self.feature_param and params.get(self.feature_param))
+
+    def may_read_features(self) -> bool:
+        """Whether some term of this component can read named layers (with some parameters)."""
+        return self.needs_features or bool(self.feature_param)
 
     def __post_init__(self) -> None:
         if not self.two_views and getattr(self.fn, "two_views", False) is True:  # before the field existed
@@ -444,6 +465,9 @@ class BackendInfo:
     ddp_note: str = ""
     #: DDP's ``find_unused_parameters``: the student has parameters some steps do not use
     ddp_find_unused: bool = False
+    #: which backend runs when none is named (``--backend``, ``DistillConfig.backend``): of the implemented
+    #: backends, the one with the highest priority (ties: by name); :func:`daqakd_plugins.plugins.default_backend`
+    default_priority: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -476,12 +500,20 @@ class QuantizeRequest:
 
 @dataclass(kw_only=True)
 class CalibrateRequest:
-    """Set the student's quantizer ranges from data (images only; batches of ``[B, C, H, W]``)."""
+    """Set the student's quantizer ranges from data (images only; batches of ``[B, C, H, W]``).
+
+    ``config``/``options``: what the student was quantized with (``options`` already converted to the
+    backend's ``options_type``, as in :class:`QuantizeRequest`), so an adapter reads its calibration
+    settings here instead of keeping them on the model. ``None`` when the caller does not know them (a
+    student made outside daqakd, or a caller written before the fields existed): the adapter then uses
+    what it can read from the student's quantizers, or its defaults."""
 
     backend: str
     model: nn.Module
     data: Iterable[torch.Tensor]
     num_batches: int = 8
+    config: QuantConfig | None = None
+    options: Any = None
 
 
 @dataclass(kw_only=True)
@@ -525,13 +557,25 @@ class RestoreRequest:
 
 @dataclass(kw_only=True)
 class ExportedModel:
-    """One exported artefact and a way to run it (``predict(float32 NCHW array) -> logits array``)."""
+    """One exported artefact and a way to run it (``predict(float32 NCHW array) -> logits array``).
+
+    ``u8s8_guard``: the file is an ONNX graph that a default onnxruntime session may run with its integer
+    kernels, so the core refuses it when it still pairs uint8 activations with full-range int8 weights
+    (wrong on x86 CPUs without VNNI; :func:`daqakd_plugins.onnx_qdq.u8s8_hazards`) and the runtime report
+    lists the integer kernels it runs. ``False``: another runtime's file (OpenVINO, qonnx), or one meant for
+    a session without Q/DQ fusion (TensorRT's Q/DQ file). ``None`` (an adapter written before the field
+    existed): decided as before, ``runtime == "onnxruntime"`` and a ``.onnx`` path; a bool after."""
 
     format: str
     path: Path
     runtime: str
     predict: Callable[[np.ndarray], np.ndarray]
     notes: str = ""
+    u8s8_guard: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.u8s8_guard is None:
+            self.u8s8_guard = self.runtime == "onnxruntime" and Path(self.path).suffix == ".onnx"
 
     @property
     def size_bytes(self) -> int:

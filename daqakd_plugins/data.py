@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .errors import DataError
+from .streams import one_hot  # re-exported: daqakd_plugins.data.one_hot is the public name
 
 log = logging.getLogger("daqakd.data")
 
@@ -34,7 +35,6 @@ __all__ = [
     "load_digits",
     "load_image_folder",
     "load_data",
-    "tensors_from_dataset",
     "make_loader",
     "stratified_subset",
     "one_hot",
@@ -107,19 +107,6 @@ def _describe(bundle: DataBundle | FolderBundle) -> dict[str, Any]:
         "classes": bundle.num_classes,
         "image_shape": list(bundle.image_shape),
     }
-
-
-def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Labels ``[B]`` (int) to label distributions ``[B, C]`` (float32), with a clear range error."""
-    if labels.dim() == 2:
-        return labels.float()
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        bad = labels[(labels < 0) | (labels >= num_classes)].unique().tolist()[:5]
-        raise DataError(
-            f"labels {bad} are outside [0, {num_classes}); the teacher predicts {num_classes} classes. "
-            "Remap the labels to 0..C-1 or pass a teacher whose output width matches the class count."
-        )
-    return torch.nn.functional.one_hot(labels.long(), num_classes).float()
 
 
 def load_digits(test_size: float = 0.25, seed: int = 0, *, image_size: int | None = None) -> DataBundle:
@@ -492,32 +479,6 @@ def dataset_len(dataset: Any, empty: str) -> int:
     if n == 0:
         raise DataError(empty)
     return int(n)
-
-
-def tensors_from_dataset(dataset: Dataset[Any], limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Materialise (the first ``limit`` items of) a map-style ``Dataset`` of ``(image, int_label)`` pairs
-    into tensors — for small data only; ranking and distillation stream a Dataset instead. Images may be
-    PIL images or tensors (see :func:`daqakd_plugins.streams.to_image`)."""
-    from .streams import to_image
-
-    n = dataset_len(dataset, "the dataset is empty; check the path or the filter that built it.")
-    if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2 and limit is None:
-        x, y = dataset.tensors[0], dataset.tensors[1]
-        if x.dim() != 4:
-            raise DataError(f"images must be [C, H, W] tensors (batched [N, C, H, W]); got shape {tuple(x.shape)}.")
-        return (x.float() if torch.is_floating_point(x) else x.float().div(255.0)), y.long()
-    xs, ys = [], []
-    for i in range(n if limit is None else min(n, limit)):
-        item = dataset[i]
-        if not (isinstance(item, (tuple, list)) and len(item) >= 2):
-            raise DataError(f"dataset item {i} is {type(item).__name__}; expected an (image, label) pair.")
-        xs.append(to_image(item[0], f"dataset item {i}"))
-        ys.append(int(item[1]))
-    try:
-        return torch.stack(xs), torch.tensor(ys)
-    except RuntimeError as exc:
-        raise DataError("the dataset's images differ in shape; give it a transform that makes them one size "
-                        "(or use --image-size with an ImageFolder directory).") from exc
 
 
 #: what ranking, distillation and teacher training accept as data

@@ -23,10 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 from .config import QuantConfig
 from .contracts import (
+    Augmentation,
     BackendInfo,
     CalibrateRequest,
     ExportedModel,
     ExportRequest,
+    LossComponent,
+    LossContext,
+    LossPreset,
+    LossTerm,
     QuantizeRequest,
     QuantizerInfo,
     RestoreRequest,
@@ -56,10 +61,11 @@ __all__ = [
     "hookimpl",
     "BackendInfo", "QuantizerInfo", "QuantizeRequest", "CalibrateRequest", "ExportRequest", "SaveRequest",
     "RestoreRequest", "ExportedModel", "QuantConfig",
+    "Augmentation", "LossComponent", "LossContext", "LossPreset", "LossTerm",
     "DaqakdError", "ConfigError", "DataError", "ModelError", "BackendError", "BackendUnavailableError",
     "ExportError",
     "prepare_for_onnxruntime", "u8s8_hazards", "drop_dead_nodes", "ort_predict", "image_batches", "describe_modules_from", "device_of",
-    "backend_imported",
+    "backend_imported", "resolve_loss", "resolve_augmentation", "one_hot",
 ]
 
 
@@ -70,6 +76,30 @@ def ort_predict(path: str | Path, *, fuse_qdq: bool = True) -> Callable[[np.ndar
     from .runtime import ort_predict as _ort_predict
 
     return _ort_predict(path, fuse_qdq=fuse_qdq)
+
+
+def resolve_loss(loss: Any) -> tuple[LossTerm, ...]:
+    """A loss spec (preset or component name, ``"a+b"``, a :class:`LossPreset` or terms) as its weighted
+    terms, as the Distiller reads it (:func:`daqakd_plugins.distill.resolve_loss`; imported on use)."""
+    from .distill import resolve_loss as _resolve_loss
+
+    return _resolve_loss(loss)
+
+
+def resolve_augmentation(spec: Any) -> Augmentation:
+    """A registered augmentation name (or an :class:`Augmentation` / callable) as the Augmentation the
+    Distiller would apply (:func:`daqakd_plugins.augment.resolve_augmentation`; imported on use)."""
+    from .augment import resolve_augmentation as _resolve
+
+    return _resolve(spec)
+
+
+def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Class indices ``[B]`` as label distributions ``[B, C]`` (``[B, C]`` passes), with the range error
+    the core gives (:func:`daqakd_plugins.data.one_hot`; imported on use)."""
+    from .data import one_hot as _one_hot
+
+    return _one_hot(labels, num_classes)
 
 
 def backend_imported(module: str) -> bool:

@@ -412,18 +412,30 @@ def backend_owner(name: str) -> str:
     return _backends_and_owners()[1][get_backend(name).name]
 
 
+def _more_backends_hint() -> str:
+    if _truthy(os.environ.get(DISABLE_ENV)):
+        return f"Entry-point plugins are disabled ({DISABLE_ENV} is set); unset it to load the adapters."
+    return 'Install the adapters with: pip install "daqakd[all]"'
+
+
 def get_backend(name: str) -> BackendInfo:
     """The backend called ``name``, or an error listing the known ones and how to get more."""
     backends = get_backends()
     name = name.replace("_", "-") if name.replace("_", "-") in backends else name
     if name not in backends:
-        hint = ""
-        if _truthy(os.environ.get(DISABLE_ENV)):
-            hint = f"Entry-point plugins are disabled ({DISABLE_ENV} is set); unset it to load the adapters."
-        else:
-            hint = 'Install the adapters with: pip install "daqakd[all]"'
-        raise UnknownNameError("backend", name, list(backends), hint)
+        raise UnknownNameError("backend", name, list(backends), _more_backends_hint())
     return backends[name]
+
+
+def default_backend() -> str:
+    """The backend used when none is named: of the registered backends that can quantize, the one whose
+    adapter declares the highest ``BackendInfo.default_priority`` (ties: the first by name). Chosen from
+    what is registered, not from what imports: a default whose package is missing is refused where it is
+    used, with its install command, as any named backend is."""
+    ready = sorted((b for b in get_backends().values() if b.implemented), key=lambda b: (-b.default_priority, b.name))
+    if not ready:
+        raise UnknownNameError("backend", "(default)", list(get_backends()), _more_backends_hint())
+    return ready[0].name
 
 
 def backend_status(info: BackendInfo) -> dict[str, Any]:

@@ -203,7 +203,7 @@ def export_and_measure(
             entries.append(entry)
             continue
         entry.update(accuracy=acc, accuracy_abs_diff=abs(acc - student_torch))
-        if e.runtime == "onnxruntime" and Path(e.path).suffix == ".onnx":
+        if e.u8s8_guard:
             entry["ort_integer_kernels"] = ort_integer_kernels(e.path)
         entries.append(entry)
         predicts[key] = e.predict

@@ -37,6 +37,7 @@ __all__ = [
     "StreamLoader",
     "to_image",
     "to_target",
+    "one_hot",
     "eval_loader",
     "train_loader",
     "dataset_tensors",
@@ -126,8 +127,25 @@ def to_image(img: Any, where: str) -> torch.Tensor:
     return t.float()
 
 
+def one_hot(labels: torch.Tensor, num_classes: int, where: str = "") -> torch.Tensor:
+    """Labels ``[B]`` (int) to label distributions ``[B, C]`` (float32), with a clear range error naming
+    ``where`` when given; distributions ``[B, C]`` pass (float32). The one one-hot encoding of daqakd
+    (:func:`to_target` encodes a dataset item's label with it; ``daqakd_plugins.data.one_hot`` is this)."""
+    if labels.dim() == 2:
+        return labels.float()
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)].unique().tolist()[:5]
+        raise DataError(
+            f"{where + ': ' if where else ''}labels {bad} are outside [0, {num_classes}); the teacher predicts "
+            f"{num_classes} classes. Remap the labels to 0..C-1 or pass a teacher whose output width matches the "
+            "class count."
+        )
+    return torch.nn.functional.one_hot(labels.long(), num_classes).float()
+
+
 def to_target(label: Any, num_classes: int, where: str) -> torch.Tensor:
-    """A class index → one-hot ``[K]``; a label distribution ``[K]`` passes (float32)."""
+    """One dataset item's label as ``[K]``: a label distribution ``[K]`` passes (float32); a class index
+    (an int, or a float or 0-d tensor holding one) is checked and encoded by :func:`one_hot`."""
     if isinstance(label, torch.Tensor) and label.dim() == 1:
         if label.shape[0] != num_classes:
             raise DataError(f"{where}: a label distribution has {label.shape[0]} entries but there are {num_classes} classes.")
@@ -139,14 +157,7 @@ def to_target(label: Any, num_classes: int, where: str) -> torch.Tensor:
         raise DataError(f"{where}: the label {label!r} is not a class index (int) or a distribution [K].") from exc
     if not exact:
         raise DataError(f"{where}: the label {label!r} is fractional; pass class indices or distributions [K].")
-    if not 0 <= k < num_classes:
-        raise DataError(
-            f"{where}: label {k} is outside [0, {num_classes}); the teacher predicts {num_classes} classes. Remap the "
-            "labels to 0..C-1 or pass a teacher whose output width matches the class count."
-        )
-    t = torch.zeros(num_classes)
-    t[k] = 1.0
-    return t
+    return one_hot(torch.tensor([k]), num_classes, where)[0]
 
 
 class Program(NamedTuple):

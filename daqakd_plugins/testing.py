@@ -152,12 +152,12 @@ def check_calibration(backend: str, bits: tuple[int, int]) -> None:
     d = digits()
     s = _student(backend, bits, calibrate=False)
     x = d.train_x[:512]
-    backends.calibrate(s, backend, x, num_batches=8)
+    backends.calibrate(s, backend, x, num_batches=8, config=_config(bits))
     o1 = _outputs(s, d.test_x[:128])
-    backends.calibrate(s, backend, x * 3.0, num_batches=8)
+    backends.calibrate(s, backend, x * 3.0, num_batches=8, config=_config(bits))
     o3 = _outputs(s, d.test_x[:128])
     assert not torch.equal(o1, o3), "calibrating on other data (x·3) changed no output: ranges were not set"
-    backends.calibrate(s, backend, x, num_batches=8)
+    backends.calibrate(s, backend, x, num_batches=8, config=_config(bits))
     o1b = _outputs(s, d.test_x[:128])
     assert torch.equal(o1, o1b), (
         f"calibrating twice on the same data gave other outputs (max diff {float((o1 - o1b).abs().max()):.3g}): "
@@ -499,7 +499,7 @@ def check_exports(backend: str, bits: tuple[int, int]) -> None:
             assert Path(e.path).exists() and e.size_bytes > 0
             acc = accuracy_of(e.predict, d.test_x, d.test_y)
             assert abs(acc - ref) <= ACCURACY_TOLERANCE, f"{e.format} in {e.runtime}: {acc:.4f} vs torch {ref:.4f}"
-            if e.runtime == "onnxruntime" and Path(e.path).suffix == ".onnx":
+            if e.u8s8_guard:
                 assert u8s8_hazards(onnx.load(str(e.path))) == []
 
 
@@ -567,7 +567,7 @@ def check_paper_architecture(backend: str, bits: tuple[int, int]) -> None:
     x = torch.rand(16, 3, 32, 32)
     cfg = _config(bits)
     s = backends.quantize(copy.deepcopy(teacher), backend, cfg, example_input=x[:4], calib_data=[x])
-    backends.calibrate(s, backend, [x])
+    backends.calibrate(s, backend, [x], config=cfg)
     layers = [n for n, m in teacher.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert len(layers) == 19 + 2 + 1, f"cifar_resnet20 should have 22 conv/linear layers, has {len(layers)}"
     wq = [q for q in describe_quantizers(s) if q.role == "weight"]

@@ -99,6 +99,47 @@ def test_the_old_two_views_attribute_still_works_with_a_deprecation_warning():
 
 
 # --------------------------------------------------------------------------------------------------
+# LossComponent.needs_features / feature_param / needs_teachers
+# --------------------------------------------------------------------------------------------------
+def _messages(**kw: object) -> list[str]:
+    teacher, student = _models()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Distiller(teacher, student, **kw).remove_hooks()  # type: ignore[arg-type]
+    return [str(w.message) for w in caught]
+
+
+def test_what_a_term_reads_is_declared_by_its_component_not_its_name(fresh_plugins):
+    """A third-party component's declared needs act as the built-ins' do: the command line refuses a term
+    that reads named layers (always, or with its feature parameter set), a Distiller given features=
+    does not warn when a term can use them, and one given no extra teachers warns for a term that needs
+    them."""
+    from daqakd_plugins.distill.distiller import check_cli_loss
+
+    class P:
+        @hookimpl
+        def daqakd_register_losses(self, register):
+            register(LossComponent(name="my_hint", fn=_kl, needs_features=True))
+            register(LossComponent(name="my_rel", fn=_kl, feature_param="at"))
+            register(LossComponent(name="my_ensemble", fn=_kl, needs_teachers=True))
+
+    register_plugin(P(), name="p")
+    comps = get_loss_components()
+    assert comps["feature"].needs_features and comps["rkd_angle"].feature_param == "layer"
+    assert comps["multi_teacher"].needs_teachers and not comps["kd"].may_read_features()
+    with pytest.raises(ConfigError, match="my_hint, which needs named feature layers"):
+        check_cli_loss("ce+my_hint")
+    check_cli_loss("ce+my_rel")  # on logits: no layer named
+    assert comps["my_rel"].reads_features({"at": "0"}) and not comps["my_rel"].reads_features({})
+    unused = "no loss term uses them"
+    assert any(unused in m for m in _messages(loss="ce", features=["0"]))
+    assert not any(unused in m for m in _messages(loss="ce+my_rel", features=["0"]))
+    assert not any(unused in m for m in _messages(loss="ce+my_hint", features=["0"]))
+    assert any("'my_ensemble' with a single teacher is plain KD" in m for m in _messages(loss="ce+my_ensemble"))
+    assert not any("plain KD; pass teachers" in m for m in _messages(loss="ce+kd"))
+
+
+# --------------------------------------------------------------------------------------------------
 # LossContext fields
 # --------------------------------------------------------------------------------------------------
 def test_the_distiller_fills_typed_context_fields_and_leaves_state_to_plugins(fresh_plugins):

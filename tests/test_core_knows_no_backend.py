@@ -9,6 +9,9 @@ from pathlib import Path
 
 CORE = Path(__file__).resolve().parents[1] / "daqakd_plugins"
 BACKENDS = ("brevitas", "nncf", "pytorch_quantization", "modelopt", "openvino", "qonnx")
+#: the backends' registered names: a string that is exactly one of them is a hard-coded choice (the
+#: default backend comes from what the adapters declare, BackendInfo.default_priority)
+BACKEND_STRINGS = ("brevitas", "nncf", "pytorch-quantization", "modelopt")
 BACKEND_NAMES = ("QuantTensor", "IntQuantTensor", "load_state_keep_aliases", "TensorQuantizer", "mtq", "mto")
 
 
@@ -27,6 +30,8 @@ def _offences(path: Path) -> list[str]:
             out.append(f"attribute .{node.attr}")
         elif isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in BACKEND_NAMES:
             out.append(f"defines {node.name}")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in BACKEND_STRINGS:
+            out.append(f"string {node.value!r}")
     return out
 
 
@@ -39,3 +44,5 @@ def test_the_check_sees_what_it_guards(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("def f(x):\n    from brevitas.quant_tensor import QuantTensor\n    return isinstance(x, QuantTensor)\n")
     assert _offences(bad) == ["from brevitas.quant_tensor import ...", "name QuantTensor"]
+    bad.write_text('def f(backend=None):\n    """The default is brevitas."""\n    return backend or "brevitas"\n')
+    assert _offences(bad) == ["string 'brevitas'"]

@@ -13,9 +13,9 @@ from daqakd_plugins.data import (
     load_image_folder,
     one_hot,
     stratified_subset,
-    tensors_from_dataset,
 )
 from daqakd_plugins.errors import DataError
+from daqakd_plugins.streams import dataset_tensors
 
 
 def test_digits_is_embedded_seeded_and_stratified():
@@ -81,6 +81,8 @@ def test_mixed_image_sizes_are_refused_naming_image_size(tmp_path):
 
 
 def test_torch_dataset_is_materialised():
+    """streams.dataset_tensors, the one reader of a small dataset into tensors (its twin
+    data.tensors_from_dataset is gone)."""
     ds = [(torch.rand(1, 4, 4), i % 3) for i in range(7)]
 
     class DS(torch.utils.data.Dataset):
@@ -90,16 +92,16 @@ def test_torch_dataset_is_materialised():
         def __getitem__(self, i):
             return ds[i]
 
-    x, y = tensors_from_dataset(DS())
+    x, y = dataset_tensors(DS(), num_classes=3)
     assert x.shape == (7, 1, 4, 4) and y.tolist() == [0, 1, 2, 0, 1, 2, 0]
     with pytest.raises(DataError, match="empty"):
-        tensors_from_dataset([])
+        dataset_tensors([], num_classes=3)
 
     class PilDS(DS):
         def __getitem__(self, i):
             return Image.new("L", (4, 4), color=51), 0
 
-    x, _ = tensors_from_dataset(PilDS())  # PIL images are converted (float in [0, 1])
+    x, _ = dataset_tensors(PilDS(), num_classes=3)  # PIL images are converted (float in [0, 1])
     assert x.shape == (7, 1, 4, 4) and torch.allclose(x, torch.full_like(x, 0.2))
 
     class StrDS(DS):
@@ -107,7 +109,7 @@ def test_torch_dataset_is_materialised():
             return "img.png", 0
 
     with pytest.raises(DataError, match="ToDtype"):
-        tensors_from_dataset(StrDS())
+        dataset_tensors(StrDS(), num_classes=3)
 
 
 def test_one_hot_range_error_and_subset():
@@ -118,3 +120,18 @@ def test_one_hot_range_error_and_subset():
     idx = stratified_subset(labels, 3, seed=0)
     assert torch.bincount(labels[idx]).tolist() == [3, 3]
     assert torch.equal(idx, stratified_subset(labels, 3, seed=0))
+
+
+def test_a_dataset_items_label_is_encoded_by_the_one_one_hot():
+    """streams.to_target parses one item's label and leaves the encoding and the range error to
+    one_hot (data.one_hot is the same function): one encoding, one message, naming the item."""
+    from daqakd_plugins import data, streams
+
+    assert data.one_hot is streams.one_hot
+    assert streams.to_target(1, 3, "dataset item 0").tolist() == [0.0, 1.0, 0.0]
+    assert streams.to_target(torch.tensor(2.0), 3, "x").dtype == torch.float32
+    assert torch.equal(streams.to_target(torch.tensor([0.25, 0.75, 0.0]), 3, "x"), torch.tensor([0.25, 0.75, 0.0]))
+    with pytest.raises(DataError, match=r"dataset item 2: labels \[5\] are outside \[0, 3\); the teacher predicts 3"):
+        streams.to_target(5, 3, "dataset item 2")
+    with pytest.raises(DataError, match="fractional"):
+        streams.to_target(1.5, 3, "x")

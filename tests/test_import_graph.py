@@ -11,6 +11,8 @@ Four rules:
 * counting the imports inside functions too, there is still no cycle (a lazy import that closes a circle
   is a layering knot waiting to become an import-time one).
 * no module imports another module's ``_private`` name (in the core and in the adapters).
+* an adapter imports ``daqakd_plugins.kit`` and nothing deeper (in any form, inside functions too), and an
+  adapter package's own imports have no cycle either.
 
 Run as a script (``python tests/test_import_graph.py``) to print the edges that close each cycle.
 """
@@ -247,6 +249,65 @@ def private_imports(root: Path = ROOT) -> list[str]:
 def test_no_private_name_is_imported_across_modules():
     bad = private_imports()
     assert not bad, "private names imported from another module (make them public, or move them):\n" + "\n".join(bad)
+
+
+def adapter_core_imports(root: Path = ROOT) -> list[str]:
+    """Every import of ``daqakd_plugins`` by an adapter that is not ``daqakd_plugins.kit``."""
+    found: list[str] = []
+    for path in sorted((root / "adapters").glob("daqakd_*/**/*.py")):
+        where = path.relative_to(root)
+        for node, _ in _imports(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif node.level:
+                continue  # the adapter's own modules
+            elif node.module == PACKAGE:
+                mods = [f"{PACKAGE}.{a.name}" for a in node.names]  # `from daqakd_plugins import kit`
+            else:
+                mods = [node.module or ""]
+            bad = [m for m in mods if m.split(".")[0] == PACKAGE and m != f"{PACKAGE}.kit"]
+            found += [f"{where} (line {node.lineno}) imports {m}" for m in bad]
+    return found
+
+
+def adapter_edges(package: Path) -> list[Edge]:
+    """The import edges among one adapter package's own modules."""
+    files: dict[str, Path] = {}
+    for path in sorted(package.rglob("*.py")):
+        parts = list(path.relative_to(package.parent).with_suffix("").parts)
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    edges = []
+    for mod, path in files.items():
+        for node, top in _imports(ast.parse(path.read_text(), filename=str(path))):
+            for dst in _targets(node, mod, path.name == "__init__.py", set(files)):
+                if dst != mod:
+                    edges.append(Edge(mod, dst, node.lineno, top))
+    return edges
+
+
+def test_adapters_import_the_kit_and_nothing_deeper():
+    bad = adapter_core_imports()
+    assert not bad, "adapters import daqakd_plugins beyond the kit (add what they need to kit.py):\n" + "\n".join(bad)
+
+
+def test_the_adapter_check_sees_every_form(tmp_path):
+    pkg = tmp_path / "adapters" / "daqakd_x"
+    pkg.mkdir(parents=True)
+    (pkg / "a.py").write_text(
+        "from daqakd_plugins import kit\nfrom daqakd_plugins.kit import hookimpl\nfrom . import b\n"
+        "from daqakd_plugins import LossTerm\nimport daqakd_plugins.data\n"
+        "def f():\n    from daqakd_plugins.augment import resolve_augmentation\n")
+    (pkg / "b.py").write_text("def g():\n    from .a import f\n")
+    assert [b.split(" imports ")[1] for b in adapter_core_imports(tmp_path)] == [
+        "daqakd_plugins.LossTerm", "daqakd_plugins.data", "daqakd_plugins.augment"]
+    assert find_cycles(adapter_edges(pkg)) == [["daqakd_x.a", "daqakd_x.b"]]
+
+
+def test_no_cycle_inside_an_adapter():
+    for package in sorted((ROOT / "adapters").glob("daqakd_*")):
+        edges = adapter_edges(package)
+        cycles = find_cycles(edges)
+        assert not cycles, f"import cycles in {package.name}:\n" + "\n".join(_describe(c, edges) for c in cycles)
 
 
 if __name__ == "__main__":

@@ -172,6 +172,24 @@ def test_core_refuses_an_adapter_file_with_the_hazard(tmp_path: Path) -> None:
     backends._check_onnxruntime_encoding("somebackend", [bad])
 
 
+def test_the_adapter_says_which_files_get_the_u8s8_guard(tmp_path: Path) -> None:
+    """``ExportedModel.u8s8_guard`` decides, not the runtime's name: a file for a session without Q/DQ
+    fusion is left alone, any runtime name with the flag is checked; left unset (an adapter older than the
+    field), the old rule: runtime "onnxruntime" and a .onnx file."""
+    path = tmp_path / "bad.onnx"
+    onnx.save(_conv_model(), str(path))
+
+    def exported(runtime: str, guard: bool | None = None) -> ExportedModel:
+        return ExportedModel(format="f", path=path, runtime=runtime, predict=lambda a: a, u8s8_guard=guard)
+
+    backends._check_onnxruntime_encoding("somebackend", [exported("onnxruntime", guard=False)])
+    with pytest.raises(ExportError, match="U8S8 pattern"):
+        backends._check_onnxruntime_encoding("somebackend", [exported("onnxruntime-custom", guard=True)])
+    assert exported("onnxruntime").u8s8_guard is True
+    assert exported("qonnx").u8s8_guard is False
+    assert ExportedModel(format="f", path=tmp_path / "m.xml", runtime="onnxruntime", predict=lambda a: a).u8s8_guard is False
+
+
 def test_torch_and_exported_w8a8_agree_in_default_session(digits_teacher, digits, tmp_path: Path) -> None:
     """The acceptance check on this host (default onnxruntime session, every optimisation on). On a
     VNNI host it would pass without the rewrite too; the structural tests above are what hold

@@ -219,3 +219,27 @@ def test_unknown_backend_lists_known_ones(fresh_plugins):
         plugins.get_backend("tensorrt")
     assert "brevitas" in str(ei.value) and "nncf" in str(ei.value)
     assert plugins.get_backend("pytorch_quantization").name == "pytorch-quantization"
+
+
+def test_the_default_backend_is_what_the_adapters_declare(fresh_plugins, tmp_path):
+    """No core module names a default backend: the highest BackendInfo.default_priority among the
+    implemented backends wins (brevitas declares it in-tree), and a plugin that declares a higher one
+    becomes the default of the API and of the CLI."""
+    from daqakd_plugins.contracts import BackendInfo
+    from daqakd_plugins.distill import DistillConfig
+
+    assert plugins.default_backend() == "brevitas"
+    assert DistillConfig(out=str(tmp_path / "r")).backend == "brevitas"
+
+    class Preferred:
+        @plugins.hookspecs.hookimpl
+        def daqakd_register_backends(self, register):
+            register(BackendInfo(name="zzz-preferred", module="json", distribution="json", install="-",
+                                 default_priority=1000))
+            register(BackendInfo(name="aaa-stub", module="json", distribution="json", install="-",
+                                 default_priority=10_000, implemented=False))  # cannot quantize: never the default
+
+    plugins.register_plugin(Preferred(), name="preferred-plugin")
+    assert plugins.default_backend() == "zzz-preferred"
+    assert DistillConfig(out=str(tmp_path / "r")).backend == "zzz-preferred"
+    assert DistillConfig(out=str(tmp_path / "r"), backend="brevitas").backend == "brevitas"

@@ -193,6 +193,18 @@ def test_every_calibrator_runs_on_cpu(digits_teacher, digits) -> None:
             q.load_calib_amax("mse")
 
 
+def test_calibrate_takes_the_options_from_the_request(digits_teacher, digits) -> None:
+    """Calibrating again re-estimates the ranges with the options the CalibrateRequest carries (the
+    student's own QuantConfig), not with state kept on the model; without a config, the defaults."""
+    opts = {"percentile": 90.0}
+    s = _quantize(digits_teacher[0], digits, **opts)
+    amax = {n: q.amax.clone() for n, q in _quantizers(s).items() if "input" in n}
+    backends.calibrate(s, BACKEND, digits.train_x[:512], config=QuantConfig(weight_bits=8, act_bits=8, options=opts))
+    assert all(torch.equal(q.amax, amax[n]) for n, q in _quantizers(s).items() if n in amax)
+    backends.calibrate(s, BACKEND, digits.train_x[:512])  # no config: the default percentile, 99.99
+    assert any(float(q.amax.max()) > float(amax[n].max()) for n, q in _quantizers(s).items() if n in amax)
+
+
 def test_calibration_is_quiet_and_leaves_absl_as_it_was(digits_teacher, digits, capfd) -> None:
     from absl import logging as absl_logging
 

@@ -133,6 +133,7 @@ def daqakd_register_backends(register: Callable[[BackendInfo], None]) -> None:
         BackendInfo(
             name=NAME,
             module="brevitas",
+            default_priority=100,  # the default backend: exports for onnxruntime on every CPU, any bits 2..8
             distribution="brevitas",
             install='pip install "daqakd[brevitas]"',
             weight_bits=BITS,
@@ -390,7 +391,9 @@ def _replace_io_quant(q: torch.fx.GraphModule, opts: BrevitasOptions) -> None:
                 if user.op == "call_module" and isinstance(mods.get(tgt), qnn.QuantIdentity) and owned_once(tgt):
                     new = qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, bit_width=opts.input_bits,
                                             return_quant_tensor=True)
-                    new._daqakd_role = "input"  # read by daqakd_describe_quantizers
+                    # a backend-internal marker on a module this adapter creates here, read only by its
+                    # daqakd_describe_quantizers (a fact about the module, not state handed between hooks)
+                    new._daqakd_role = "input"
                     q.set_submodule(tgt, new)
         elif node.op == "output":
             src = node.args[0]
@@ -648,7 +651,8 @@ def _export_one(fmt: str, model: nn.Module, x: torch.Tensor, out_dir: Path) -> E
             notes += f"; {prep['unsigned_activations']} clipped int8 activation(s) stored as uint8 (fusable)"
         if prep["u8u8_weights"]:
             notes += f"; {prep['u8u8_weights']} weight tensor(s) after uint8 activations stored as uint8 (U8U8: exact on CPUs without VNNI)"
-        return ExportedModel(format=fmt, path=path, runtime="onnxruntime", predict=kit.ort_predict(path), notes=notes)
+        return ExportedModel(format=fmt, path=path, runtime="onnxruntime", predict=kit.ort_predict(path), notes=notes,
+                             u8s8_guard=True)
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 
@@ -658,7 +662,7 @@ def _export_one(fmt: str, model: nn.Module, x: torch.Tensor, out_dir: Path) -> E
     cleaned = cleanup_model(ModelWrapper(str(raw)), override_inpsize=1)  # FINN's starting point: batch 1
     cleaned.save(str(path))
     raw.unlink(missing_ok=True)
-    return ExportedModel(format=fmt, path=path, runtime="qonnx", predict=_qonnx_predict(path),
+    return ExportedModel(format=fmt, path=path, runtime="qonnx", predict=_qonnx_predict(path), u8s8_guard=False,
                          notes="QONNX Quant/BipolarQuant ops after qonnx cleanup_model (batch 1, for FINN)")
 
 

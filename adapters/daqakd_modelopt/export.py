@@ -336,7 +336,8 @@ def _export_qdq(model: nn.Module, x: torch.Tensor, out_dir: Path, kind: str, bit
                   "on CPUs without VNNI)")
     notes += ("; exact in any onnxruntime session (no U8S8 pattern); run here with session.disable_quant_qdq=1 "
               "(same results, ~5x faster for Model Optimizer's Q/DQ placement)")
-    return ExportedModel(format="onnx-qdq", path=path, runtime="onnxruntime", predict=_ort_predict(path), notes=notes)
+    return ExportedModel(format="onnx-qdq", path=path, runtime="onnxruntime", predict=_ort_predict(path), notes=notes,
+                         u8s8_guard=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -352,7 +353,7 @@ def _export_trt(model: nn.Module, x: torch.Tensor, out_dir: Path) -> ExportedMod
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET_INT,
                           dynamo=False)
     return ExportedModel(
-        format="onnx-trt", path=path, runtime="onnxruntime-unfused", predict=_ort_predict(path),
+        format="onnx-trt", path=path, runtime="onnxruntime-unfused", predict=_ort_predict(path), u8s8_guard=False,
         notes=("Model Optimizer's own Q/DQ export for TensorRT (signed int8, zero point 0, float weights behind "
                "Q/DQ, BatchNorm unfolded: TensorRT folds and fuses at build time; trtexec --onnx=FILE builds the "
                "engine); run here in onnxruntime with session.disable_quant_qdq=1 (the Q/DQ arithmetic as "

@@ -47,7 +47,7 @@ from daqakd_plugins.kit import ConfigError, DataError
 if TYPE_CHECKING:
     from torch import nn
 
-    from daqakd_plugins.contracts import Augmentation, LossPreset, LossTerm
+    from daqakd_plugins.kit import Augmentation, LossPreset, LossTerm
 
 __all__ = ["kd_loss_config", "PresetLossBalancer", "one_view", "TRANSLATABLE"]
 
@@ -92,7 +92,7 @@ class PresetLossBalancer(DistillationLossBalancer):
 
 
 def _terms(loss: str | LossPreset | LossTerm | Sequence[LossTerm]) -> tuple[LossTerm, ...]:
-    from daqakd_plugins.distill import resolve_loss
+    from daqakd_plugins.kit import resolve_loss
 
     return resolve_loss(loss)
 
@@ -150,7 +150,7 @@ def one_view(
     to ``F.cross_entropy(out, targets)`` as the student loss. Randomness comes from torch's global RNG,
     as in the Distiller, so the same seed gives the Distiller's view.
     """
-    from daqakd_plugins.data import one_hot
+    from daqakd_plugins.kit import one_hot
 
     if labels.dim() == 2:
         targets = labels.to(torch.float32)
@@ -165,7 +165,7 @@ def one_view(
         raise DataError(f"labels must be [batch] class indices or [batch, classes] distributions, got {tuple(labels.shape)}")
     if augment is None:
         return images, targets
-    from daqakd_plugins.augment import resolve_augmentation
+    from daqakd_plugins.kit import resolve_augmentation
 
     aug = resolve_augmentation(augment)
     with torch.no_grad():

@@ -337,7 +337,8 @@ def _calibrate(model: nn.Module, data: Any, num_batches: int, algorithm: str) ->
 
 
 def _algorithm_of(model: nn.Module) -> str:
-    """The calibration algorithm the student was quantized with (read from its modelopt state)."""
+    """The calibration algorithm the student was quantized with, read from its modelopt state (for a
+    ``CalibrateRequest`` without options)."""
     with contextlib.suppress(Exception):
         import modelopt.torch.opt as mto
 
@@ -352,7 +353,9 @@ def _algorithm_of(model: nn.Module) -> str:
 
 @hookimpl
 def daqakd_calibrate(request: CalibrateRequest) -> nn.Module | None:
-    return _calibrate(request.model, request.data, request.num_batches, _algorithm_of(request.model))
+    opts = request.options  # the student's options; without them, what its modelopt state says
+    algorithm = opts.algorithm if isinstance(opts, ModeloptOptions) else _algorithm_of(request.model)
+    return _calibrate(request.model, request.data, request.num_batches, algorithm)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from daqakd_plugins.kit import ConfigError, ModelError
 if TYPE_CHECKING:
     import torch
 
-    from daqakd_plugins.contracts import LossContext
+    from daqakd_plugins.kit import LossContext
 
 __all__ = ["nncf2_softmax", "nncf2_mse"]
 

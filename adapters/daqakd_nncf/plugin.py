@@ -60,10 +60,11 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from daqakd_plugins.contracts import LossComponent, LossPreset
     from daqakd_plugins.kit import (
         CalibrateRequest,
         ExportRequest,
+        LossComponent,
+        LossPreset,
         QuantConfig,
         QuantizeRequest,
         RestoreRequest,
@@ -123,7 +124,7 @@ def daqakd_register_backends(register: Callable[[BackendInfo], None]) -> None:
 @hookimpl
 def daqakd_register_losses(register: Callable[[LossComponent | LossPreset], None]) -> None:
     """NNCF 2.x's ``knowledge_distillation`` algorithm under its own names (see losses.py)."""
-    from daqakd_plugins.contracts import LossComponent, LossPreset, LossTerm
+    from daqakd_plugins.kit import LossComponent, LossPreset, LossTerm
 
     from .losses import nncf2_mse, nncf2_softmax
 
@@ -477,7 +478,8 @@ def _ignored_scope(graph: Any, opts: NNCFOptions, wrapped: bool) -> dict[str, li
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Plan:
-    """What a student was quantized with (kept on it, so calibration can redo exactly that)."""
+    """What a student is quantized with; calibration redoes exactly that, from the ``CalibrateRequest``'s
+    config and options (:func:`_plan_of`)."""
 
     weight_bits: int
     act_bits: int
@@ -501,7 +503,7 @@ def _calibration_images(batches: list[torch.Tensor], augment: str) -> list[torch
         return batches
     import torch
 
-    from daqakd_plugins.augment import resolve_augmentation
+    from daqakd_plugins.kit import resolve_augmentation
 
     aug = resolve_augmentation(augment)
     out = []
@@ -569,7 +571,7 @@ def _nncf_quantize(fp: nn.Module, batches: list[torch.Tensor], plan: _Plan, x: t
             f"them in options['ignored_scope'] to silence this:{listed}"
         )
     _apply_layer_bits(q, graph, opts.layer_bits, plan.wrapped)
-    _finish(q, graph, plan)
+    _finish(q, graph)
     return q
 
 
@@ -652,11 +654,16 @@ def _apply_layer_bits(q: nn.Module, graph: Any, layer_bits: Mapping[str, int], w
                 mod._qspec.num_bits = bits  # noqa: SLF001 - what nncf.torch.get_config saves
 
 
-def _finish(q: nn.Module, graph: Any, plan: _Plan) -> None:
+def _finish(q: nn.Module, graph: Any) -> None:
     """What every student gets, after quantize and after restore: integer bookkeeping tensors as buffers
     (NNCF keeps bit widths and signedness as integer ``nn.Parameter``s, which break anything that sets
-    ``requires_grad`` on every parameter), every float parameter trainable, each quantizer's role, and the
-    plan (for calibration)."""
+    ``requires_grad`` on every parameter), every float parameter trainable, and each quantizer's role.
+
+    The role is a backend-internal marker: set here on the quantizer modules of a student this adapter
+    built (nncf.quantize, called by it), read only by this adapter's ``daqakd_describe_quantizers``. It is
+    a fact about the module that only the traced graph tells (a pre-hook on a port no constant feeds is an
+    activation quantizer, which the hook name alone gets wrong), not state handed from one hook to another:
+    that travels in the requests."""
     for hook_name, mod in _hooks(q).items():
         for pname, p in list(mod._parameters.items()):  # noqa: SLF001
             if p is not None and not p.is_floating_point():
@@ -666,7 +673,6 @@ def _finish(q: nn.Module, graph: Any, plan: _Plan) -> None:
     for p in q.parameters():
         if p.is_floating_point():
             p.requires_grad_(True)
-    setattr(q, "_daqakd_nncf_plan", plan)  # noqa: B010
 
 
 def _plain(model: nn.Module) -> nn.Module:
@@ -677,8 +683,6 @@ def _plain(model: nn.Module) -> nn.Module:
     m._modules.pop(ATR_HOOK_STORAGE, None)  # noqa: SLF001
     for attr in ("forward", "_replicate_for_data_parallel"):
         m.__dict__.pop(attr, None)
-    for a in ("_daqakd_nncf_plan",):
-        m.__dict__.pop(a, None)
     return m
 
 
@@ -724,18 +728,29 @@ def daqakd_quantize(request: QuantizeRequest) -> nn.Module | None:
 # --------------------------------------------------------------------------------------------------
 # calibration
 # --------------------------------------------------------------------------------------------------
-def _plan_of(model: nn.Module) -> _Plan:
-    """The plan a student was made with; for an NNCF model made outside daqakd, read from its quantizers."""
-    plan = getattr(model, "_daqakd_nncf_plan", None)
-    if isinstance(plan, _Plan):
-        return plan
+def _is_wrapped(model: nn.Module) -> bool:
+    """Whether the student wraps a top-level ``nn.Sequential`` (:class:`._wrap.SequentialWrapper`)."""
+    from ._wrap import SequentialWrapper
+
+    return isinstance(model, SequentialWrapper)
+
+
+def _plan_of(model: nn.Module, cfg: QuantConfig | None = None, opts: NNCFOptions | None = None) -> _Plan:
+    """The plan a student was made with: the request's config and options; without them (an NNCF model
+    made outside daqakd, or a caller that does not pass its config) the bits read from its quantizers and
+    the default options."""
+    wrapped = _is_wrapped(model)
+    if cfg is not None:
+        return _Plan(weight_bits=cfg.weight_bits, act_bits=cfg.act_bits, per_channel=cfg.per_channel,
+                     options=opts or NNCFOptions(), wrapped=wrapped)
     qs = daqakd_describe_quantizers(model) or []
     wb = max((q.bits for q in qs if q.role == "weight"), default=8)
     ab = max((q.bits for q in qs if q.role == "activation"), default=8)
-    return _Plan(weight_bits=wb, act_bits=ab, per_channel=True, options=NNCFOptions(), wrapped=False)
+    return _Plan(weight_bits=wb, act_bits=ab, per_channel=True, options=opts or NNCFOptions(), wrapped=wrapped)
 
 
-def _calibrate(model: nn.Module, data: Any, num_batches: int) -> nn.Module:
+def _calibrate(model: nn.Module, data: Any, num_batches: int, plan_cfg: QuantConfig | None = None,
+               opts: NNCFOptions | None = None) -> nn.Module:
     import_nncf()
     if not _is_nncf_model(model):
         raise BackendError(
@@ -746,7 +761,7 @@ def _calibrate(model: nn.Module, data: Any, num_batches: int) -> nn.Module:
     batches = [b.to(dev) for b in kit.image_batches(data, num_batches)]
     if not batches:
         raise DataError("calibration data yielded no batches; pass at least one [B, C, H, W] image batch.")
-    plan = _plan_of(model)
+    plan = _plan_of(model, plan_cfg, opts)
     fresh = _nncf_quantize(_plain(model).eval(), batches, plan, batches[0][:1])
     mine, theirs = _hooks(model), _hooks(fresh)
     if set(mine) != set(theirs):
@@ -764,7 +779,7 @@ def _calibrate(model: nn.Module, data: Any, num_batches: int) -> nn.Module:
 
 @hookimpl
 def daqakd_calibrate(request: CalibrateRequest) -> nn.Module | None:
-    return _calibrate(request.model, request.data, request.num_batches)
+    return _calibrate(request.model, request.data, request.num_batches, request.config, request.options)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -783,12 +798,11 @@ def daqakd_save_student(request: SaveRequest) -> dict[str, Any] | None:
     model = request.model
     if not _is_nncf_model(model):
         raise BackendError(f"{type(model).__name__} is not an NNCF student (no NNCF hooks); nothing to save as one.")
-    plan = _plan_of(model)
     return {
         "format": PAYLOAD_FORMAT,
         "compression_config": json.dumps(nncf.torch.get_config(model), default=_json_default),
         "state_dict": model.state_dict(),
-        "wrapped": plan.wrapped,
+        "wrapped": _is_wrapped(model),
     }
 
 
@@ -802,19 +816,15 @@ def daqakd_restore_student(request: RestoreRequest) -> nn.Module | None:
             f"this NNCF student was saved in another format ({payload.get('format')!r}, expected "
             f"{PAYLOAD_FORMAT!r}); re-run the distillation with this adapter version."
         )
-    opts = request.options or NNCFOptions()
-    cfg = request.config
     fp, wrapped = _prepare_fp(request.model)
     if wrapped != bool(payload.get("wrapped")):
         raise BackendError("the saved NNCF student and this float model differ in structure (nn.Sequential or not); "
                            "restore into the architecture it was distilled from.")
-    plan = _Plan(weight_bits=cfg.weight_bits, act_bits=cfg.act_bits, per_channel=cfg.per_channel, options=opts,
-                 wrapped=wrapped)
     x = request.example_input.to(kit.device_of(fp))
     graph = _trace(fp, x[:1])
     with _quiet():
         q = nncf.torch.load_from_config(copy.deepcopy(fp), json.loads(payload["compression_config"]))
-    _finish(q, graph, plan)
+    _finish(q, graph)
     try:
         q.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
@@ -943,7 +953,7 @@ def daqakd_export(request: ExportRequest) -> list[ExportedModel] | None:
         try:
             if fmt == "openvino":
                 xml = export_openvino(model, x, out_dir / "student.openvino.xml")
-                out.append(OpenVINOModel(format=fmt, path=xml, runtime="openvino", predict=ov_predict(xml),
+                out.append(OpenVINOModel(format=fmt, path=xml, runtime="openvino", predict=ov_predict(xml), u8s8_guard=False,
                                          notes="OpenVINO IR (xml + bin): FakeQuantize, weights stored as integers; "
                                                "openvino CPU plugin, 1 thread, f32 inference precision"))
             else:
@@ -956,7 +966,7 @@ def daqakd_export(request: ExportRequest) -> list[ExportedModel] | None:
                     notes += (f"; {prep['u8u8_weights']} weight tensor(s) after uint8 activations stored as uint8 "
                               "(U8U8: exact on CPUs without VNNI)")
                 out.append(ExportedModel(format=fmt, path=path, runtime="onnxruntime", predict=kit.ort_predict(path),
-                                         notes=notes))
+                                         notes=notes, u8s8_guard=True))
         except (ExportError, BackendUnavailableError):
             raise
         except Exception as exc:  # noqa: BLE001 - converter/exporter failures come in many types

@@ -39,7 +39,7 @@ def main() -> int:
             return 0
     except Exception:  # noqa: BLE001 - torch's private helper moved: fall back to NNCF's own check
         pass
-    from daqakd_plugins.errors import DaqakdError
+    from daqakd_plugins.kit import DaqakdError
 
     from .plugin import ensure_extension, import_nncf
 

@@ -219,7 +219,7 @@ def _quantizers(model: nn.Module, *, enabled_only: bool = True) -> list[tuple[st
 # --------------------------------------------------------------------------------------------------
 @hookimpl
 def daqakd_register_losses(register: Callable[[Any], None]) -> None:
-    from daqakd_plugins import LossPreset, LossTerm
+    from daqakd_plugins.kit import LossPreset, LossTerm
 
     register(LossPreset(
         name="layerwise_mse",
@@ -463,7 +463,6 @@ def _quantize(model: nn.Module, cfg: QuantConfig, opts: PytorchQuantizationOptio
             ) from exc
         finally:
             student.train(was)
-        object.__setattr__(student, "_daqakd_pq_options", opts)  # read by daqakd_calibrate (CalibrateRequest has no options)
         if calib_data is not None:
             _calibrate(student, calib_data, cfg.calib_batches, opts)
     return student
@@ -581,10 +580,7 @@ def _calibrate(model: nn.Module, data: Any, num_batches: int, opts: PytorchQuant
 
 @hookimpl
 def daqakd_calibrate(request: CalibrateRequest) -> nn.Module | None:
-    opts = PytorchQuantizationOptions()
-    stored = getattr(request.model, "_daqakd_pq_options", None)
-    if isinstance(stored, PytorchQuantizationOptions):
-        opts = stored
+    opts = request.options or PytorchQuantizationOptions()  # the options the student was quantized with
     _import()
     with _quiet():
         return _calibrate(request.model, request.data, request.num_batches, opts)
@@ -791,6 +787,7 @@ def _export(request: ExportRequest) -> list[ExportedModel]:
             _export_or_explain(model, m, x, path, exact=False)
             out.append(ExportedModel(
                 format=FMT_TRT, path=path, runtime="onnxruntime-unfused", predict=_ort_session(path, fuse_qdq=False),
+                u8s8_guard=False,
                 notes="NVIDIA's export for TensorRT (use_fb_fake_quant, opset 13): int8 Q/DQ with zero point 0, "
                       "float weights behind QuantizeLinear; trtexec --onnx=FILE --int8 builds the engine. Run here "
                       "in onnxruntime with session.disable_quant_qdq=1, where it is exact on every CPU; in a default "
@@ -811,7 +808,7 @@ def _export(request: ExportRequest) -> list[ExportedModel]:
         notes += ("; exact in any onnxruntime session (no U8S8 pattern); run here with session.disable_quant_qdq=1 "
                   "(same outputs as a default session, several times faster for this Q/DQ placement)")
         out.append(ExportedModel(format=FMT_ORT, path=path, runtime="onnxruntime",
-                                 predict=_ort_session(path, fuse_qdq=False), notes=notes))
+                                 predict=_ort_session(path, fuse_qdq=False), notes=notes, u8s8_guard=True))
     return out
 
 

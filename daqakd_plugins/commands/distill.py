@@ -18,9 +18,10 @@ from ._common import (
     parse_backend_options,
 )
 
-# argparse defaults are None so that --resume can tell what the user actually typed.
+# argparse defaults are None so that --resume can tell what the user actually typed. "backend": None leaves
+# the choice to DistillConfig (the backend the adapters declare as the default, plugins.default_backend).
 _DEFAULTS: dict[str, Any] = {
-    "backend": "brevitas", "bits": 4, "act_bits": None, "data": "digits", "teacher": None, "epochs": 8,
+    "backend": None, "bits": 4, "act_bits": None, "data": "digits", "teacher": None, "epochs": 8,
     "augment": "auto", "loss": "paper", "lr": 1e-3, "batch_size": 64, "seed": 0, "optimizer": "adam",
     "weight_decay": 0.0, "candidates": None, "metric": "cmi", "rank_per_class": None, "rank_repeats": 1,
     "train_per_class": None, "teacher_epochs": 15, "calib_batches": 8, "device": "cpu",
@@ -40,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "epoch; --resume OUT continues a stopped run.",
     )
     a = p.add_argument
-    a("--backend", help="quantization backend (see `daqakd plugins`); default brevitas")
+    a("--backend", help="quantization backend (see `daqakd plugins`); default: the one the adapters declare (brevitas)")
     a("--bits", type=int, help="weight bits (default 4)")
     a("--act-bits", type=int, help="activation bits (default: same as --bits)")
     a("--data", help="'digits' (embedded) or an ImageFolder directory; default digits")
@@ -94,7 +95,7 @@ def _config(args: argparse.Namespace) -> Any:
         base = {k: old[k] for k in _DEFAULTS if k in old}
         export = bool(old.get("export", True))
     else:
-        base = dict(_DEFAULTS)
+        base = {k: v for k, v in _DEFAULTS.items() if not (k == "backend" and v is None)}
     base.update(given)
     if args.no_export:
         export = False

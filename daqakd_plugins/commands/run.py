@@ -22,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="the main job: rank -> distill -> export -> evaluate (resumes if interrupted)")
     p.add_argument("--data", default="digits", help="'digits' (embedded, default) or an ImageFolder directory")
     p.add_argument("--out", type=Path, default=Path("runs/main"), help="run directory (default runs/main)")
-    p.add_argument("--backend", default="brevitas", help="quantization backend (see `daqakd plugins`)")
+    p.add_argument("--backend", default=None,
+                   help="quantization backend (see `daqakd plugins`); default: the one the adapters declare (brevitas)")
     p.add_argument("--bits", type=int, default=4, help="weight bits (default 4)")
     p.add_argument("--act-bits", type=int, default=None, help="activation bits (default: same as --bits)")
     p.add_argument("--epochs", type=int, default=8)
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         if distributed.current().is_main:
             print(f"[daqakd run] resuming from {out / CHECKPOINT_NAME} (pass --fresh to start over)")
     cfg = DistillConfig(
-        backend=args.backend, bits=args.bits, act_bits=args.act_bits, data=args.data, teacher=args.teacher,
+        **({"backend": args.backend} if args.backend else {}), bits=args.bits, act_bits=args.act_bits,
+        data=args.data, teacher=args.teacher,
         epochs=args.epochs, out=str(out), augment="auto", loss=args.loss, seed=args.seed, resume=resume,
         fresh=args.fresh, arch=args.arch, num_classes=args.num_classes, small_input=bool(args.small_input),
         backend_options=parse_backend_options(args.backend_option), workers=args.workers,

@@ -275,7 +275,7 @@ class GeneratorSource(SourceDefaults):
         uncal = quantized_copy(cfg, ctx.teacher, example).to(cfg.device)
         self.baselines["quantized_uncalibrated"] = ctx.evaluate(uncal)
         noisy = backends.calibrate(quantized_copy(cfg, ctx.teacher, example), cfg.backend, self.noise,
-                                   num_batches=cfg.calib_batches)
+                                   num_batches=cfg.calib_batches, config=cfg.quant_config())
         self.baselines["ptq_noise"] = ctx.evaluate(noisy.to(cfg.device))
 
     def _trainer(self) -> _Trainer:

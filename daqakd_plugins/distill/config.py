@@ -26,6 +26,12 @@ TRAJECTORY = (
 LEGACY_DEFAULTS: dict[str, Any] = {"base_augment": "none"}
 
 
+def _default_backend() -> str:
+    from ..plugins import default_backend
+
+    return default_backend()
+
+
 def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -49,7 +55,7 @@ class DistillConfig:
     when a teacher is trained here (``None``: the default ``small_resnet``).
     """
 
-    backend: str = "brevitas"
+    backend: str = field(default_factory=_default_backend)  # the adapters' declared default (brevitas)
     bits: int = 4
     act_bits: int | None = None
     data: str = "digits"

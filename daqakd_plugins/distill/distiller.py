@@ -232,8 +232,10 @@ class Distiller:
         self._components = {t.component: comps[t.component] for t in self.terms}
         self.needs_teacher = any(self._components[t.component].needs_teacher for t in self.terms if t.weight != 0)
         self.two_views = any(self._components[t.component].two_views for t in self.terms)
-        if any(t.component == "multi_teacher" for t in self.terms) and not self.teachers:
-            warnings.warn("loss term 'multi_teacher' with a single teacher is plain KD; pass teachers=[...]", stacklevel=2)
+        plural = sorted({t.component for t in self.terms if self._components[t.component].needs_teachers})
+        if plural and not self.teachers:
+            warnings.warn(f"loss term {', '.join(repr(c) for c in plural)} with a single teacher is plain KD; pass "
+                          "teachers=[...]", stacklevel=2)
         self.augment = _resolve_augment(augment)
         self._base_pending: AugmentSpec = None
         if isinstance(base_augment, str) and base_augment.strip().lower() == "auto":
@@ -265,7 +267,7 @@ class Distiller:
         for s_name, t_name in self.feature_pairs.items():
             self._handles.append(_find_module(student, s_name, "student").register_forward_hook(self._hook(self._s_feats, s_name)))
             self._handles.append(_find_module(teacher, t_name, "teacher").register_forward_hook(self._hook(self._t_feats, t_name)))
-        if self.feature_pairs and not any(t.component in ("feature", "rkd_distance", "rkd_angle") for t in self.terms):
+        if self.feature_pairs and not any(c.may_read_features() for c in self._components.values()):
             warnings.warn("features=... was given but no loss term uses them; add 'feature' to the loss", stacklevel=2)
         self.projections = nn.ModuleDict()
         self._prepared = not self.feature_pairs
@@ -652,8 +654,8 @@ class DistillLoader:
 def check_cli_loss(loss: str, *, flag: str = "--loss") -> None:
     """A loss whose terms need named feature layers cannot run from the command line, which has no
     way to name them: refuse before any work instead of failing at the first training step."""
-    needs = sorted({t.component for t in resolve_loss(loss)
-                    if t.component == "feature" or (t.component.startswith("rkd_") and t.params.get("layer"))})
+    comps, _ = _registered_losses()
+    needs = sorted({t.component for t in resolve_loss(loss) if comps[t.component].reads_features(t.params)})
     if needs:
         raise ConfigError(
             f"{flag} {loss!r} includes {', '.join(needs)}, which needs named feature layers; the command line "

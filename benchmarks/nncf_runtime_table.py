@@ -7,7 +7,7 @@ run's teacher to OpenVINO IR (``ov.convert_model``, FP32), and times all four mo
 (batch 64, one thread each, static shapes, f32 precision; median over round-robin repeats), so the
 ratios hold on a shared machine.
 
-    python -m daqakd_nncf.runtime_table --runs /tmp/nncf_table            # after backend_table.py --backend nncf
+    python benchmarks/nncf_runtime_table.py --runs /tmp/nncf_table            # after backend_table.py --backend nncf
 """
 
 from __future__ import annotations
@@ -25,13 +25,12 @@ def measure_run(run: Path, repeats: int = 60, trials: int = 3) -> dict[str, Any]
     model read 1.1 ms in most trials and 3-5 ms in some on this shared machine, so one trial is not
     enough); every trial's median is kept in ``ms_trials``."""
     import torch
+    from daqakd_nncf.plugin import export_openvino, export_qdq, ov_predict
 
     from daqakd_plugins.data import load_digits
     from daqakd_plugins.distill import load_student
     from daqakd_plugins.models import load_model
     from daqakd_plugins.runtime import accuracy_of, export_fp_onnx, interleaved_latency, ort_predict
-
-    from .plugin import export_openvino, export_qdq, ov_predict
 
     report = json.loads((run / "report.json").read_text())
     student, _ = load_student(run)

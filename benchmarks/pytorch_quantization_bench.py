@@ -3,14 +3,14 @@ benchmarks/backend_table.py does not take: PTQ accuracy per calibrator, and what
 NVIDIA's TensorRT file on a CPU without VNNI.
 
     # PTQ (calibration only) per calibrator, on the teachers backend_table.py trained (one per seed)
-    python -m daqakd_pytorch_quantization.bench ptq --teachers /tmp/pq_table/teachers --seeds 0,1,2
+    python benchmarks/pytorch_quantization_bench.py ptq --teachers /tmp/pq_table/teachers --seeds 0,1,2
 
     # NVIDIA's own QAT distillation (yolov7_qat: label-free layer-wise MSE), trained like `daqakd distill`
-    python -m daqakd_pytorch_quantization.bench layerwise --teachers /tmp/pq_table/teachers --seeds 0,1,2
+    python benchmarks/pytorch_quantization_bench.py layerwise --teachers /tmp/pq_table/teachers --seeds 0,1,2
 
     # NVIDIA's TensorRT file vs daqakd's onnx-qdq file in a *default* onnxruntime session, natively and
     # on an emulated AVX2-only CPU (qemu-x86_64 -cpu Haswell; apt-get install qemu-user)
-    python -m daqakd_pytorch_quantization.bench encoding --out /tmp/pq_encoding
+    python benchmarks/pytorch_quantization_bench.py encoding --out /tmp/pq_encoding
 
 Calibration uses what ``daqakd distill`` uses: 8 batches of 64 from the class-stratified, seeded
 sample of the training images (``daqakd_plugins.data.calibration_sample(labels, 512, seed)``).
@@ -94,13 +94,13 @@ def layerwise(args: argparse.Namespace) -> None:
     import math
 
     import torch
+    from daqakd_pytorch_quantization import supervision_layers
 
     from daqakd_plugins import Distiller, backends
     from daqakd_plugins.config import QuantConfig
     from daqakd_plugins.data import load_digits, make_loader
     from daqakd_plugins.models import load_model
     from daqakd_plugins.train import evaluate, seed_everything
-    from daqakd_pytorch_quantization import supervision_layers
 
     torch.set_num_threads(1)
     d = load_digits(seed=0)
