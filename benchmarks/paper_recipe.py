@@ -227,8 +227,12 @@ def train_student(a: argparse.Namespace, data: dict[str, torch.Tensor], teacher:
     calib = [x_all[i:i + 128].float().div(255) for i in range(0, min(n, 1024), 128)]
     torch.manual_seed(seed)
     t0 = time.perf_counter()
+    setup = {"candidate": cand, "weight_bits": wb, "act_bits": ab, "seed": seed, "per_class": per_class,
+             "epochs": epochs, "lr": a.lr, "student_batch_size": a.student_batch_size, "backend": a.backend,
+             "base_augment": a.base_augment}
     if ck_path.exists():
         ck = torch.load(ck_path, weights_only=True)
+        check_setup(ck_path, ck.get("setup"), setup)
         student = backends.restore_student(copy.deepcopy(teacher), a.backend, cfg, ck["student"],
                                            example_input=calib[0][:2])
         before, start, seconds, resumed = float(ck["before"]), int(ck["epoch"]), float(ck["seconds"]), True
@@ -263,7 +267,7 @@ def train_student(a: argparse.Namespace, data: dict[str, torch.Tensor], teacher:
         tmp.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"student": backends.save_student(student, a.backend, cfg), "opt": opt.state_dict(),
                     "sched": sched.state_dict(), "kd": kd.state_dict(), "epoch": epoch + 1, "before": before,
-                    "seconds": seconds}, tmp)
+                    "seconds": seconds, "setup": setup}, tmp)
         tmp.replace(ck_path)
         if a.stop_after_epoch is not None and epoch + 1 == a.stop_after_epoch:
             print(f"stopped after epoch {epoch + 1} (--stop-after-epoch); the same command without it resumes", flush=True)
@@ -283,6 +287,20 @@ def train_student(a: argparse.Namespace, data: dict[str, torch.Tensor], teacher:
     ck_path.unlink(missing_ok=True)
     return {"accuracy": acc, "train_accuracy": train_acc, "ptq_accuracy": before, "seconds": seconds,
             "wall_seconds": time.perf_counter() - t0, "resumed": resumed, "compact_max_logit_diff": diff}
+
+
+def check_setup(path: Path, saved: dict[str, Any] | None, now: dict[str, Any]) -> None:
+    """A student checkpoint resumes only the run that wrote it: a checkpoint of another setup (say, another
+    ``--lr``) would continue with its own optimizer state and schedule. (It happened once: a unit killed at lr
+    1e-3 was resumed at lr 1e-4 and scored 18.9 % where a fresh run scores 78.9 %.)"""
+    if saved is None:
+        raise SystemExit(f"{path} has no record of the setup it was trained with (written before setups were "
+                         f"recorded), so it cannot be resumed safely: delete it to train this student again.")
+    diff = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
+    if diff:
+        said = ", ".join(f"{k} {old!r} there, {new!r} now" for k, (old, new) in diff.items())
+        raise SystemExit(f"{path} was written by another setup ({said}): delete it to train this student again "
+                         f"with this setup, or run with the setup it was written with.")
 
 
 def compact_student(student: torch.nn.Module) -> dict[str, Any]:

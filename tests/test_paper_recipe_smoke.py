@@ -68,6 +68,10 @@ def test_paper_recipe_phases_resume_and_report(tmp_path: Path) -> None:
     phase = [*base[:2], "crossover", *base[3:]]
     stopped = subprocess.run([*phase, "--stop-after-epoch", "1"], capture_output=True, text=True, timeout=900)
     assert stopped.returncode == 3 and "stopped after epoch 1" in stopped.stdout
+    # its checkpoint resumes only its own setup: another --lr is refused, naming both, and the checkpoint stays
+    other = subprocess.run([*phase, "--lr", "1e-3"], capture_output=True, text=True, timeout=900)
+    assert other.returncode != 0 and "lr 0.0001 there, 0.001 now" in other.stderr, other.stderr[-2000:]
+    assert other.stdout.count(": acc ") == 0
     again = subprocess.run(phase, check=True, capture_output=True, text=True, timeout=900)
     assert again.stdout.count(": acc ") == 1  # only the missing student ran again, from its checkpoint
     rows2 = [json.loads(line) for line in out.read_text().splitlines()]
