@@ -14,6 +14,7 @@ from ._common import (
     add_arch_args,
     add_backend_option_arg,
     add_data_args,
+    add_export_args,
     export_failed,
     parse_backend_options,
 )
@@ -26,7 +27,7 @@ _DEFAULTS: dict[str, Any] = {
     "train_per_class": None, "teacher_epochs": 15, "calib_batches": 8, "device": "cpu",
     "arch": None, "num_classes": None, "small_input": False, "backend_options": {},
     "workers": None, "image_size": None, "mean": None, "std": None, "train_crop": "center", "data_free": False,
-    "generator_options": {}, "base_augment": "auto",
+    "generator_options": {}, "base_augment": "auto", "export_bound_pp": 0.5,
 }
 
 
@@ -76,6 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_arch_args(p)
     add_backend_option_arg(p)
     add_data_args(p)
+    add_export_args(p)
     p.set_defaults(func=run)
 
 
@@ -122,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         return 0  # under torchrun rank 0 prints (every rank holds the same report)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
-        return export_failed(report, "distill")
+        return export_failed(report, "distill", strict=args.strict_export)
     acc = report["accuracy"]
     print(
         f"{report['backend']} W{report['bits']}A{report['act_bits']}  augmentation={report['augmentation']}  "
@@ -144,4 +146,4 @@ def run(args: argparse.Namespace) -> int:
     if exp and not exp.get("skipped"):
         print("export: " + json.dumps(exp, default=str)[:600])
     print(f"report: {report['files']['report_md']}")
-    return export_failed(report, "distill")
+    return export_failed(report, "distill", strict=args.strict_export)

@@ -64,6 +64,9 @@ class DistillConfig:
     seed: int = 0
     resume: str | None = None
     export: bool = True
+    #: an exported format whose test accuracy differs from the torch student's by more than this many
+    #: percentage points is flagged (report.json ``export.outside_bound``, report.md, a console WARNING)
+    export_bound_pp: float = 0.5
     fresh: bool = False
     device: str = "cpu"
     optimizer: str = "adam"
@@ -113,6 +116,11 @@ class DistillConfig:
             raise ConfigError(f"lr must be a positive number (e.g. 1e-3), got {self.lr!r}")
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise ConfigError(f"weight_decay must be ≥ 0, got {self.weight_decay!r}")
+        if isinstance(self.export_bound_pp, bool) or not (isinstance(self.export_bound_pp, (int, float))
+                                                          and math.isfinite(self.export_bound_pp)
+                                                          and self.export_bound_pp >= 0):
+            raise ConfigError(f"export_bound_pp (--export-bound-pp) must be a number of percentage points ≥ 0 "
+                              f"(default 0.5), got {self.export_bound_pp!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         info = get_backend(self.backend)  # UnknownNameError listing the registered backends

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from ..errors import ConfigError, DaqakdError, NonFiniteError
 from ..streams import Normalizer, eval_loader, resolve_workers
 from ..train import evaluate_counts, seed_everything
 from .checkpoint import Checkpoint
-from .report import Report
+from .report import Report, export_bound_warnings, flag_export_bound
 from .rundir import RunLock, check_resume, claim_run_dir
 from .source import BatchSource, RunContext
 
@@ -468,4 +469,9 @@ def _export(ctx: RunContext, student: nn.Module, example: torch.Tensor) -> dict[
     except DaqakdError as exc:
         return {"error": str(exc)}
     res["test_images"] = what
-    return json.loads(json.dumps(res, default=str))
+    res = json.loads(json.dumps(res, default=str))
+    flag_export_bound(res, ctx.cfg.export_bound_pp)
+    for line in export_bound_warnings(res):
+        print(f"daqakd: WARNING: {line}", file=sys.stderr, flush=True)
+    return res
+
