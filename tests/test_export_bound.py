@@ -68,6 +68,8 @@ def test_an_export_outside_the_bound_is_flagged_or_fails_with_strict_export(fres
     assert main([*args, "--export-bound-pp", "0", "--strict-export"]) == 0
     err = capsys.readouterr().err
     assert "WARNING" not in err
+    # every format by default; QONNX's slow cleanup is announced with the way to skip it
+    assert "daqakd[brevitas]: QONNX export: running qonnx's cleanup_model" in err and "--export-formats onnx-qcdq" in err
     r = json.loads((tmp_path / "run" / "report.json").read_text())
     assert r["export"]["bound_pp"] == 0 and r["export"]["outside_bound"] == []
     assert all(e["within_bound"] for e in r["export"]["student"])
@@ -87,7 +89,44 @@ def test_an_export_outside_the_bound_is_flagged_or_fails_with_strict_export(fres
     assert f"**WARNING:** the {fmt} export" in md and "1 format(s) outside the bound of 0.5 pp" in md
     assert md == render_markdown(r)
 
-    assert main([*args, "--fresh", "--strict-export"]) == 1
+    assert fmt == "onnx-qcdq"
+    assert main([*args, "--fresh", "--strict-export", "--export-formats", "onnx-qcdq"]) == 1
     err = capsys.readouterr().err
     assert f"daqakd distill: error: --strict-export: {fmt} (" in err and "outside the bound of 0.5 pp" in err
     assert (tmp_path / "run" / "report.json").exists() and (tmp_path / "run" / "student.pt").exists()
+    # --export-formats: only that format was written and measured, and QONNX was not announced
+    r = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert [e["format"] for e in r["export"]["student"]] == ["onnx-qcdq"] and r["config"]["export_formats"] == ["onnx-qcdq"]
+    assert not list((tmp_path / "run" / "export").glob("*qonnx*")) and "QONNX" not in err
+
+
+def test_unknown_export_format_is_refused_listing_the_backends_formats(fresh_plugins, tmp_path, capsys):
+    from daqakd_plugins.distill import DistillConfig
+    from daqakd_plugins.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"backend 'brevitas' cannot export 'onnx-qdq' \(--export-formats\); its "
+                                          r"formats: onnx-qcdq, qonnx\.$"):
+        DistillConfig(out=str(tmp_path / "a"), export_formats="qonnx,onnx-qdq")
+    assert DistillConfig(out=str(tmp_path / "a"), export_formats=" QONNX, qonnx ").export_formats == ("qonnx",)
+    with pytest.raises(ConfigError, match="--no-export"):
+        DistillConfig(out=str(tmp_path / "a"), export_formats=",")
+    assert main(["distill", "--backend", "brevitas", "--export-formats", "tflite", "--out", str(tmp_path / "b")]) == 2
+    assert "cannot export 'tflite' (--export-formats); its formats: onnx-qcdq, qonnx." in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()  # refused before any work
+
+
+@pytest.mark.slow
+def test_a_run_stopped_during_export_leaves_a_report(fresh_plugins, tmp_path, teacher_file, monkeypatch):
+    from daqakd_plugins import backends
+
+    def stopped(*a, **kw):
+        raise KeyboardInterrupt  # Ctrl-C (or a kill) during a slow export
+
+    monkeypatch.setattr(backends, "export", stopped)
+    out = tmp_path / "run"
+    rc = main(["distill", "--backend", "brevitas", "--bits", "8", "--data", "digits", "--teacher", str(teacher_file),
+               "--epochs", "1", "--augment", "none", "--train-per-class", "10", "--batch-size", "32", "--out", str(out)])
+    assert rc == 130
+    r = json.loads((out / "report.json").read_text())
+    assert r["export"]["status"] == "running" and r["accuracy"]["student_after"] > 0
+    assert "status: running" in (out / "report.md").read_text() and (out / "student.pt").exists()

@@ -75,6 +75,10 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
     a.add_argument("--export-bound-pp", type=float, default=None, metavar="PP",
                    help="an exported format whose test accuracy differs from the torch student's by more than PP "
                         "percentage points is flagged: a WARNING on the console and in report.md (default 0.5)")
+    a.add_argument("--export-formats", default=None, metavar="F1,F2",
+                   help="export only these of the backend's formats, comma-separated (default: all it writes for "
+                        "the bit widths; an unknown name is refused listing them), e.g. --export-formats onnx-qcdq to skip "
+                        "Brevitas' slow QONNX export")
     a.add_argument("--strict-export", action="store_true",
                    help="an export outside --export-bound-pp fails the command (exit status 1) instead of a WARNING; "
                         "the student and the report are written either way")

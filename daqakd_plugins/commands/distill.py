@@ -28,6 +28,7 @@ _DEFAULTS: dict[str, Any] = {
     "arch": None, "num_classes": None, "small_input": False, "backend_options": {},
     "workers": None, "image_size": None, "mean": None, "std": None, "train_crop": "center", "data_free": False,
     "generator_options": {}, "base_augment": "auto", "export_bound_pp": 0.5,
+    "export_formats": None,
 }
 
 

@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size, mean=args.mean, std=args.std, train_crop=args.train_crop or "center",
         base_augment=args.base_augment or "auto",
         export_bound_pp=0.5 if args.export_bound_pp is None else args.export_bound_pp,
+        export_formats=args.export_formats,
     )
     report = run_distill(cfg)
     from .. import distributed

@@ -30,6 +30,26 @@ def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _export_formats(value: Any, backend: str) -> tuple[str, ...] | None:
+    """``export_formats`` as a tuple of the backend's format names (``BackendInfo.export_formats``), checked
+    before any work: a typo must not surface after hours of training."""
+    if value is None:
+        return None
+    from ..plugins import get_backend
+
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(v).strip().lower() for v in items if str(v).strip()]
+    known = tuple(get_backend(backend).export_formats)
+    if not names:
+        raise ConfigError(f"export_formats (--export-formats) is empty; name one or more of backend {backend!r}'s "
+                          f"formats ({', '.join(known)}), or skip export with --no-export (export=False).")
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise ConfigError(f"backend {backend!r} cannot export {', '.join(repr(b) for b in bad)} (--export-formats); "
+                          f"its formats: {', '.join(known) or '(none)'}.")
+    return tuple(dict.fromkeys(names))
+
+
 @dataclass(frozen=True, kw_only=True)
 class DistillConfig:
     """Everything ``daqakd distill`` needs; invalid values fail here, before any training.
@@ -67,6 +87,9 @@ class DistillConfig:
     #: an exported format whose test accuracy differs from the torch student's by more than this many
     #: percentage points is flagged (report.json ``export.outside_bound``, report.md, a console WARNING)
     export_bound_pp: float = 0.5
+    #: export only these of the backend's formats (``BackendInfo.export_formats``; None: the backend's
+    #: defaults for the student's bit widths); a comma-separated string is accepted too
+    export_formats: tuple[str, ...] | None = None
     fresh: bool = False
     device: str = "cpu"
     optimizer: str = "adam"
@@ -121,6 +144,7 @@ class DistillConfig:
                                                           and self.export_bound_pp >= 0):
             raise ConfigError(f"export_bound_pp (--export-bound-pp) must be a number of percentage points ≥ 0 "
                               f"(default 0.5), got {self.export_bound_pp!r}")
+        object.__setattr__(self, "export_formats", _export_formats(self.export_formats, self.backend))
         if self.optimizer not in ("adam", "sgd"):
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         info = get_backend(self.backend)  # UnknownNameError listing the registered backends

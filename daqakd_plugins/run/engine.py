@@ -313,8 +313,14 @@ def _run(cfg: Any, source: BatchSource, d: Any, lock: RunLock) -> Report:
         meta={"accuracy": student_after, "augmentation": tr.augmentation, "loss": cfg.loss, "seed": cfg.seed,
               **fin.student_meta},
     )
-    export = _export(ctx, student, source.export_example(ctx)) if cfg.export else {"skipped": "--no-export"}
-    tr.kd.remove_hooks()
+    if cfg.export:  # a report before the export too: a run stopped during a slow export still leaves one
+        fmts = ", ".join(cfg.export_formats) if cfg.export_formats else "the backend's formats"
+        export: dict[str, Any] = {"status": "running", "formats": fmts,
+                                  "note": "written before the export; a report that still says 'running' comes from "
+                                          "a run stopped during the export (the student is saved; --export-formats "
+                                          "skips a slow format)"}
+    else:
+        export = {"skipped": "--no-export"}
     report = Report(
         mode=source.mode, backend=cfg.backend, bits=cfg.bits, act_bits=cfg.weight_act_bits,
         augmentation=tr.augmentation, base_augment=tr.base_augment, loss=cfg.loss,
@@ -335,11 +341,20 @@ def _run(cfg: Any, source: BatchSource, d: Any, lock: RunLock) -> Report:
                      "batch_size": "per rank" if d.active else "per step"},
         section=fin.section,
     )
-    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
-    (out / "report.md").write_text(report.markdown())
+    _write_report(out, report)
+    if cfg.export:
+        report.export = _export(ctx, student, source.export_example(ctx))
+        report.wall_seconds = time.perf_counter() - t_start
+        _write_report(out, report)
+    tr.kd.remove_hooks()
     if d.active:
         distributed.broadcast_object(report)
     return report
+
+
+def _write_report(out: Path, report: Report) -> None:
+    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    (out / "report.md").write_text(report.markdown())
 
 
 def _setup_training(ctx: RunContext, source: BatchSource, ck: Checkpoint | None) -> _Training:
@@ -465,7 +480,7 @@ def _export(ctx: RunContext, student: nn.Module, example: torch.Tensor) -> dict[
     try:
         test_x, test_y, what = _export_sample(ctx.bundle, ctx.norm, ctx.workers)
         res = export_and_measure(student, ctx.teacher, ctx.cfg.backend, example.to(ctx.cfg.device), test_x, test_y,
-                                 ctx.out / "export")
+                                 ctx.out / "export", formats=ctx.cfg.export_formats)
     except DaqakdError as exc:
         return {"error": str(exc)}
     res["test_images"] = what
