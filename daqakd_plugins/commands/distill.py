@@ -24,7 +24,8 @@ _DEFAULTS: dict[str, Any] = {
     "backend": "brevitas", "bits": 4, "act_bits": None, "data": "digits", "teacher": None, "epochs": 8,
     "augment": "auto", "loss": "paper", "lr": 1e-3, "batch_size": 64, "seed": 0, "optimizer": "adam",
     "weight_decay": 0.0, "candidates": None, "metric": "cmi", "rank_per_class": None, "rank_repeats": 1,
-    "train_per_class": None, "teacher_epochs": 15, "calib_batches": 8, "device": "cpu",
+    "train_per_class": None, "teacher_epochs": 15, "calib_batches": None, "calib_images": None,
+    "device": "cpu",
     "arch": None, "num_classes": None, "small_input": False, "backend_options": {},
     "workers": None, "image_size": None, "mean": None, "std": None, "train_crop": "center", "data_free": False,
     "generator_options": {}, "base_augment": "auto", "export_bound_pp": 0.5,
@@ -62,7 +63,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a("--seed", type=int, help="random seed (default 0)")
     a("--train-per-class", type=int, help="train on a class-stratified subset of this many images per class")
     a("--teacher-epochs", type=int, help="epochs when a teacher has to be trained (default 15)")
-    a("--calib-batches", type=int, help="calibration batches before training (default 8)")
+    a("--calib-images", type=int, help="calibrate the student on this many training images, class-stratified, "
+      "whatever --batch-size is (default 512)")
+    a("--calib-batches", type=int, help="instead of --calib-images: calibrate on this many batches of --batch-size "
+      "images (data-free: generated batches, default 8)")
     a("--device", help="torch device (default cpu)")
     a("--resume", help="continue the run in this directory from its last checkpoint")
     a("--fresh", action="store_true", help="--out holds an earlier run: delete its checkpoint, student, report "

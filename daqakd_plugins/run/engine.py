@@ -211,7 +211,7 @@ def _student(ctx: RunContext, source: BatchSource, ck: Checkpoint | None) -> tup
         return student, ck.student_before
     student = quantized_copy(cfg, ctx.teacher, example)
     calib = source.calibration_batches(ctx)
-    student = backends.calibrate(student, cfg.backend, calib, num_batches=cfg.calib_batches)
+    student = backends.calibrate(student, cfg.backend, calib, num_batches=len(calib))
     student = _trainable(student, cfg.device)
     source.attach(student)
     return student, ctx.evaluate(student)

@@ -114,6 +114,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"- data: {d['name']} ({d['train_used']} training images used, {d['test']} test)",
         f"- loss: `{r['loss']}` = " + " + ".join(f"{t['weight']:g}·{t['key']}" for t in r["loss_terms"]),
         f"- augmentation: `{r['augmentation']}`{how}",
+        *_calibration(r.get("calibration") or {}),
         *[f"- {n}" for n in r.get("notes", [])],
         f"- epochs {r['epochs']}, lr {r['lr']}, batch {r['batch_size']}, {r['optimizer']}, seed {r['seed']}; "
         f"training {r['seconds']:.1f} s",
@@ -126,6 +127,13 @@ def render_markdown(r: dict[str, Any]) -> str:
             lines.append(f"| {label} | {acc[key]:.4f} |")
     lines += [""] + _ranking(r) + _epochs(r["history"]) + _export(r.get("export") or {})
     return "\n".join(lines) + "\n"
+
+
+def _calibration(cal: dict[str, Any]) -> list[str]:
+    if not cal.get("size_from"):
+        return []
+    return [f"- calibration: {cal['images']} training images ({cal.get('sampling', 'class-stratified')}; "
+            f"{cal['size_from']}), {cal['batches']} batch(es) of {cal.get('batch_size')}"]
 
 
 def _ranking(r: dict[str, Any]) -> list[str]:
