@@ -254,14 +254,15 @@ def _fast_forward(sched: Any, steps: int) -> None:
         group["lr"] = lr
 
 
-def _signature(model: nn.Module) -> float:
-    """One number that differs when two replicas' floating-point state differs (sum and sum of squares)."""
-    tot = 0.0
-    for t in model.state_dict().values():
+def _signature(model: nn.Module) -> dict[str, float]:
+    """Per state entry, a number that differs when two replicas' floating-point state differs (sum and sum
+    of squares)."""
+    out: dict[str, float] = {}
+    for name, t in model.state_dict().items():
         if isinstance(t, torch.Tensor) and torch.is_floating_point(t):
             v = t.detach().double()
-            tot += float(v.sum()) + float((v * v).sum())
-    return tot
+            out[name] = float(v.sum()) + float((v * v).sum())
+    return out
 
 
 @dataclass
@@ -423,6 +424,8 @@ def _train(ctx: RunContext, source: BatchSource, tr: _Training) -> float:
             tot += float(loss.detach()) * len(yb)
             n += len(yb)
             batches.set_postfix(loss=f"{tot / n:.4f}")
+        if d.active:  # as DDP's next forward would: the last step's BatchNorm statistics are rank 0's on every rank
+            distributed.broadcast_buffers(tr.student)
         acc = ctx.evaluate(tr.student)
         if d.active:  # the epoch's mean loss over every rank's samples
             red = distributed.all_reduce_sum(torch.tensor([tot, n], dtype=torch.float64))
@@ -446,13 +449,17 @@ def _train(ctx: RunContext, source: BatchSource, tr: _Training) -> float:
 def _replicas_in_sync(student: nn.Module) -> bool:
     """DDP keeps the replicas equal: check it (a backend with state DDP does not synchronise gets a warning)."""
     sigs = distributed.all_gather_object(_signature(student))
-    in_sync = all(abs(s - sigs[0]) <= 1e-9 * max(1.0, abs(sigs[0])) for s in sigs)
-    if not in_sync:
+    ref = sigs[0]
+    differ = sorted({k for s in sigs[1:] for k in set(s) | set(ref)
+                     if k not in s or k not in ref or abs(s[k] - ref[k]) > 1e-9 * max(1.0, abs(ref[k]))})
+    if differ:
         import warnings
 
-        warnings.warn(f"the ranks' students differ after training (state signatures {sigs}); the backend's student "
-                      "has state DDP does not synchronise. Report this with the backend name.", stacklevel=2)
-    return in_sync
+        shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
+        warnings.warn(f"the ranks' students differ after training in {len(differ)} state entr"
+                      f"{'y' if len(differ) == 1 else 'ies'} ({shown}); the backend's student has state DDP does "
+                      "not synchronise. Report this with the backend name.", stacklevel=2)
+    return not differ
 
 
 def _export_sample(bundle: Any, norm: Normalizer, workers: int) -> tuple[torch.Tensor, torch.Tensor, str]:
