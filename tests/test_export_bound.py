@@ -68,6 +68,13 @@ def test_an_export_outside_the_bound_is_flagged_or_fails_with_strict_export(fres
     assert main([*args, "--export-bound-pp", "0", "--strict-export"]) == 0
     err = capsys.readouterr().err
     assert "WARNING" not in err
+    # distill draws report.png as run does, and every phase says what it does (issue 29: silent phases)
+    assert (tmp_path / "run" / "report.png").read_bytes()[:4] == b"\x89PNG"
+    for phase in ("daqakd: evaluating the teacher on", "daqakd: quantizing a copy of the teacher with brevitas W8A8",
+                  "daqakd: calibrating the quantized student on 100 training images",
+                  "evaluating the calibrated (PTQ) student on", "daqakd: epoch 1/1: evaluating on",
+                  "daqakd: epoch 1/1: loss", "daqakd: exporting the student (the backend's formats)"):
+        assert phase in err, phase
     # every format by default; QONNX's slow cleanup is announced with the way to skip it
     assert "daqakd[brevitas]: QONNX export: running qonnx's cleanup_model" in err and "--export-formats onnx-qcdq" in err
     r = json.loads((tmp_path / "run" / "report.json").read_text())

@@ -127,6 +127,11 @@ def run(args: argparse.Namespace) -> int:
 
     if not distributed.current().is_main:
         return 0  # under torchrun rank 0 prints (every rank holds the same report)
+    from pathlib import Path
+
+    from ..reporting import draw_report_figure
+
+    png = draw_report_figure(report, Path(report["files"]["report_md"]).with_name("report.png"))
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return export_failed(report, "distill", strict=args.strict_export)
@@ -150,5 +155,5 @@ def run(args: argparse.Namespace) -> int:
     exp = report.get("export") or {}
     if exp and not exp.get("skipped"):
         print("export: " + json.dumps(exp, default=str)[:600])
-    print(f"report: {report['files']['report_md']}")
+    print(f"report: {report['files']['report_md']} (figure: {png})")
     return export_failed(report, "distill", strict=args.strict_export)

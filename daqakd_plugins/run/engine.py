@@ -52,6 +52,17 @@ class RunConfig:
     source: BatchSource
 
 
+def say(cfg: Any, msg: str) -> None:
+    """A line on stderr saying what the run does now (rank 0, when progress is on), on a terminal between
+    the bars and in a log alike."""
+    if not cfg.progress or not distributed.current().is_main:
+        return
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"daqakd: {msg}", file=sys.stderr)
+    sys.stderr.flush()
+
+
 def _bar(iterable: Any, *, desc: str, enabled: bool, **kw: Any) -> Any:
     from tqdm.auto import tqdm
 
@@ -209,12 +220,18 @@ def _student(ctx: RunContext, source: BatchSource, ck: Checkpoint | None) -> tup
         student = _trainable(student, cfg.device)
         source.attach(student)
         return student, ck.student_before
+    say(cfg, f"quantizing a copy of the teacher with {cfg.backend} W{cfg.bits}A{cfg.weight_act_bits} ...")
+    t0 = time.perf_counter()
     student = quantized_copy(cfg, ctx.teacher, example)
     calib = source.calibration_batches(ctx)
     student = backends.calibrate(student, cfg.backend, calib, num_batches=len(calib))
     student = _trainable(student, cfg.device)
     source.attach(student)
-    return student, ctx.evaluate(student)
+    say(cfg, f"quantized and calibrated in {time.perf_counter() - t0:.0f} s; evaluating the calibrated (PTQ) student "
+             f"on {len(ctx.bundle.test_labels)} test images ...")
+    acc = ctx.evaluate(student)
+    say(cfg, f"PTQ student: test accuracy {acc:.4f}")
+    return student, acc
 
 
 def make_optimizer(cfg: Any, params: list[nn.Parameter], steps: int) -> tuple[torch.optim.Optimizer, Any]:
@@ -294,7 +311,9 @@ def _run(cfg: Any, source: BatchSource, d: Any, lock: RunLock) -> Report:
     ctx = RunContext(cfg=cfg, out=out, dist=d, bundle=bundle, teacher=teacher, teacher_meta=tmeta,
                      teacher_path=teacher_path, norm=norm, workers=workers, evaluate=_evaluator(cfg, bundle, norm, workers, d))
     _check_width(teacher, bundle, cfg.device, teacher_path)
+    say(cfg, f"evaluating the teacher on {len(bundle.test_labels)} test images ...")
     teacher_fp = ctx.evaluate(teacher)
+    say(cfg, f"teacher (FP): test accuracy {teacher_fp:.4f}")
     ctx.example = source.example(ctx)
     tr = _setup_training(ctx, source, ck)
     train_seconds = _train(ctx, source, tr)
@@ -344,6 +363,8 @@ def _run(cfg: Any, source: BatchSource, d: Any, lock: RunLock) -> Report:
     )
     _write_report(out, report)
     if cfg.export:
+        say(cfg, f"exporting the student ({export['formats']}) and measuring each file next to the FP teacher's ONNX "
+                 f"(report so far: {out / 'report.md'}) ...")
         report.export = _export(ctx, student, source.export_example(ctx))
         report.wall_seconds = time.perf_counter() - t_start
         _write_report(out, report)
@@ -426,10 +447,13 @@ def _train(ctx: RunContext, source: BatchSource, tr: _Training) -> float:
             batches.set_postfix(loss=f"{tot / n:.4f}")
         if d.active:  # as DDP's next forward would: the last step's BatchNorm statistics are rank 0's on every rank
             distributed.broadcast_buffers(tr.student)
+        say(cfg, f"epoch {epoch + 1}/{cfg.epochs}: evaluating on {len(ctx.bundle.test_labels)} test images ...")
         acc = ctx.evaluate(tr.student)
         if d.active:  # the epoch's mean loss over every rank's samples
             red = distributed.all_reduce_sum(torch.tensor([tot, n], dtype=torch.float64))
             tot, n = float(red[0]), int(red[1])
+        say(cfg, f"epoch {epoch + 1}/{cfg.epochs}: loss {tot / max(1, n):.4f}, test accuracy {acc:.4f} "
+                 f"({time.perf_counter() - t_train:.0f} s)")
         tr.history.append({"epoch": epoch + 1, "loss": tot / max(1, n), **source.epoch_summary(),
                            "test_accuracy": acc, "lr": float(tr.opt.param_groups[0]["lr"]), "terms": tr.kd.last_terms})
         epochs_bar.set_postfix(loss=f"{tot / max(1, n):.4f}", acc=f"{acc:.4f}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -84,11 +83,11 @@ class RealData(SourceDefaults):
         labels = b.train_labels
         want, how = cfg.calibration_size()
         idx = calibration_sample(labels, want, seed=cfg.seed)
-        if cfg.progress and ctx.dist.is_main:
-            print(f"daqakd: calibrating the quantized student on {len(idx)} training images (class-stratified; "
-                  f"{how}{'; the training set has only ' + str(len(labels)) if len(idx) < want else ''}) in "
-                  f"{math.ceil(len(idx) / cfg.batch_size)} batch(es) of {cfg.batch_size}, then evaluating it (PTQ)",
-                  file=sys.stderr, flush=True)
+        from .engine import say
+
+        say(cfg, f"calibrating the quantized student on {len(idx)} training images (class-stratified; {how}"
+                 f"{'; the training set has only ' + str(len(labels)) if len(idx) < want else ''}) in "
+                 f"{math.ceil(len(idx) / cfg.batch_size)} batch(es) of {cfg.batch_size} ...")
         xs, _ = dataset_tensors(b.train, num_classes=b.num_classes, index=idx, workers=ctx.workers,
                                 batch_size=cfg.batch_size, desc="calibration images")
         xs = ctx.norm(xs)
