@@ -158,7 +158,12 @@ def broadcast_buffers(model: torch.nn.Module, src: int = 0) -> None:
     import torch.distributed as dist
 
     for buf in model.buffers():
-        dist.broadcast(buf.data, src=src)
+        if buf.is_contiguous():
+            dist.broadcast(buf.data, src=src)
+        else:  # broadcast needs a dense tensor
+            dense = buf.detach().contiguous()
+            dist.broadcast(dense, src=src)
+            buf.data.copy_(dense)
 
 
 def barrier() -> None:
