@@ -23,7 +23,7 @@ import torch
 from .errors import ConfigError
 
 __all__ = ["Dist", "launched", "setup", "current", "all_reduce_sum", "all_gather_object", "barrier",
-           "broadcast_object", "main_first", "TIMEOUT_ENV"]
+           "broadcast_object", "broadcast_buffers", "main_first", "TIMEOUT_ENV"]
 
 TIMEOUT_ENV = "DAQAKD_DIST_TIMEOUT"
 
@@ -146,6 +146,24 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def broadcast_buffers(model: torch.nn.Module, src: int = 0) -> None:
+    """Rank ``src``'s buffers (BatchNorm running statistics, quantizers' calibrated ranges) on every rank,
+    in place: what DistributedDataParallel does at the start of every forward (``broadcast_buffers``).
+    Needed after the last training step, whose forward updated each rank's running statistics from its
+    own batch, before the replicas are evaluated, compared or saved."""
+    if not _ready():
+        return
+    import torch.distributed as dist
+
+    for buf in model.buffers():
+        if buf.is_contiguous():
+            dist.broadcast(buf.data, src=src)
+        else:  # broadcast needs a dense tensor
+            dense = buf.detach().contiguous()
+            dist.broadcast(dense, src=src)
+            buf.data.copy_(dense)
 
 
 def barrier() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["draw_report_figure"]
+__all__ = ["draw_report_figure", "report_figure"]
 
 
 def _exported_accuracies(export: dict[str, Any]) -> list[tuple[str, float]]:
@@ -18,12 +18,24 @@ def _exported_accuracies(export: dict[str, Any]) -> list[tuple[str, float]]:
 
 def draw_report_figure(report: dict[str, Any], path: str | Path) -> Path:
     """Draw ``report`` (as written by ``run_distill``) into a PNG at ``path``."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig = report_figure(report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def report_figure(report: dict[str, Any]) -> Any:
+    """The figure of ``report``: ranking scores (when ranked), accuracies, and the training curve (test
+    accuracy and loss per epoch, with a legend, whole-epoch ticks and an accuracy axis up to 100 %)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
     ranking = [e for e in report.get("ranking") or [] if isinstance(e, dict) and "score" in e]
     panels = 3 if ranking else 2
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.2))
@@ -51,15 +63,20 @@ def draw_report_figure(report: dict[str, Any], path: str | Path) -> Path:
     ax = axes[-1]
     hist = report.get("history") or []
     if hist:
-        ax.plot([h["epoch"] for h in hist], [100 * h["test_accuracy"] for h in hist], "o-", label="test accuracy %")
+        from matplotlib.ticker import MaxNLocator
+
+        epochs = [h["epoch"] for h in hist]
+        accs = [100 * h["test_accuracy"] for h in hist]
+        acc_line = ax.plot(epochs, accs, "o-", label="test accuracy %")
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy %")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        ax.set_ylim(max(0.0, min(accs) - 5), 100)  # an accuracy axis never passes 100 %
         ax2 = ax.twinx()
-        ax2.plot([h["epoch"] for h in hist], [h["loss"] for h in hist], "s--", color="tab:red", label="train loss")
+        loss_line = ax2.plot(epochs, [h["loss"] for h in hist], "s--", color="tab:red", label="train loss")
         ax2.set_ylabel("train loss")
+        lines = acc_line + loss_line
+        ax.legend(lines, [ln.get_label() for ln in lines], loc="lower left", fontsize=8)
         ax.set_title(f"training, augmentation: {report.get('augmentation')}")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig

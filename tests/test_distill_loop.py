@@ -132,3 +132,26 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(fresh_plugins,
     assert ck["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in ck["student"]["state_dict"].values() if v.is_floating_point())
     assert not (Path(cfg.out) / "report.json").exists()  # type: ignore[arg-type]
+
+
+def test_calibration_sample_is_a_number_of_images_not_batches(fresh_plugins, tmp_path, teacher_file, capsys):
+    """--batch-size no longer scales the calibration sample (issue 29): calib_images images, whatever the
+    batch size; the console and the report say how many and which option set it."""
+    small = run_distill(_cfg(tmp_path, teacher_file, epochs=1, batch_size=8, calib_images=40, progress=True,
+                             out=str(tmp_path / "b8")))
+    big = run_distill(_cfg(tmp_path, teacher_file, epochs=1, batch_size=32, calib_images=40, out=str(tmp_path / "b32")))
+    for r, batches in ((small, 5), (big, 2)):
+        cal = r["calibration"]
+        assert (cal["images"], cal["batches"], cal["size_from"]) == (40, batches, "--calib-images 40")
+        assert sum(cal["per_class"].values()) == 40
+    assert small["calibration"]["per_class"] == big["calibration"]["per_class"]  # the same images
+    err = capsys.readouterr().err
+    assert "daqakd: calibrating the quantized student on 40 training images (class-stratified; --calib-images 40) " \
+           "in 5 batch(es) of 8" in err
+    assert "- calibration: 40 training images (class-stratified, seeded, shuffled; --calib-images 40), 5 batch(es) " \
+           "of 8" in (tmp_path / "b8" / "report.md").read_text()
+    # the default is a fixed 512 images; the older --calib-batches keeps its meaning (batches × batch size)
+    assert _cfg(tmp_path, teacher_file, batch_size=16).calibration_size() == (512, "default (--calib-images 512)")
+    assert _cfg(tmp_path, teacher_file, batch_size=16, calib_batches=2).calibration_size()[0] == 32
+    with pytest.raises(ConfigError, match="pass one"):
+        _cfg(tmp_path, teacher_file, calib_batches=2, calib_images=40)

@@ -121,6 +121,26 @@ def test_distill_under_torchrun_reports_and_resumes_in_one_process(teacher_file:
             assert h["lr"] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * e / 3)), abs=1e-9), (e, h["lr"])
 
 
+@pytest.mark.parametrize("backend", ["pytorch-quantization", "modelopt"])
+def test_replicas_stay_equal_with_quantizer_and_batchnorm_buffers(backend: str, teacher_file: Path, tmp_path: Path) -> None:
+    """pytorch-quantization and Model Optimizer keep BatchNorm unfused (and in train mode) next to their
+    amax buffers: the last step's forward updated each rank's running statistics from its own batch, and the
+    run warned on every torchrun that the ranks' students differ (issue 29). Rank 0's buffers are broadcast
+    after every epoch, as DDP's next forward would, so the replicas are equal and nothing is warned."""
+    from daqakd_plugins.plugins import backend_status, get_backend
+
+    if not backend_status(get_backend(backend))["available"]:
+        pytest.skip(f"{backend} is not installed")
+    out = tmp_path / "run"
+    r = _torchrun("distill", "--teacher", str(teacher_file), "--backend", backend, "--bits", "8", "--epochs", "1",
+                  "--augment", "none", "--train-per-class", "20", "--batch-size", "16", "--workers", "0", "--no-export",
+                  "--out", str(out), cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["world_size"] == 2 and report["distributed"]["replicas_in_sync"] is True
+    assert "students differ" not in r.stderr
+
+
 FAIL_PLUGIN = '''
 import os
 from daqakd_plugins.contracts import Augmentation

@@ -112,3 +112,22 @@ def test_checkpoint_versions(tmp_path: Path) -> None:
         Checkpoint.from_dict({**raw, "format": "daqakd-run-checkpoint/9"})
     with pytest.raises(CheckpointError, match="source's state uses the engine's checkpoint keys"):
         Checkpoint(**{**ck.__dict__, "source": {"epoch": 3}}).to_dict()
+
+
+def test_resume_compares_the_calibration_sample_not_how_it_was_asked_for() -> None:
+    """A run from before --calib-images (calib_batches 8 at batch size 64) resumes under the default 512
+    images (`daqakd run` resumes with its own defaults); another sample is refused, naming both."""
+    import pytest
+
+    from daqakd_plugins.distill.config import TRAJECTORY
+    from daqakd_plugins.errors import CheckpointError
+    from daqakd_plugins.run.rundir import check_resume
+
+    base = {**dict.fromkeys(TRAJECTORY), "batch_size": 64}
+    old = {**base, "calib_batches": 8}
+    check_resume(dict(base), old)
+    check_resume({**base, "calib_images": 512}, old)
+    with pytest.raises(CheckpointError, match=r"calibration: checkpoint 512 training images vs now 100 training images"):
+        check_resume({**base, "calib_images": 100}, old)
+    with pytest.raises(CheckpointError, match=r"calibration: checkpoint 256 training images vs now 512"):
+        check_resume(dict(base), {**base, "calib_batches": 4})

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import sys
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -659,6 +660,11 @@ def _export_one(fmt: str, model: nn.Module, x: torch.Tensor, out_dir: Path) -> E
     raw = out_dir / "student.qonnx.raw.onnx"
     path = out_dir / "student.qonnx.onnx"
     export_qonnx(model, args=x, export_path=str(raw), **kw)
+    # qonnx's cleanup (and its node-by-node execution for the accuracy check) is the slow part: say so
+    print("daqakd[brevitas]: QONNX export: running qonnx's cleanup_model on the graph (for FINN), then checking "
+          "the file's accuracy in qonnx, node by node; this can take minutes on graphs with channel shuffles or "
+          "splits (ShuffleNet). To skip QONNX: --export-formats onnx-qcdq (API: export_formats=('onnx-qcdq',)).",
+          file=sys.stderr, flush=True)
     cleaned = cleanup_model(ModelWrapper(str(raw)), override_inpsize=1)  # FINN's starting point: batch 1
     cleaned.save(str(path))
     raw.unlink(missing_ok=True)

@@ -69,13 +69,36 @@ def add_data_args(p: argparse.ArgumentParser, *, train: bool = True) -> None:
                             "augmentation is the only augmentation), random = random-resized crop as in ImageNet recipes")
 
 
-def export_failed(report: dict[str, Any], command: str) -> int:
+def add_export_args(p: argparse.ArgumentParser) -> None:
+    """How the exported student is checked against the torch student (docs/distill.md#export)."""
+    a = p.add_argument_group("export (docs/distill.md#export)")
+    a.add_argument("--export-bound-pp", type=float, default=None, metavar="PP",
+                   help="an exported format whose test accuracy differs from the torch student's by more than PP "
+                        "percentage points is flagged: a WARNING on the console and in report.md (default 0.5)")
+    a.add_argument("--export-formats", default=None, metavar="F1,F2",
+                   help="export only these of the backend's formats, comma-separated (default: all it writes for "
+                        "the bit widths; an unknown name is refused listing them), e.g. --export-formats onnx-qcdq to skip "
+                        "Brevitas' slow QONNX export")
+    a.add_argument("--strict-export", action="store_true",
+                   help="an export outside --export-bound-pp fails the command (exit status 1) instead of a WARNING; "
+                        "the student and the report are written either way")
+
+
+def export_failed(report: dict[str, Any], command: str, *, strict: bool = False) -> int:
     """After a run: if the export it was asked for failed (the whole export, or a format whose runtime
-    could not run it), say so on stderr and return exit status 1; else 0. The run's student and report
+    could not run it), say so on stderr and return exit status 1; with ``strict`` (``--strict-export``)
+    also when an exported format is outside the accuracy bound; else 0. The run's student and report
     are written either way, so a script that checks the exit status does not ship a missing export."""
     import sys
 
     exp = report.get("export") or {}
+    outside = exp.get("outside_bound") or []
+    if strict and outside:
+        fmts = ", ".join(f"{o['format']} ({o['diff_pp']:.2f} pp)" for o in outside)
+        print(f"daqakd {command}: error: --strict-export: {fmts} outside the bound of {exp.get('bound_pp'):g} pp "
+              f"between the exported and the torch student's accuracy. The student and the report are written "
+              f"({(report.get('files') or {}).get('report_md', 'report.md')}).", file=sys.stderr)
+        return 1
     bad = [str(exp["error"])] if exp.get("error") else []
     bad += [str(e["error"]) for e in exp.get("student", []) if isinstance(e, dict) and e.get("error")]
     if not bad:

@@ -14,6 +14,7 @@ from ._common import (
     add_arch_args,
     add_backend_option_arg,
     add_data_args,
+    add_export_args,
     export_failed,
     parse_backend_options,
 )
@@ -24,10 +25,12 @@ _DEFAULTS: dict[str, Any] = {
     "backend": None, "bits": 4, "act_bits": None, "data": "digits", "teacher": None, "epochs": 8,
     "augment": "auto", "loss": "paper", "lr": 1e-3, "batch_size": 64, "seed": 0, "optimizer": "adam",
     "weight_decay": 0.0, "candidates": None, "metric": "cmi", "rank_per_class": None, "rank_repeats": 1,
-    "train_per_class": None, "teacher_epochs": 15, "calib_batches": 8, "device": "cpu",
+    "train_per_class": None, "teacher_epochs": 15, "calib_batches": None, "calib_images": None,
+    "device": "cpu",
     "arch": None, "num_classes": None, "small_input": False, "backend_options": {},
     "workers": None, "image_size": None, "mean": None, "std": None, "train_crop": "center", "data_free": False,
-    "generator_options": {}, "base_augment": "auto",
+    "generator_options": {}, "base_augment": "auto", "export_bound_pp": 0.5,
+    "export_formats": None,
 }
 
 
@@ -61,7 +64,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a("--seed", type=int, help="random seed (default 0)")
     a("--train-per-class", type=int, help="train on a class-stratified subset of this many images per class")
     a("--teacher-epochs", type=int, help="epochs when a teacher has to be trained (default 15)")
-    a("--calib-batches", type=int, help="calibration batches before training (default 8)")
+    a("--calib-images", type=int, help="calibrate the student on this many training images, class-stratified, "
+      "whatever --batch-size is (default 512)")
+    a("--calib-batches", type=int, help="instead of --calib-images: calibrate on this many batches of --batch-size "
+      "images (data-free: generated batches, default 8)")
     a("--device", help="torch device (default cpu)")
     a("--resume", help="continue the run in this directory from its last checkpoint")
     a("--fresh", action="store_true", help="--out holds an earlier run: delete its checkpoint, student, report "
@@ -77,6 +83,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_arch_args(p)
     add_backend_option_arg(p)
     add_data_args(p)
+    add_export_args(p)
     p.set_defaults(func=run)
 
 
@@ -121,9 +128,14 @@ def run(args: argparse.Namespace) -> int:
 
     if not distributed.current().is_main:
         return 0  # under torchrun rank 0 prints (every rank holds the same report)
+    from pathlib import Path
+
+    from ..reporting import draw_report_figure
+
+    png = draw_report_figure(report, Path(report["files"]["report_md"]).with_name("report.png"))
     if args.json:
         print(json.dumps(report, indent=2, default=str))
-        return export_failed(report, "distill")
+        return export_failed(report, "distill", strict=args.strict_export)
     acc = report["accuracy"]
     print(
         f"{report['backend']} W{report['bits']}A{report['act_bits']}  augmentation={report['augmentation']}  "
@@ -144,5 +156,5 @@ def run(args: argparse.Namespace) -> int:
     exp = report.get("export") or {}
     if exp and not exp.get("skipped"):
         print("export: " + json.dumps(exp, default=str)[:600])
-    print(f"report: {report['files']['report_md']}")
-    return export_failed(report, "distill")
+    print(f"report: {report['files']['report_md']} (figure: {png})")
+    return export_failed(report, "distill", strict=args.strict_export)

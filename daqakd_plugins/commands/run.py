@@ -13,6 +13,7 @@ from ._common import (
     add_arch_args,
     add_backend_option_arg,
     add_data_args,
+    add_export_args,
     export_failed,
     parse_backend_options,
 )
@@ -33,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_arch_args(p)
     add_backend_option_arg(p)
     add_data_args(p)
+    add_export_args(p)
     p.add_argument("--fresh", action="store_true",
                    help="start over: delete OUT's earlier checkpoint, student, report and export first")
     p.set_defaults(func=run)
@@ -59,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         backend_options=parse_backend_options(args.backend_option), workers=args.workers,
         image_size=args.image_size, mean=args.mean, std=args.std, train_crop=args.train_crop or "center",
         base_augment=args.base_augment or "auto",
+        export_bound_pp=0.5 if args.export_bound_pp is None else args.export_bound_pp,
+        export_formats=args.export_formats,
     )
     report = run_distill(cfg)
     from .. import distributed
@@ -77,4 +81,4 @@ def run(args: argparse.Namespace) -> int:
         "report": [str(out / "report.json"), str(out / "report.md"), str(png)],
     }
     print(json.dumps(summary, indent=2))
-    return export_failed(report, "run")
+    return export_failed(report, "run", strict=args.strict_export)

@@ -12,13 +12,16 @@ from ..config import QuantConfig
 from ..errors import ConfigError, UnknownNameError
 from .distiller import resolve_loss
 
-__all__ = ["DistillConfig"]
+__all__ = ["DistillConfig", "DEFAULT_CALIB_IMAGES"]
+
+#: the real-data calibration sample without ``calib_images``/``calib_batches`` (8 batches of the default 64)
+DEFAULT_CALIB_IMAGES = 512
 
 # Fields that define the training trajectory: a resumed run must agree on all of them.
 TRAJECTORY = (
     "backend", "bits", "act_bits", "data", "epochs", "augment", "loss", "lr", "batch_size", "seed",
     "optimizer", "weight_decay", "candidates", "metric", "rank_per_class", "rank_repeats",
-    "train_per_class", "teacher_epochs", "calib_batches", "per_channel", "backend_options",
+    "train_per_class", "teacher_epochs", "calib_batches", "calib_images", "per_channel", "backend_options",
     "arch", "num_classes", "small_input", "image_size", "mean", "std", "train_crop", "data_free", "generator_options",
     "base_augment",
 )
@@ -34,6 +37,26 @@ def _default_backend() -> str:
 
 def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _export_formats(value: Any, backend: str) -> tuple[str, ...] | None:
+    """``export_formats`` as a tuple of the backend's format names (``BackendInfo.export_formats``), checked
+    before any work: a typo must not surface after hours of training."""
+    if value is None:
+        return None
+    from ..plugins import get_backend
+
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(v).strip().lower() for v in items if str(v).strip()]
+    known = tuple(get_backend(backend).export_formats)
+    if not names:
+        raise ConfigError(f"export_formats (--export-formats) is empty; name one or more of backend {backend!r}'s "
+                          f"formats ({', '.join(known)}), or skip export with --no-export (export=False).")
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise ConfigError(f"backend {backend!r} cannot export {', '.join(repr(b) for b in bad)} (--export-formats); "
+                          f"its formats: {', '.join(known) or '(none)'}.")
+    return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +93,12 @@ class DistillConfig:
     seed: int = 0
     resume: str | None = None
     export: bool = True
+    #: an exported format whose test accuracy differs from the torch student's by more than this many
+    #: percentage points is flagged (report.json ``export.outside_bound``, report.md, a console WARNING)
+    export_bound_pp: float = 0.5
+    #: export only these of the backend's formats (``BackendInfo.export_formats``; None: the backend's
+    #: defaults for the student's bit widths); a comma-separated string is accepted too
+    export_formats: tuple[str, ...] | None = None
     fresh: bool = False
     device: str = "cpu"
     optimizer: str = "adam"
@@ -80,7 +109,12 @@ class DistillConfig:
     rank_repeats: int = 1
     train_per_class: int | None = None
     teacher_epochs: int = 15
-    calib_batches: int = 8
+    #: real data: the calibration sample is ``calib_images`` training images (default
+    #: :data:`DEFAULT_CALIB_IMAGES`), whatever the batch size; ``calib_batches`` (the older option) instead
+    #: takes ``calib_batches × batch_size`` images, as runs did before ``calib_images`` existed. Data-free:
+    #: ``calib_batches`` generated batches (default 8).
+    calib_batches: int | None = None
+    calib_images: int | None = None
     per_channel: bool = True
     backend_options: dict[str, Any] = field(default_factory=dict)
     arch: str | None = None
@@ -106,11 +140,23 @@ class DistillConfig:
 
         check_device(self.device)
         check_out_outside_data(self.out_dir, self.data, flag="--out" if self.out is not None else "--resume")
-        for name in ("bits", "epochs", "batch_size", "seed", "rank_repeats", "teacher_epochs", "calib_batches"):
+        if self.data_free and self.calib_batches is None:
+            object.__setattr__(self, "calib_batches", 8)  # generated batches
+        for name in ("bits", "epochs", "batch_size", "seed", "rank_repeats", "teacher_epochs", "calib_batches",
+                     "calib_images"):
             v = getattr(self, name)
+            if v is None and name in ("calib_batches", "calib_images"):
+                continue
             lo = 0 if name == "seed" else 1
             if not _is_int(v) or v < lo:
                 raise ConfigError(f"{name} must be an integer ≥ {lo}, got {v!r}")
+        if self.calib_images is not None and self.calib_batches is not None:
+            raise ConfigError(f"calib_images={self.calib_images} (--calib-images) and calib_batches={self.calib_batches} "
+                              "(--calib-batches) both size the calibration sample; pass one (--calib-images N: N "
+                              "images whatever the batch size).")
+        if self.calib_images is not None and self.data_free:
+            raise ConfigError("calib_images (--calib-images) counts real training images; a data-free run calibrates "
+                              "on --calib-batches generated batches.")
         for name in ("act_bits", "rank_per_class", "train_per_class", "num_classes"):
             v = getattr(self, name)
             if v is not None and (not _is_int(v) or v < 1):
@@ -119,6 +165,12 @@ class DistillConfig:
             raise ConfigError(f"lr must be a positive number (e.g. 1e-3), got {self.lr!r}")
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise ConfigError(f"weight_decay must be ≥ 0, got {self.weight_decay!r}")
+        if isinstance(self.export_bound_pp, bool) or not (isinstance(self.export_bound_pp, (int, float))
+                                                          and math.isfinite(self.export_bound_pp)
+                                                          and self.export_bound_pp >= 0):
+            raise ConfigError(f"export_bound_pp (--export-bound-pp) must be a number of percentage points ≥ 0 "
+                              f"(default 0.5), got {self.export_bound_pp!r}")
+        object.__setattr__(self, "export_formats", _export_formats(self.export_formats, self.backend))
         if self.optimizer not in ("adam", "sgd"):
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         info = get_backend(self.backend)  # UnknownNameError listing the registered backends
@@ -171,8 +223,19 @@ class DistillConfig:
 
     def quant_config(self) -> QuantConfig:
         """The student's quantization config (bits, per-channel scales, calibration, backend options)."""
+        n, _ = self.calibration_size()
         return QuantConfig(weight_bits=self.bits, act_bits=self.weight_act_bits, per_channel=self.per_channel,
-                           calib_batches=self.calib_batches, options=dict(self.backend_options))
+                           calib_batches=self.calib_batches or max(1, math.ceil(n / self.batch_size)),
+                           options=dict(self.backend_options))
+
+    def calibration_size(self) -> tuple[int, str]:
+        """How many real training images calibrate the student, and which option said so."""
+        if self.calib_batches is not None:
+            return self.calib_batches * self.batch_size, (f"--calib-batches {self.calib_batches} × --batch-size "
+                                                          f"{self.batch_size}")
+        if self.calib_images is not None:
+            return self.calib_images, f"--calib-images {self.calib_images}"
+        return DEFAULT_CALIB_IMAGES, f"default (--calib-images {DEFAULT_CALIB_IMAGES})"
 
     @property
     def weight_act_bits(self) -> int:

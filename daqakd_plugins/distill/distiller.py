@@ -130,6 +130,11 @@ def _check_params(comp: LossComponent, term: LossTerm) -> None:
         )
 
 
+def _pieces(aug: Augmentation) -> list[Augmentation]:
+    """A candidate and, for a composed one, every piece in it."""
+    return [aug, *(q for p in aug.parts for q in _pieces(p))]
+
+
 def _resolve_augment(spec: AugmentSpec) -> Augmentation | None:
     if spec is None:
         return None
@@ -245,6 +250,7 @@ class Distiller:
         self.normalize = normalize if isinstance(normalize, Normalizer) else Normalizer(*(normalize or (None, None)))
         self._loader: DistillLoader | None = None  # set by loader(): the worker stages run there
         self._device_seed: int | None = None
+        self._range_checks = 0  # the first batches' value range is checked once a torchvision candidate runs
         self.num_classes = num_classes
         if device is None:
             p = next(student.parameters(), None)
@@ -462,6 +468,29 @@ class Distiller:
         # tensor that still carries no gradient history.
         return z.clone(), tuple(e.clone() for e in extra)
 
+    #: batches whose value range :meth:`loss` checks (a normalised dataset is normalised from its first batch)
+    RANGE_CHECK_BATCHES = 4
+
+    def _check_range(self, x: torch.Tensor, aug: Augmentation | None) -> None:
+        """Warn once when images that look normalised (well outside ``[0, 1]``) meet a torchvision candidate:
+        its colour and intensity ops assume ``[0, 1]`` and clip or saturate anything else, silently."""
+        if self._range_checks >= self.RANGE_CHECK_BATCHES or aug is None or not x.is_floating_point():
+            return
+        tv = [a.name for a in _pieces(aug) if a.family == "torchvision"]
+        if not tv:
+            return
+        self._range_checks += 1
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -0.5 or hi > 1.5:
+            self._range_checks = self.RANGE_CHECK_BATCHES  # once
+            warnings.warn(
+                f"kd.loss got images with values in [{lo:.2f}, {hi:.2f}], which look normalised, while the "
+                f"augmentation {aug.name!r} uses torchvision ({', '.join(tv)}), whose ops expect images in [0, 1] "
+                "and clip or saturate anything else. Take Normalize out of the dataset's transform and pass it "
+                "to the Distiller instead: Distiller(..., normalize=(mean, std)) normalises after augmenting.",
+                stacklevel=3,
+            )
+
     def loss(self, x: torch.Tensor, y: torch.Tensor, *, augment: AugmentSpec | str = "default",
              seed: int | None = None) -> torch.Tensor:
         """The training loss of one batch (a scalar with grad for the student).
@@ -485,6 +514,7 @@ class Distiller:
         if seed is None and self._device_seed is not None:
             seed, self._device_seed = self._device_seed, None
         x, y = check_batch(x, y, where="Distiller.loss")
+        self._check_range(x, self.augment if isinstance(augment, str) and augment == "default" else aug)
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
         if not self._prepared:

@@ -269,7 +269,13 @@ def _run_all(
     seconds = [0.0] * len(cands)
     samples = 0
     current: tuple[int, int] | None = None
-    bar = tqdm(total=len(mine), desc=f"rank ({metric.name})", unit="batch",
+    # the bar counts candidates (× repeats), each advanced batch by batch: "s/candidate", not "s/batch"
+    per_pass: dict[int, int] = {}
+    for items in mine:
+        key = items[0][0] * repeats + items[0][1] - seed  # (candidate, seed + repeat, ...)
+        per_pass[key] = per_pass.get(key, 0) + 1
+    bar = tqdm(total=len(cands) * repeats, desc=f"rank ({metric.name})", unit="candidate",
+               bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} candidates [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
                disable=None if (progress and d.is_main) else True, dynamic_ncols=True)
     t_last = time.perf_counter()
     try:
@@ -308,7 +314,7 @@ def _run_all(
             seconds[ci] += now - t_last
             t_last = now
             samples += len(batch.indices)
-            bar.update(1)
+            bar.update(1 / per_pass[ci * repeats + r])
     finally:
         bar.close()
     keys = [(ci, r) for ci in range(len(cands)) for r in range(repeats)]

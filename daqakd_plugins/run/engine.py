@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from ..errors import ConfigError, DaqakdError, NonFiniteError
 from ..streams import Normalizer, eval_loader, resolve_workers
 from ..train import evaluate_counts, seed_everything
 from .checkpoint import Checkpoint
-from .report import Report
+from .report import Report, export_bound_warnings, flag_export_bound
 from .rundir import RunLock, check_resume, claim_run_dir
 from .source import BatchSource, RunContext
 
@@ -49,6 +50,17 @@ class RunConfig:
 
     settings: Any
     source: BatchSource
+
+
+def say(cfg: Any, msg: str) -> None:
+    """A line on stderr saying what the run does now (rank 0, when progress is on), on a terminal between
+    the bars and in a log alike."""
+    if not cfg.progress or not distributed.current().is_main:
+        return
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"daqakd: {msg}", file=sys.stderr)
+    sys.stderr.flush()
 
 
 def _bar(iterable: Any, *, desc: str, enabled: bool, **kw: Any) -> Any:
@@ -208,13 +220,18 @@ def _student(ctx: RunContext, source: BatchSource, ck: Checkpoint | None) -> tup
         student = _trainable(student, cfg.device)
         source.attach(student)
         return student, ck.student_before
+    say(cfg, f"quantizing a copy of the teacher with {cfg.backend} W{cfg.bits}A{cfg.weight_act_bits} ...")
+    t0 = time.perf_counter()
     student = quantized_copy(cfg, ctx.teacher, example)
     calib = source.calibration_batches(ctx)
-    student = backends.calibrate(student, cfg.backend, calib, num_batches=cfg.calib_batches,
-                                 config=cfg.quant_config())
+    student = backends.calibrate(student, cfg.backend, calib, num_batches=len(calib), config=cfg.quant_config())
     student = _trainable(student, cfg.device)
     source.attach(student)
-    return student, ctx.evaluate(student)
+    say(cfg, f"quantized and calibrated in {time.perf_counter() - t0:.0f} s; evaluating the calibrated (PTQ) student "
+             f"on {len(ctx.bundle.test_labels)} test images ...")
+    acc = ctx.evaluate(student)
+    say(cfg, f"PTQ student: test accuracy {acc:.4f}")
+    return student, acc
 
 
 def make_optimizer(cfg: Any, params: list[nn.Parameter], steps: int) -> tuple[torch.optim.Optimizer, Any]:
@@ -254,14 +271,15 @@ def _fast_forward(sched: Any, steps: int) -> None:
         group["lr"] = lr
 
 
-def _signature(model: nn.Module) -> float:
-    """One number that differs when two replicas' floating-point state differs (sum and sum of squares)."""
-    tot = 0.0
-    for t in model.state_dict().values():
+def _signature(model: nn.Module) -> dict[str, float]:
+    """Per state entry, a number that differs when two replicas' floating-point state differs (sum and sum
+    of squares)."""
+    out: dict[str, float] = {}
+    for name, t in model.state_dict().items():
         if isinstance(t, torch.Tensor) and torch.is_floating_point(t):
             v = t.detach().double()
-            tot += float(v.sum()) + float((v * v).sum())
-    return tot
+            out[name] = float(v.sum()) + float((v * v).sum())
+    return out
 
 
 @dataclass
@@ -293,7 +311,9 @@ def _run(cfg: Any, source: BatchSource, d: Any, lock: RunLock) -> Report:
     ctx = RunContext(cfg=cfg, out=out, dist=d, bundle=bundle, teacher=teacher, teacher_meta=tmeta,
                      teacher_path=teacher_path, norm=norm, workers=workers, evaluate=_evaluator(cfg, bundle, norm, workers, d))
     _check_width(teacher, bundle, cfg.device, teacher_path)
+    say(cfg, f"evaluating the teacher on {len(bundle.test_labels)} test images ...")
     teacher_fp = ctx.evaluate(teacher)
+    say(cfg, f"teacher (FP): test accuracy {teacher_fp:.4f}")
     ctx.example = source.example(ctx)
     tr = _setup_training(ctx, source, ck)
     train_seconds = _train(ctx, source, tr)
@@ -313,8 +333,14 @@ def _run(cfg: Any, source: BatchSource, d: Any, lock: RunLock) -> Report:
         meta={"accuracy": student_after, "augmentation": tr.augmentation, "loss": cfg.loss, "seed": cfg.seed,
               **fin.student_meta},
     )
-    export = _export(ctx, student, source.export_example(ctx)) if cfg.export else {"skipped": "--no-export"}
-    tr.kd.remove_hooks()
+    if cfg.export:  # a report before the export too: a run stopped during a slow export still leaves one
+        fmts = ", ".join(cfg.export_formats) if cfg.export_formats else "the backend's formats"
+        export: dict[str, Any] = {"status": "running", "formats": fmts,
+                                  "note": "written before the export; a report that still says 'running' comes from "
+                                          "a run stopped during the export (the student is saved; --export-formats "
+                                          "skips a slow format)"}
+    else:
+        export = {"skipped": "--no-export"}
     report = Report(
         mode=source.mode, backend=cfg.backend, bits=cfg.bits, act_bits=cfg.weight_act_bits,
         augmentation=tr.augmentation, base_augment=tr.base_augment, loss=cfg.loss,
@@ -335,11 +361,22 @@ def _run(cfg: Any, source: BatchSource, d: Any, lock: RunLock) -> Report:
                      "batch_size": "per rank" if d.active else "per step"},
         section=fin.section,
     )
-    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
-    (out / "report.md").write_text(report.markdown())
+    _write_report(out, report)
+    if cfg.export:
+        say(cfg, f"exporting the student ({export['formats']}) and measuring each file next to the FP teacher's ONNX "
+                 f"(report so far: {out / 'report.md'}) ...")
+        report.export = _export(ctx, student, source.export_example(ctx))
+        report.wall_seconds = time.perf_counter() - t_start
+        _write_report(out, report)
+    tr.kd.remove_hooks()
     if d.active:
         distributed.broadcast_object(report)
     return report
+
+
+def _write_report(out: Path, report: Report) -> None:
+    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    (out / "report.md").write_text(report.markdown())
 
 
 def _setup_training(ctx: RunContext, source: BatchSource, ck: Checkpoint | None) -> _Training:
@@ -408,10 +445,15 @@ def _train(ctx: RunContext, source: BatchSource, tr: _Training) -> float:
             tot += float(loss.detach()) * len(yb)
             n += len(yb)
             batches.set_postfix(loss=f"{tot / n:.4f}")
+        if d.active:  # as DDP's next forward would: the last step's BatchNorm statistics are rank 0's on every rank
+            distributed.broadcast_buffers(tr.student)
+        say(cfg, f"epoch {epoch + 1}/{cfg.epochs}: evaluating on {len(ctx.bundle.test_labels)} test images ...")
         acc = ctx.evaluate(tr.student)
         if d.active:  # the epoch's mean loss over every rank's samples
             red = distributed.all_reduce_sum(torch.tensor([tot, n], dtype=torch.float64))
             tot, n = float(red[0]), int(red[1])
+        say(cfg, f"epoch {epoch + 1}/{cfg.epochs}: loss {tot / max(1, n):.4f}, test accuracy {acc:.4f} "
+                 f"({time.perf_counter() - t_train:.0f} s)")
         tr.history.append({"epoch": epoch + 1, "loss": tot / max(1, n), **source.epoch_summary(),
                            "test_accuracy": acc, "lr": float(tr.opt.param_groups[0]["lr"]), "terms": tr.kd.last_terms})
         epochs_bar.set_postfix(loss=f"{tot / max(1, n):.4f}", acc=f"{acc:.4f}")
@@ -431,13 +473,17 @@ def _train(ctx: RunContext, source: BatchSource, tr: _Training) -> float:
 def _replicas_in_sync(student: nn.Module) -> bool:
     """DDP keeps the replicas equal: check it (a backend with state DDP does not synchronise gets a warning)."""
     sigs = distributed.all_gather_object(_signature(student))
-    in_sync = all(abs(s - sigs[0]) <= 1e-9 * max(1.0, abs(sigs[0])) for s in sigs)
-    if not in_sync:
+    ref = sigs[0]
+    differ = sorted({k for s in sigs[1:] for k in set(s) | set(ref)
+                     if k not in s or k not in ref or abs(s[k] - ref[k]) > 1e-9 * max(1.0, abs(ref[k]))})
+    if differ:
         import warnings
 
-        warnings.warn(f"the ranks' students differ after training (state signatures {sigs}); the backend's student "
-                      "has state DDP does not synchronise. Report this with the backend name.", stacklevel=2)
-    return in_sync
+        shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
+        warnings.warn(f"the ranks' students differ after training in {len(differ)} state entr"
+                      f"{'y' if len(differ) == 1 else 'ies'} ({shown}); the backend's student has state DDP does "
+                      "not synchronise. Report this with the backend name.", stacklevel=2)
+    return not differ
 
 
 def _export_sample(bundle: Any, norm: Normalizer, workers: int) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -465,8 +511,13 @@ def _export(ctx: RunContext, student: nn.Module, example: torch.Tensor) -> dict[
     try:
         test_x, test_y, what = _export_sample(ctx.bundle, ctx.norm, ctx.workers)
         res = export_and_measure(student, ctx.teacher, ctx.cfg.backend, example.to(ctx.cfg.device), test_x, test_y,
-                                 ctx.out / "export")
+                                 ctx.out / "export", formats=ctx.cfg.export_formats)
     except DaqakdError as exc:
         return {"error": str(exc)}
     res["test_images"] = what
-    return json.loads(json.dumps(res, default=str))
+    res = json.loads(json.dumps(res, default=str))
+    flag_export_bound(res, ctx.cfg.export_bound_pp)
+    for line in export_bound_warnings(res):
+        print(f"daqakd: WARNING: {line}", file=sys.stderr, flush=True)
+    return res
+

@@ -81,13 +81,20 @@ class RealData(SourceDefaults):
 
         cfg, b = ctx.cfg, ctx.bundle
         labels = b.train_labels
-        idx = calibration_sample(labels, cfg.calib_batches * cfg.batch_size, seed=cfg.seed)
+        want, how = cfg.calibration_size()
+        idx = calibration_sample(labels, want, seed=cfg.seed)
+        from .engine import say
+
+        say(cfg, f"calibrating the quantized student on {len(idx)} training images (class-stratified; {how}"
+                 f"{'; the training set has only ' + str(len(labels)) if len(idx) < want else ''}) in "
+                 f"{math.ceil(len(idx) / cfg.batch_size)} batch(es) of {cfg.batch_size} ...")
         xs, _ = dataset_tensors(b.train, num_classes=b.num_classes, index=idx, workers=ctx.workers,
                                 batch_size=cfg.batch_size, desc="calibration images")
         xs = ctx.norm(xs)
         classes = list(b.classes)
         counts = torch.bincount(labels[idx], minlength=len(classes)).tolist()
         self.calibration = {"images": int(len(idx)), "batches": int(math.ceil(len(idx) / cfg.batch_size)),
+                            "batch_size": cfg.batch_size, "size_from": how,
                             "seed": cfg.seed, "sampling": "class-stratified, seeded, shuffled",
                             "per_class": dict(zip(classes, counts))}
         return [xs[i: i + cfg.batch_size] for i in range(0, len(xs), cfg.batch_size)]

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Report", "render_markdown", "ranking_rows", "pick_summary"]
+__all__ = ["Report", "render_markdown", "ranking_rows", "pick_summary", "flag_export_bound", "export_bound_warnings"]
 
 
 def ranking_rows(ranking: dict[str, Any] | None) -> list[Any]:
@@ -114,6 +114,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"- data: {d['name']} ({d['train_used']} training images used, {d['test']} test)",
         f"- loss: `{r['loss']}` = " + " + ".join(f"{t['weight']:g}·{t['key']}" for t in r["loss_terms"]),
         f"- augmentation: `{r['augmentation']}`{how}",
+        *_calibration(r.get("calibration") or {}),
         *[f"- {n}" for n in r.get("notes", [])],
         f"- epochs {r['epochs']}, lr {r['lr']}, batch {r['batch_size']}, {r['optimizer']}, seed {r['seed']}; "
         f"training {r['seconds']:.1f} s",
@@ -126,6 +127,13 @@ def render_markdown(r: dict[str, Any]) -> str:
             lines.append(f"| {label} | {acc[key]:.4f} |")
     lines += [""] + _ranking(r) + _epochs(r["history"]) + _export(r.get("export") or {})
     return "\n".join(lines) + "\n"
+
+
+def _calibration(cal: dict[str, Any]) -> list[str]:
+    if not cal.get("size_from"):
+        return []
+    return [f"- calibration: {cal['images']} training images ({cal.get('sampling', 'class-stratified')}; "
+            f"{cal['size_from']}), {cal['batches']} batch(es) of {cal.get('batch_size')}"]
 
 
 def _ranking(r: dict[str, Any]) -> list[str]:
@@ -164,6 +172,8 @@ def _export(exp: dict[str, Any]) -> list[str]:
     lines = ["", "## Export", ""]
     if not exp.get("student"):
         return lines + [", ".join(f"{k}: {v}" for k, v in exp.items()) or "(none)"]
+    warns = export_bound_warnings(exp)
+    lines += [f"**WARNING:** {w}" for w in warns] + ([""] if warns else [])
     lines += [
         "| model | format | runtime | accuracy | size (KiB) | latency ms/batch | size / FP | latency / FP |",
         "|---|---|---|---|---|---|---|---|",
@@ -183,8 +193,44 @@ def _export(exp: dict[str, Any]) -> list[str]:
                      f"{t.get('size_bytes', 0) / 1024:.1f} | {_f(t.get('latency_ms_per_batch'), 3)} | 1 | 1 |")
     if exp.get("latency_method"):
         lines += ["", f"Latency: {exp['latency_method']}."]
+    if isinstance(exp.get("bound_pp"), (int, float)):
+        where = exp.get("test_images") or "the test images"
+        lines += ["", f"Exported accuracy vs the torch student ({_f(exp.get('student_torch_accuracy'))}) on {where}: "
+                      f"{'every format within' if not warns else f'{len(warns)} format(s) outside'} the bound of "
+                      f"{exp['bound_pp']:g} pp."]
     return lines
 
 
 def _f(v: Any, digits: int = 4) -> str:
     return f"{v:.{digits}f}" if isinstance(v, (int, float)) else "–"
+
+
+def flag_export_bound(res: dict[str, Any], bound_pp: float) -> dict[str, Any]:
+    """Mark every exported format whose accuracy differs from the torch student's (on the same test images)
+    by more than ``bound_pp`` percentage points: ``within_bound`` on each format, ``bound_pp`` and the list
+    ``outside_bound`` (format, both accuracies, the difference in pp) on the export record."""
+    res["bound_pp"] = float(bound_pp)
+    outside = []
+    torch_acc = res.get("student_torch_accuracy")
+    for e in res.get("student") or []:
+        diff = e.get("accuracy_abs_diff")
+        if not isinstance(diff, (int, float)):
+            continue
+        diff_pp = 100.0 * float(diff)
+        e["within_bound"] = diff_pp <= bound_pp + 1e-9  # exact fractions of hits: no rounding noise past 1e-9
+        if not e["within_bound"]:
+            outside.append({"format": e.get("format"), "runtime": e.get("runtime"), "accuracy": e.get("accuracy"),
+                            "torch_accuracy": torch_acc, "diff_pp": round(diff_pp, 4)})
+    res["outside_bound"] = outside
+    return res
+
+
+def export_bound_warnings(res: dict[str, Any]) -> list[str]:
+    """One sentence per exported format outside the bound (what the console and report.md say)."""
+    bound = res.get("bound_pp")
+    where = res.get("test_images") or "the test images"
+    return [f"the {o['format']} export ({o['runtime']}) scores {o['accuracy']:.4f} where the torch student scores "
+            f"{o['torch_accuracy']:.4f} on {where}: {o['diff_pp']:.2f} pp apart, more than the bound of {bound:g} pp "
+            "(--export-bound-pp). The exported file does not compute what was trained (a backend exporter or runtime "
+            "bug, or a bound too tight for the number of test images); see docs/troubleshooting.md#export-and-runtimes."
+            for o in res.get("outside_bound") or []]

@@ -128,9 +128,26 @@ def claim_run_dir(out: Path, *, fresh: bool, teacher: str | None) -> None:
             p.unlink()
 
 
+def _calibration(cfg: dict[str, Any]) -> str:
+    """What a config calibrates on: a run from before ``calib_images`` (``calib_batches`` 8 at batch size 64)
+    and a run with the default 512 images calibrate on the same sample."""
+    from ..distill.config import DEFAULT_CALIB_IMAGES
+
+    if cfg.get("data_free"):
+        return f"{cfg.get('calib_batches') or 8} generated batches"
+    if cfg.get("calib_batches") is not None:
+        return f"{cfg['calib_batches'] * cfg.get('batch_size', 64)} training images"
+    return f"{cfg.get('calib_images') or DEFAULT_CALIB_IMAGES} training images"
+
+
 def check_resume(new: dict[str, Any], old: dict[str, Any]) -> None:
     """A resumed run must agree with its checkpoint on every :data:`TRAJECTORY` setting and the teacher."""
-    diff = [f"{k}: checkpoint {old.get(k)!r} vs now {new.get(k)!r}" for k in TRAJECTORY if old.get(k) != new.get(k)]
+    calib = ("calib_batches", "calib_images")
+    diff = [f"{k}: checkpoint {old.get(k)!r} vs now {new.get(k)!r}" for k in TRAJECTORY
+            if k not in calib and old.get(k) != new.get(k)]
+    if _calibration(old) != _calibration(new):  # the same sample, however it was asked for, is the same run
+        diff.append(f"calibration: checkpoint {_calibration(old)} vs now {_calibration(new)} "
+                    f"(calib_images / calib_batches)")
     if new.get("teacher") != old.get("teacher"):
         diff.append(f"teacher: checkpoint {old.get('teacher')!r} vs now {new.get('teacher')!r}")
     if diff:
