@@ -34,7 +34,7 @@ from ..errors import ConfigError, DaqakdError, NonFiniteError
 from ..streams import Normalizer, eval_loader, resolve_workers
 from ..train import evaluate_counts, seed_everything
 from .checkpoint import Checkpoint
-from .report import Report, export_bound_warnings, flag_export_bound
+from .report import Report, export_bound_warnings, flag_export_bound, training_warnings
 from .rundir import RunLock, check_resume, claim_run_dir
 from .source import BatchSource, RunContext
 
@@ -362,6 +362,8 @@ def _run(cfg: Any, source: BatchSource, d: Any, lock: RunLock) -> Report:
         section=fin.section,
     )
     _write_report(out, report)
+    for line in training_warnings(report.to_dict()):
+        print(f"daqakd: WARNING: {line}", file=sys.stderr, flush=True)
     if cfg.export:
         say(cfg, f"exporting the student ({export['formats']}) and measuring each file next to the FP teacher's ONNX "
                  f"(report so far: {out / 'report.md'}) ...")
