@@ -488,20 +488,13 @@ class Distiller:
                 f"augmentation {aug.name!r} uses torchvision ({', '.join(tv)}), whose ops expect images in [0, 1] "
                 "and clip or saturate anything else. Take Normalize out of the dataset's transform and pass it "
                 "to the Distiller instead: Distiller(..., normalize=(mean, std)) normalises after augmenting.",
-                stacklevel=3,
+                stacklevel=4,
             )
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor, *, augment: AugmentSpec | str = "default",
-             seed: int | None = None) -> torch.Tensor:
-        """The training loss of one batch (a scalar with grad for the student).
-
-        ``x``: images ``[B, C, H, W]`` in ``[0, 1]`` (normalised here, after augmentation, when the
-        Distiller has ``normalize``); ``y``: class indices ``[B]`` or label distributions ``[B, C]``.
-        ``augment``: override the Distiller's augmentation for this call (``None`` = none). ``seed``: draw
-        this batch's augmentation from a torch RNG seeded with it (the global RNG is left untouched);
-        batches from :meth:`loader` carry their own seed.
-        Raises :class:`NonFiniteError` naming the step and the term when the loss is NaN/inf.
-        """
+    def _views(self, x: torch.Tensor, y: torch.Tensor, augment: AugmentSpec | str, seed: int | None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The student's and the teacher's views of the checked batch (augmented, normalised, on the device),
+        the targets after augmentation and the hard labels when augmentation left them as they were."""
         if self._base_pending is not None:
             self._with_base(self._base_pending, tuple(x.shape[1:]))
         if isinstance(augment, str) and augment == "default":
@@ -523,7 +516,7 @@ class Distiller:
                 warnings.warn(
                     "feature projections were created at the first kd.loss() call; add kd.parameters() to "
                     "the optimizer (call kd.prepare(x) before building it) or they will not learn.",
-                    stacklevel=2,
+                    stacklevel=3,  # the caller of kd.loss
                 )
         try:
             t = self._targets(x, y)
@@ -543,7 +536,11 @@ class Distiller:
                 xt = xs_n if xt is xs else self.normalize(xt)
                 xs = xs_n
         labels = y if (ts is t and y.dim() == 1) else None
+        return xs, xt, ts, labels
 
+    def _forward(self, xs: torch.Tensor, xt: torch.Tensor) -> tuple[
+            torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Teacher (when a term needs it) and student forwards, with the feature maps the hooks captured."""
         self._capture = bool(self.feature_pairs)
         try:
             z_t: torch.Tensor | None = None
@@ -561,6 +558,21 @@ class Distiller:
             self._capture = False
             self._s_feats.clear()
             self._t_feats.clear()
+        return z_s, z_t, extra, s_feats, t_feats
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, *, augment: AugmentSpec | str = "default",
+             seed: int | None = None) -> torch.Tensor:
+        """The training loss of one batch (a scalar with grad for the student).
+
+        ``x``: images ``[B, C, H, W]`` in ``[0, 1]`` (normalised here, after augmentation, when the
+        Distiller has ``normalize``); ``y``: class indices ``[B]`` or label distributions ``[B, C]``.
+        ``augment``: override the Distiller's augmentation for this call (``None`` = none). ``seed``: draw
+        this batch's augmentation from a torch RNG seeded with it (the global RNG is left untouched);
+        batches from :meth:`loader` carry their own seed.
+        Raises :class:`NonFiniteError` naming the step and the term when the loss is NaN/inf.
+        """
+        xs, xt, ts, labels = self._views(x, y, augment, seed)
+        z_s, z_t, extra, s_feats, t_feats = self._forward(xs, xt)
         if not self._width_checked:
             self._check_widths(z_s, z_t)
 
