@@ -130,8 +130,6 @@ class DistillConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        from ..plugins import get_backend
-
         if self.out is None and self.resume is None:
             raise ConfigError("pass out= (a run directory), or resume= an earlier run directory")
         if self.fresh and self.resume is not None:
@@ -142,6 +140,13 @@ class DistillConfig:
         check_out_outside_data(self.out_dir, self.data, flag="--out" if self.out is not None else "--resume")
         if self.data_free and self.calib_batches is None:
             object.__setattr__(self, "calib_batches", 8)  # generated batches
+        self._check_numbers()
+        self._check_backend()
+        self._check_data()
+        self._check_names()
+
+    def _check_numbers(self) -> None:
+        """Counts, rates and bounds: integers where integers are meant, in range."""
         for name in ("bits", "epochs", "batch_size", "seed", "rank_repeats", "teacher_epochs", "calib_batches",
                      "calib_images"):
             v = getattr(self, name)
@@ -170,6 +175,11 @@ class DistillConfig:
                                                           and self.export_bound_pp >= 0):
             raise ConfigError(f"export_bound_pp (--export-bound-pp) must be a number of percentage points ≥ 0 "
                               f"(default 0.5), got {self.export_bound_pp!r}")
+
+    def _check_backend(self) -> None:
+        """Export formats, optimizer, and bits and options against what the backend registered."""
+        from ..plugins import get_backend
+
         object.__setattr__(self, "export_formats", _export_formats(self.export_formats, self.backend))
         if self.optimizer not in ("adam", "sgd"):
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
@@ -188,6 +198,9 @@ class DistillConfig:
         check_bits(self.backend, QuantConfig(weight_bits=self.bits, act_bits=self.weight_act_bits))  # bit_pairs
 
         resolve_options(self.backend, self.backend_options)  # unknown or bad options, before any work
+
+    def _check_data(self) -> None:
+        """Workers, image size, normalisation, crop and (data-free) generator options."""
         from ..checks import check_image_size, check_normalization, check_workers
 
         check_workers(self.workers)
@@ -204,6 +217,9 @@ class DistillConfig:
         elif self.generator_options:
             raise ConfigError("generator options (--generator-option) apply only with --data-free; add --data-free "
                               "or drop them.")
+
+    def _check_names(self) -> None:
+        """Loss, base augmentation, augmentation and metric names, each against its registry."""
         resolve_loss(self.loss)  # UnknownNameError listing presets and components
         from ..augment import BASE_AUGMENTS
 
