@@ -54,3 +54,16 @@ def test_ranking_bar_counts_candidates(digits, digits_teacher, monkeypatch: pyte
     assert bar.unit == "candidate" and bar.total == 6  # 3 candidates x 2 repeats
     assert bar.n == pytest.approx(6)  # each pass's batches add up to one candidate
     assert "s/candidate" in str(bar) or "candidate/s" in str(bar)
+
+
+def test_ranking_off_a_terminal_says_each_candidate(digits, digits_teacher, capsys: pytest.CaptureFixture[str]) -> None:
+    """Off a terminal tqdm draws nothing: a line per candidate instead (issue 29's trial: 44-87 s of ranking
+    printed nothing into a log); none without progress."""
+    from daqakd_plugins.ranking import rank_augmentations
+
+    rank_augmentations(digits_teacher[0], digits, ["none", "randomerasing"], repeats=2, per_class=10, progress=True)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("daqakd: ranking (cmi)")]
+    assert len(lines) == 4 and lines[0].endswith("1/4: none (repeat 1)"), err
+    rank_augmentations(digits_teacher[0], digits, ["none", "randomerasing"], per_class=10, progress=False)
+    assert "daqakd: ranking" not in capsys.readouterr().err

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -278,6 +279,10 @@ def _run_all(
                bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} candidates [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
                disable=None if (progress and d.is_main) else True, dynamic_ncols=True)
     t_last = time.perf_counter()
+    # no terminal (a log, CI): tqdm draws nothing, so say each candidate as it starts (issue 29's trial: 44-87 s
+    # of ranking printed no line)
+    lines = bool(progress and d.is_main and bar.disable)
+    started = 0
     try:
         for batch in loader:
             ci, r = batch.program, batch.stream - seed
@@ -287,6 +292,10 @@ def _run_all(
             if (ci, r) != current:
                 current = (ci, r)
                 bar.set_postfix_str(cands[ci].name + (f" r{r}" if repeats > 1 else ""))
+                started += 1
+                if lines:
+                    print(f"daqakd: ranking ({metric.name}) {started}/{len(cands) * repeats}: {cands[ci].name}"
+                          + (f" (repeat {r + 1})" if repeats > 1 else ""), file=sys.stderr, flush=True)
             aug, device_piece = cands[ci], stages[ci][2]
             xb = batch.images.to(device, non_blocking=True)
             tb = batch.targets.to(device, non_blocking=True)
