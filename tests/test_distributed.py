@@ -127,10 +127,6 @@ def test_replicas_stay_equal_with_quantizer_and_batchnorm_buffers(backend: str, 
     amax buffers: the last step's forward updated each rank's running statistics from its own batch, and the
     run warned on every torchrun that the ranks' students differ (issue 29). Rank 0's buffers are broadcast
     after every epoch, as DDP's next forward would, so the replicas are equal and nothing is warned."""
-    from daqakd_plugins.plugins import backend_status, get_backend
-
-    if not backend_status(get_backend(backend))["available"]:
-        pytest.skip(f"{backend} is not installed")
     out = tmp_path / "run"
     r = _torchrun("distill", "--teacher", str(teacher_file), "--backend", backend, "--bits", "8", "--epochs", "1",
                   "--augment", "none", "--train-per-class", "20", "--batch-size", "16", "--workers", "0", "--no-export",
