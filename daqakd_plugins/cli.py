@@ -114,7 +114,34 @@ def _import_torch_holding_ctrl_c() -> bool:
     return bool(pressed)
 
 
+#: the commands that run for minutes: they say so from the first second, and a heartbeat keeps them talking
+LONG_COMMANDS = ("distill", "run", "rank", "teacher")
+
+
+def _long_command(argv: Sequence[str] | None) -> str | None:
+    """The long command about to run (rank 0 only under torchrun), read before argparse and torch exist."""
+    import os
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    cmd = next((a for a in args if not a.startswith("-")), None)
+    if cmd not in LONG_COMMANDS or any(a in ("-h", "--help", "--version") for a in args):
+        return None
+    if os.environ.get("RANK", "0") != "0":
+        return None
+    return cmd
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from . import progress
+
+    cmd = _long_command(argv)
+    if cmd is not None:  # importing torch and the backends takes seconds on a cold machine: say so first
+        progress.say(f"starting daqakd {cmd} (importing torch and the quantization backends) ...")
+    with progress.heartbeat(cmd is not None):
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:  # Ctrl-C while the sub-commands import: no traceback, the shell's 130
         if _import_torch_holding_ctrl_c():
             raise KeyboardInterrupt
@@ -130,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     where = ""
+    from . import progress
+
+    progress.doing(f"checking the inputs of daqakd {args.command}")
     try:
         _preflight(args)
         from . import distributed

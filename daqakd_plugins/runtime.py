@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import progress
 from .errors import DataError, ExportError
 
 __all__ = ["export_and_measure", "export_fp_onnx", "accuracy_of", "interleaved_latency", "ort_integer_kernels",
@@ -147,6 +148,37 @@ def _torch_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_si
     return evaluate(model, x, y, batch_size=max(batch_size, 256), device=dev)
 
 
+def _check_test_data(test_x: torch.Tensor, test_y: torch.Tensor, batch_size: int) -> None:
+    if len(test_x) == 0 or len(test_x) != len(test_y):
+        raise DataError(f"test data must be non-empty with one label per image, got {len(test_x)} images and {len(test_y)} labels")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def _measure_files(exported: list[Any], test_x: torch.Tensor, test_y: torch.Tensor, batch_size: int,
+                   student_torch: float) -> tuple[list[dict[str, Any]], dict[str, Predict]]:
+    """Each exported file's accuracy in its own runtime (a file its runtime cannot run gets an ``error``,
+    the others are still measured) and, for U8S8-guarded files, how many layers run as integer kernels."""
+    entries: list[dict[str, Any]] = []
+    predicts: dict[str, Predict] = {}
+    for e in exported:
+        entry: dict[str, Any] = {"format": e.format, "runtime": e.runtime, "path": str(e.path),
+                                 "size_bytes": e.size_bytes, "notes": e.notes}
+        progress.doing(f"measuring the exported {e.format} file in {e.runtime} on {len(test_x)} test images")
+        try:
+            acc = accuracy_of(e.predict, test_x, test_y, batch_size)
+        except Exception as exc:  # noqa: BLE001 - report a runtime failure without losing the other formats
+            entry["error"] = f"{e.runtime} could not run {e.path.name}: {type(exc).__name__}: {exc}"
+            entries.append(entry)
+            continue
+        entry.update(accuracy=acc, accuracy_abs_diff=abs(acc - student_torch))
+        if e.u8s8_guard:
+            entry["ort_integer_kernels"] = ort_integer_kernels(e.path)
+        entries.append(entry)
+        predicts[f"student:{e.format}"] = e.predict
+    return entries, predicts
+
+
 def export_and_measure(
     student: nn.Module,
     teacher: nn.Module,
@@ -178,41 +210,27 @@ def export_and_measure(
     """
     from . import backends
 
-    if len(test_x) == 0 or len(test_x) != len(test_y):
-        raise DataError(f"test data must be non-empty with one label per image, got {len(test_x)} images and {len(test_y)} labels")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+    _check_test_data(test_x, test_y, batch_size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
+    n = len(test_x)
+    progress.doing(f"measuring the student and the teacher in torch on {n} test images")
     student_torch = _torch_accuracy(student, test_x, test_y, batch_size)
     teacher_torch = _torch_accuracy(teacher, test_x, test_y, batch_size)
+    progress.doing(f"exporting the student with {backend}" + (f" ({', '.join(formats)})" if formats else ""))
     exported = backends.export(student, backend, example_input=example_input, out_dir=out, formats=formats)
+    progress.doing("exporting the FP teacher to ONNX")
     fp_path, fp_predict = export_fp_onnx(teacher, example_input, out / "teacher.fp32.onnx")
-
-    entries: list[dict[str, Any]] = []
-    predicts: dict[str, Predict] = {}
-    for e in exported:
-        key = f"student:{e.format}"
-        entry: dict[str, Any] = {"format": e.format, "runtime": e.runtime, "path": str(e.path),
-                                 "size_bytes": e.size_bytes, "notes": e.notes}
-        try:
-            acc = accuracy_of(e.predict, test_x, test_y, batch_size)
-        except Exception as exc:  # noqa: BLE001 - report a runtime failure without losing the other formats
-            entry["error"] = f"{e.runtime} could not run {e.path.name}: {type(exc).__name__}: {exc}"
-            entries.append(entry)
-            continue
-        entry.update(accuracy=acc, accuracy_abs_diff=abs(acc - student_torch))
-        if e.u8s8_guard:
-            entry["ort_integer_kernels"] = ort_integer_kernels(e.path)
-        entries.append(entry)
-        predicts[key] = e.predict
+    entries, predicts = _measure_files(exported, test_x, test_y, batch_size, student_torch)
+    progress.doing(f"measuring the teacher's ONNX file in onnxruntime on {n} test images")
     teacher_acc = accuracy_of(fp_predict, test_x, test_y, batch_size)
     predicts["teacher"] = fp_predict
 
     xs = test_x[:batch_size].detach().cpu().float().numpy()
     if len(xs) < batch_size:  # small test sets: repeat rows so every model sees a full batch
         xs = np.resize(xs, (batch_size, *xs.shape[1:])).astype(np.float32)
+    progress.doing(f"timing {len(predicts)} files' latency, interleaved ({repeats} rounds at most)")
     lat = interleaved_latency(predicts, xs, repeats=repeats)
 
     teacher_size = fp_path.stat().st_size

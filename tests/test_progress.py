@@ -67,3 +67,66 @@ def test_ranking_off_a_terminal_says_each_candidate(digits, digits_teacher, caps
     assert len(lines) == 4 and lines[0].endswith("1/4: none (repeat 1)"), err
     rank_augmentations(digits_teacher[0], digits, ["none", "randomerasing"], per_class=10, progress=False)
     assert "daqakd: ranking" not in capsys.readouterr().err
+
+
+def test_heartbeat_repeats_a_silent_phase_and_stops_with_its_block(monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 29: NNCF's quantize and calibrate (67-69 s), exports (16-50 s) and epochs in a log printed one
+    line each; the heartbeat repeats the phase under way whenever stderr stays quiet for the interval."""
+    import time
+
+    from daqakd_plugins import progress
+
+    monkeypatch.setenv(progress.ENV, "0.2")
+    with progress.heartbeat():
+        progress.say("quantizing a copy of the teacher with nncf W4A4 ...")
+        time.sleep(0.9)
+        progress.doing("training epoch 1/2: 3/9 batches done", new_phase=False)
+        time.sleep(0.5)
+    err = capsys.readouterr().err
+    still = [ln for ln in err.splitlines() if ln.startswith("daqakd: still ")]
+    assert any(ln.startswith("daqakd: still quantizing a copy of the teacher with nncf W4A4 (") for ln in still), err
+    assert still[-1].startswith("daqakd: still training epoch 1/2: 3/9 batches done ("), err
+    time.sleep(0.5)
+    assert capsys.readouterr().err == ""  # the block is over: no thread left talking
+
+
+def test_heartbeat_is_quiet_while_lines_flow_and_when_off(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Anything written on stderr (a backend's warning, a bar on a terminal) counts as a line; progress off or
+    an interval of 0 starts nothing."""
+    import sys
+    import time
+
+    from daqakd_plugins import progress
+
+    monkeypatch.setenv(progress.ENV, "0.4")
+    with progress.heartbeat():
+        progress.say("exporting ...")
+        for i in range(12):
+            print(f"a backend's line {i}", file=sys.stderr)
+            time.sleep(0.1)
+    assert "still" not in capsys.readouterr().err
+    for enabled, every in ((False, "0.1"), (True, "0")):
+        monkeypatch.setenv(progress.ENV, every)
+        with progress.heartbeat(enabled):
+            progress.say("exporting ...", enabled=False)
+            time.sleep(0.5)
+        assert capsys.readouterr().err == ""
+
+
+def test_a_run_says_what_it_does_in_a_log_every_few_seconds(tmp_path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The engine wires the heartbeat: off a terminal an epoch is repeated with its batch count, and the CLI
+    says it is starting before it imports torch and the backends."""
+    from daqakd_plugins import cli, progress
+    from daqakd_plugins.distill import DistillConfig, run_distill
+
+    monkeypatch.setenv(progress.ENV, "0.05")
+    run_distill(DistillConfig(backend="brevitas", bits=8, data="digits", epochs=1, augment="none", export=False,
+                              train_per_class=60, out=str(tmp_path / "run"), progress=True))
+    err = capsys.readouterr().err
+    assert "daqakd: still training epoch 1/1: " in err and " batches done, loss " in err, err[-2000:]
+    rc = cli.main(["distill", "--fresh", "--resume", str(tmp_path / "run"), "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("daqakd: starting daqakd distill (importing torch"), err

@@ -101,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
     check_workers(args.workers, flag="--workers")
     check_image_size(args.image_size, flag="--image-size")
     mean, std = check_normalization(args.mean, args.std)
+    from .. import progress
+
+    progress.doing("reading the data")
     bundle = load_data(args.data, seed=0, image_size=args.image_size)
     from ..train import teacher_arch
 
@@ -113,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         existed = path.exists()
         from .. import distributed
 
+        progress.doing(f"loading the teacher {path}" if existed else f"training a teacher ({args.teacher_epochs} epochs) into {path}")
         with distributed.main_first():  # under torchrun rank 0 trains and saves it, the others load it
             teacher, meta = get_or_train_teacher(
                 bundle, path, epochs=args.teacher_epochs, seed=args.seed, arch=spec, workers=args.workers,
@@ -138,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         p.requires_grad_(False)
     rec = meta.get("normalize") or {}
     normalize = (mean, std) if mean is not None and std is not None else ((rec["mean"], rec["std"]) if rec.get("mean") is not None else None)
+    progress.doing("ranking the candidate augmentations with the teacher")
     ranking = rank_augmentations(
         teacher, bundle, args.candidates, args.metric, metric_params=params, batch_size=args.batch_size,
         seed=args.seed, repeats=args.repeats, per_class=args.per_class, device=args.device, progress=True,

@@ -35,8 +35,12 @@ def run(args: argparse.Namespace) -> int:
     check_workers(args.workers, flag="--workers")
     check_image_size(args.image_size, flag="--image-size")
     mean, std = check_normalization(args.mean, args.std)
+    from .. import progress
+
+    progress.doing("reading the data")
     bundle = load_data(args.data, seed=args.seed, image_size=args.image_size)
     if args.out.exists() and not args.force:
+        progress.doing(f"evaluating the existing teacher {args.out}")
         model, meta = load_model(args.out, trust_factory=args.arch or False)  # a factory only if --arch names it
         rec = meta.get("normalize") or {}
         norm = Normalizer(mean, std) if mean is not None else Normalizer(rec.get("mean"), rec.get("std"))
@@ -47,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from ..train import teacher_arch
 
     arch = teacher_arch(bundle, args.arch, num_classes=args.num_classes, small_input=bool(args.small_input))
+    progress.doing(f"training the teacher ({args.epochs} epochs)")
     model, meta = train_teacher(bundle, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                                 arch=arch, workers=args.workers, normalize=(mean, std) if mean is not None and std is not None else None,
                                 base_augment=args.base_augment or "auto")

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import backends, distributed
+from .. import backends, distributed, progress
 from ..checks import check_output_dir, new_dirs, remove_empty_dirs
 from ..distill import checkpoint as store
 from ..distill.distiller import Distiller, as_tensor
@@ -54,19 +54,13 @@ class RunConfig:
 
 def say(cfg: Any, msg: str) -> None:
     """A line on stderr saying what the run does now (rank 0, when progress is on), on a terminal between
-    the bars and in a log alike."""
-    if not cfg.progress or not distributed.current().is_main:
-        return
-    from tqdm.auto import tqdm
-
-    tqdm.write(f"daqakd: {msg}", file=sys.stderr)
-    sys.stderr.flush()
+    the bars and in a log alike; the heartbeat repeats a phase that announced itself (``... ``) while it
+    stays silent (:mod:`daqakd_plugins.progress`)."""
+    progress.say(msg, enabled=bool(cfg.progress) and distributed.current().is_main)
 
 
 def _bar(iterable: Any, *, desc: str, enabled: bool, **kw: Any) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, disable=None if enabled else True, dynamic_ncols=True, leave=False, **kw)
+    return progress.bar(iterable, desc=desc, enabled=enabled, **kw)
 
 
 def run(rc: RunConfig) -> Report:
@@ -81,7 +75,8 @@ def run(rc: RunConfig) -> Report:
     made = new_dirs(cfg.out_dir) if d.is_main else []
     lock = RunLock(cfg.out_dir)
     try:
-        return _run(cfg, rc.source, d, lock)
+        with progress.heartbeat(bool(cfg.progress) and d.is_main):  # no phase silent for more than a few seconds
+            return _run(cfg, rc.source, d, lock)
     except BaseException:
         lock.release()
         remove_empty_dirs(made)
@@ -115,6 +110,7 @@ def _teacher(cfg: Any, bundle: Any, out: Path, ck: Checkpoint | None) -> tuple[n
     from ..models import load_model
     from ..train import get_or_train_teacher, teacher_arch
 
+    progress.doing("loading the teacher")
     if ck is not None and cfg.teacher is None and Path(ck.teacher_path).exists():
         model, meta = load_model(ck.teacher_path, trust_factory=cfg.arch or False)  # the run's own --arch
         path = ck.teacher_path
@@ -126,6 +122,8 @@ def _teacher(cfg: Any, bundle: Any, out: Path, ck: Checkpoint | None) -> tuple[n
     else:
         spec = teacher_arch(bundle, cfg.arch, num_classes=cfg.num_classes, small_input=cfg.small_input)
         path = str(out / "teacher.pt")
+        if not Path(path).exists():
+            progress.doing(f"training the default teacher ({cfg.teacher_epochs} epochs) into {path}")
         norm = (cfg.mean, cfg.std) if cfg.mean is not None else None
         with distributed.main_first():  # rank 0 trains and saves the default teacher, the others load it
             model, meta = get_or_train_teacher(bundle, path, epochs=cfg.teacher_epochs, seed=cfg.seed,
@@ -215,6 +213,7 @@ def _student(ctx: RunContext, source: BatchSource, ck: Checkpoint | None) -> tup
     example = ctx.example.to(cfg.device)
     source.start(ctx, fresh=ck is None)
     if ck is not None:
+        progress.doing(f"restoring the {cfg.backend} student from the checkpoint")
         student = backends.restore_student(_fp_copy(ctx.teacher), cfg.backend, cfg.quant_config(), ck.student,
                                            example_input=example)
         student = _trainable(student, cfg.device)
@@ -303,6 +302,7 @@ def _run(cfg: Any, source: BatchSource, d: Any, lock: RunLock) -> Report:
     t_start = time.perf_counter()
     out, ck = _open_run_dir(cfg, source, lock)
     seed_everything(cfg.seed)
+    progress.doing("reading the data" if source.mode == "data" else "preparing the generator's run")
     bundle = source.open(cfg)
     workers = resolve_workers(cfg.workers)
     out.mkdir(parents=True, exist_ok=True)  # only now: a run refused above leaves no empty directory
@@ -314,6 +314,7 @@ def _run(cfg: Any, source: BatchSource, d: Any, lock: RunLock) -> Report:
     say(cfg, f"evaluating the teacher on {len(bundle.test_labels)} test images ...")
     teacher_fp = ctx.evaluate(teacher)
     say(cfg, f"teacher (FP): test accuracy {teacher_fp:.4f}")
+    progress.doing("reading the example batch")
     ctx.example = source.example(ctx)
     tr = _setup_training(ctx, source, ck)
     train_seconds = _train(ctx, source, tr)
@@ -402,6 +403,7 @@ def _setup_training(ctx: RunContext, source: BatchSource, ck: Checkpoint | None)
     base = resolve_base(cfg.base_augment, ctx.bundle.image_shape) if source.trains_with_base else None
     kd = Distiller(ctx.teacher, trained, loss=cfg.loss, augment=augmentation, num_classes=ctx.bundle.num_classes,
                    device=cfg.device, normalize=ctx.norm, base_augment=base)
+    progress.doing("preparing the training loader")
     source.prepare_training(ctx, kd)
     steps_per_epoch = source.batches_per_epoch()
     opt, sched = make_optimizer(cfg, [*student.parameters(), *kd.parameters()], cfg.epochs * steps_per_epoch)
@@ -432,9 +434,11 @@ def _train(ctx: RunContext, source: BatchSource, tr: _Training) -> float:
     for epoch in epochs_bar:
         tr.student.train()
         tot, n = 0.0, 0
+        total = source.batches_per_epoch()
         batches = _bar(source.epoch(epoch), desc=f"epoch {epoch + 1}", enabled=cfg.progress, unit="batch",
-                       total=source.batches_per_epoch())
-        for xb, yb in batches:
+                       total=total)
+        progress.doing(f"training epoch {epoch + 1}/{cfg.epochs}")
+        for step, (xb, yb) in enumerate(batches, 1):
             try:
                 loss = tr.kd.loss(xb, yb)
             except NonFiniteError as exc:
@@ -447,6 +451,8 @@ def _train(ctx: RunContext, source: BatchSource, tr: _Training) -> float:
             tot += float(loss.detach()) * len(yb)
             n += len(yb)
             batches.set_postfix(loss=f"{tot / n:.4f}")
+            progress.doing(f"training epoch {epoch + 1}/{cfg.epochs}: {step}/{total} batches done, loss {tot / n:.4f}",
+                           new_phase=False)
         if d.active:  # as DDP's next forward would: the last step's BatchNorm statistics are rank 0's on every rank
             distributed.broadcast_buffers(tr.student)
         say(cfg, f"epoch {epoch + 1}/{cfg.epochs}: evaluating on {len(ctx.bundle.test_labels)} test images ...")

@@ -63,6 +63,9 @@ class RealData(SourceDefaults):
         added = all(c.name != "none" for c in cands)
         if added:  # `auto` never picks a candidate that its own score ranks below the base alone
             cands.append(resolve_augmentation("none"))
+        from .. import progress
+
+        progress.doing(f"ranking {len(cands)} candidate augmentations with the teacher ({cfg.metric})")
         ranking = rank_augmentations(
             ctx.teacher, ctx.bundle, cands, cfg.metric, seed=cfg.seed, repeats=cfg.rank_repeats,
             per_class=cfg.rank_per_class, device=cfg.device, num_classes=ctx.bundle.num_classes,
