@@ -290,6 +290,7 @@ class _RankProgress:
         self.bar.update(1 / self.per_pass[ci * self.repeats + r])
 
     def close(self) -> None:
+        """Close the bar (also when the ranking fails)."""
         self.bar.close()
 
 
