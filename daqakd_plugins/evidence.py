@@ -93,10 +93,8 @@ def _ci(values: list[float]) -> list[float]:
     return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
 
 
-def analyse(rows: Iterable[dict[str, Any]], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """The analysis per student configuration (e.g. W2A4), as a JSON-able dict."""
-    rows = list(rows)
-    rng = np.random.default_rng(seed)
+def _ranking_scores(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
+    """Each candidate's scores by name, one value per ranking pass (``-I`` added next to ``I``)."""
     scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     # One row per (candidate, pass), as for students one per (config, candidate, seed): two --shard
     # processes started together both run a missing ranking pass and both append it; counting it twice
@@ -111,6 +109,82 @@ def analyse(rows: Iterable[dict[str, Any]], n_boot: int = 1000, seed: int = 0) -
             scores[r["candidate"]][k].append(float(v))
         if "I" in r["scores"]:
             scores[r["candidate"]]["-I"].append(-float(r["scores"]["I"]))
+    return scores
+
+
+def _score_prediction(s_mat: list[np.ndarray], acc_mat: np.ndarray, cands: list[str], accuracy: dict[str, Any],
+                      oracle: str, rng: np.random.Generator, n_boot: int) -> dict[str, Any]:
+    """How well one score (``s_mat``: per candidate, its values over the passes) predicts the candidates' mean
+    accuracy (``acc_mat``: candidates × seeds): Spearman ρ and Kendall τ, signed so + means "predicts", with
+    bootstrap 95 % intervals over passes and seeds, and the accuracy of the score's pick."""
+    mean_acc = acc_mat.mean(1)
+    s_mean = np.array([m.mean() for m in s_mat])
+    rho = -_spearman(s_mean, mean_acc)
+    tau = -_kendall(s_mean, mean_acc)
+    boots_r, boots_t = [], []
+    n_seeds = acc_mat.shape[1]
+    for _ in range(n_boot):
+        sb = np.array([m[rng.integers(0, len(m), len(m))].mean() for m in s_mat])
+        ab = acc_mat[:, rng.integers(0, n_seeds, n_seeds)].mean(1)
+        boots_r.append(-_spearman(sb, ab))
+        boots_t.append(-_kendall(sb, ab))
+    pick = cands[int(np.argmin(s_mean))]
+    return {
+        "per_candidate": {c: {"mean": float(s_mean[i]), "std": float(s_mat[i].std(ddof=1)) if len(s_mat[i]) > 1 else 0.0}
+                          for i, c in enumerate(cands)},
+        "spearman": rho, "spearman_ci95": _ci(boots_r),
+        "kendall": tau, "kendall_ci95": _ci(boots_t),
+        "pick": {"candidate": pick, **accuracy[pick]},
+        "pick_minus_oracle": accuracy[pick]["mean"] - accuracy[oracle]["mean"],
+        "pick_minus_none": (accuracy[pick]["mean"] - accuracy["none"]["mean"] if "none" in cands else None),
+    }
+
+
+def _config_analysis(per_cand: dict[str, dict[int, float]], scores: dict[str, dict[str, list[float]]],
+                     rng: np.random.Generator, n_boot: int) -> dict[str, Any] | None:
+    """One student configuration (``per_cand``: candidate → seed → accuracy), over the seeds every candidate
+    finished: is its accuracy ordering reproducible (seed halves, ANOVA), which candidate is best, and how
+    well each score predicts the ordering. ``None`` with fewer than 2 candidates."""
+    cands = sorted(c for c in per_cand if per_cand[c])
+    if len(cands) < 2:
+        return None
+    seeds = sorted(set.intersection(*(set(per_cand[c]) for c in cands)))
+    acc_mat = np.array([[per_cand[c][s] for s in seeds] for c in cands])  # candidates × seeds
+    mean_acc = acc_mat.mean(1)
+    res: dict[str, Any] = {
+        "candidates": cands,
+        "seeds": seeds,
+        "accuracy": {c: {"mean": float(acc_mat[i].mean()), "std": float(acc_mat[i].std(ddof=1)) if len(seeds) > 1 else 0.0,
+                         "per_seed": acc_mat[i].tolist()} for i, c in enumerate(cands)},
+    }
+    # 1. is there anything to predict? seed halves and ANOVA
+    if len(seeds) >= 2:
+        h = len(seeds) // 2
+        res["seed_half_rho"] = _spearman(acc_mat[:, :h].mean(1), acc_mat[:, h:].mean(1))
+    if len(seeds) >= 2:
+        from scipy.stats import f_oneway
+
+        res["anova_p"] = float(f_oneway(*acc_mat).pvalue)
+    oracle = cands[int(np.argmax(mean_acc))]
+    res["oracle"] = {"candidate": oracle, **res["accuracy"][oracle]}
+    if "none" in cands:
+        res["none"] = {"candidate": "none", **res["accuracy"]["none"]}
+    # 2. how well does each score predict mean accuracy?
+    res["scores"] = {}
+    names = sorted({k for c in cands for k in scores.get(c, {})})
+    for name in names:
+        if name in NOT_A_PREDICTOR or not all(scores[c].get(name) for c in cands):
+            continue
+        res["scores"][name] = _score_prediction([np.array(scores[c][name]) for c in cands], acc_mat, cands,
+                                                res["accuracy"], oracle, rng, n_boot)
+    return res
+
+
+def analyse(rows: Iterable[dict[str, Any]], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The analysis per student configuration (e.g. W2A4), as a JSON-able dict."""
+    rows = list(rows)
+    rng = np.random.default_rng(seed)
+    scores = _ranking_scores(rows)
     accs: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     regime = ranking_regime(rows)
     for r in rows:
@@ -119,58 +193,9 @@ def analyse(rows: Iterable[dict[str, Any]], n_boot: int = 1000, seed: int = 0) -
     teacher = [r for r in rows if r.get("kind") == "teacher"]
     out: dict[str, Any] = {"teacher": teacher[-1] if teacher else None, "configs": {}, "regime": regime}
     for cfg, per_cand in sorted(accs.items()):
-        cands = sorted(c for c in per_cand if per_cand[c])
-        if len(cands) < 2:
-            continue
-        seeds = sorted(set.intersection(*(set(per_cand[c]) for c in cands)))
-        acc_mat = np.array([[per_cand[c][s] for s in seeds] for c in cands])  # candidates × seeds
-        mean_acc = acc_mat.mean(1)
-        res: dict[str, Any] = {
-            "candidates": cands,
-            "seeds": seeds,
-            "accuracy": {c: {"mean": float(acc_mat[i].mean()), "std": float(acc_mat[i].std(ddof=1)) if len(seeds) > 1 else 0.0,
-                             "per_seed": acc_mat[i].tolist()} for i, c in enumerate(cands)},
-        }
-        # 1. is there anything to predict? seed halves and ANOVA
-        if len(seeds) >= 2:
-            h = len(seeds) // 2
-            res["seed_half_rho"] = _spearman(acc_mat[:, :h].mean(1), acc_mat[:, h:].mean(1))
-        if len(seeds) >= 2:
-            from scipy.stats import f_oneway
-
-            res["anova_p"] = float(f_oneway(*acc_mat).pvalue)
-        oracle = cands[int(np.argmax(mean_acc))]
-        res["oracle"] = {"candidate": oracle, **res["accuracy"][oracle]}
-        if "none" in cands:
-            res["none"] = {"candidate": "none", **res["accuracy"]["none"]}
-        # 2. how well does each score predict mean accuracy?
-        res["scores"] = {}
-        names = sorted({k for c in cands for k in scores.get(c, {})})
-        for name in names:
-            if name in NOT_A_PREDICTOR or not all(scores[c].get(name) for c in cands):
-                continue
-            s_mat = [np.array(scores[c][name]) for c in cands]
-            s_mean = np.array([m.mean() for m in s_mat])
-            rho = -_spearman(s_mean, mean_acc)
-            tau = -_kendall(s_mean, mean_acc)
-            boots_r, boots_t = [], []
-            for _ in range(n_boot):
-                sb = np.array([m[rng.integers(0, len(m), len(m))].mean() for m in s_mat])
-                ab = acc_mat[:, rng.integers(0, len(seeds), len(seeds))].mean(1)
-                boots_r.append(-_spearman(sb, ab))
-                boots_t.append(-_kendall(sb, ab))
-            pick = cands[int(np.argmin(s_mean))]
-            res["scores"][name] = {
-                "per_candidate": {c: {"mean": float(s_mean[i]), "std": float(s_mat[i].std(ddof=1)) if len(s_mat[i]) > 1 else 0.0}
-                                  for i, c in enumerate(cands)},
-                "spearman": rho, "spearman_ci95": _ci(boots_r),
-                "kendall": tau, "kendall_ci95": _ci(boots_t),
-                "pick": {"candidate": pick, **res["accuracy"][pick]},
-                "pick_minus_oracle": res["accuracy"][pick]["mean"] - res["accuracy"][oracle]["mean"],
-                "pick_minus_none": (res["accuracy"][pick]["mean"] - res["accuracy"]["none"]["mean"]
-                                    if "none" in cands else None),
-            }
-        out["configs"][cfg] = res
+        res = _config_analysis(per_cand, scores, rng, n_boot)
+        if res is not None:
+            out["configs"][cfg] = res
     if not out["configs"] and not any(r.get("regime") for r in rows if r.get("kind") == "student"):
         raise DataError("no configuration has student results for ≥ 2 candidates yet; let the experiment run longer.")
     return out

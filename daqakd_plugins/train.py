@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -16,6 +16,10 @@ from .checks import check_finite_model, check_lr
 from .data import AnyBundle, DataBundle, make_loader
 from .errors import ConfigError, DataError, NonFiniteError
 from .models import as_tensor, check_model_fits_data, load_model, save_model
+
+if TYPE_CHECKING:
+    from .contracts import Augmentation
+    from .streams import Normalizer, TrainLoader
 
 __all__ = ["evaluate", "evaluate_loader", "predict_logits", "train_teacher", "default_arch", "teacher_arch", "get_or_train_teacher",
            "seed_everything"]
@@ -101,6 +105,94 @@ def teacher_arch(bundle: AnyBundle, name: str | None = None, *, num_classes: int
     return arch_spec(name, num_classes=num_classes or bundle.num_classes, in_channels=bundle.image_shape[0], **opts)
 
 
+def _check_training_args(bundle: AnyBundle, epochs: int, lr: float) -> None:
+    """Refuse ``epochs`` < 1, a learning rate :func:`check_lr` rejects, and data with fewer than 2 classes."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"epochs must be an integer ≥ 1, got {epochs!r}")
+    check_lr(lr, flag="lr (--lr)")
+    if bundle.num_classes < 2:
+        raise DataError(
+            f"the data has {bundle.num_classes} class ({', '.join(bundle.classes)}); a classifier needs at least 2 "
+            "classes (an ImageFolder directory needs one sub-folder per class)."
+        )
+
+
+def _build_teacher(bundle: AnyBundle, arch: dict[str, Any] | None, seed: int) -> tuple[nn.Module, dict[str, Any]]:
+    """Seed every RNG with ``seed``, then build ``arch`` (``None``: :func:`default_arch`) with fresh weights,
+    checked against the data's classes and image shape. Returns ``(model, arch)``."""
+    from .models import build_model
+
+    seed_everything(seed)
+    arch = arch or default_arch(bundle)
+    nc = bundle.num_classes
+    if arch.get("num_classes") not in (None, nc):
+        raise ConfigError(f"--num-classes {arch.get('num_classes')} but the data has {nc} classes "
+                          f"({', '.join(map(str, bundle.classes[:10]))}{' ...' if nc > 10 else ''}); drop --num-classes "
+                          f"(it defaults to the data's class count) or pass --num-classes {nc}.")
+    model = build_model(arch)
+    check_model_fits_data(model, bundle.image_shape, nc, what=f"the teacher architecture {arch.get('name')!r}")
+    return model, arch
+
+
+def _teacher_loader(bundle: AnyBundle, base: Augmentation | None, *, batch_size: int, seed: int,
+                    workers: int) -> tuple[Any, TrainLoader | None]:
+    """The shuffled training batches, ``(loader, stream)``: in-memory tensors are batched here (``stream`` is
+    ``None``; the base runs per batch in the loop), a folder streams through DataLoader workers that run the
+    base per image (``stream`` is that loader)."""
+    from .streams import train_loader
+
+    if isinstance(bundle, DataBundle):
+        return make_loader(bundle.train_x, bundle.train_y, batch_size, shuffle=True, seed=seed), None
+    stream = train_loader(bundle.train, base, num_classes=bundle.num_classes, batch_size=batch_size, seed=seed,
+                          workers=workers)
+    return stream, stream
+
+
+def _train_epoch(model: nn.Module, loader: Any, stream: TrainLoader | None, epoch: int, *,
+                 opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler, norm: Normalizer,
+                 base: Augmentation | None, augment: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None,
+                 num_classes: int, lr: float) -> float:
+    """One epoch of cross-entropy training over ``loader`` (base, then ``augment``, then ``norm`` on each
+    batch); returns the loss summed over the samples. A non-finite loss raises :class:`NonFiniteError`."""
+    model.train()
+    tot = 0.0
+    if stream is not None:
+        stream.set_epoch(epoch)
+    for batch in loader:
+        if stream is not None:
+            xb, t = batch.images, batch.targets
+        else:
+            xb, t = batch[0], torch.nn.functional.one_hot(batch[1], num_classes).float()
+            if base is not None:
+                xb, t = base(xb, t)
+        if augment is not None:
+            xb, t = augment(xb, t)
+        loss = torch.nn.functional.cross_entropy(model(norm(xb)), t)
+        if not torch.isfinite(loss):
+            raise NonFiniteError(
+                f"teacher training diverged (loss {float(loss.detach())}) at lr {lr:g}; lower --lr (the default is 3e-3). "
+                "Nothing was saved."
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        tot += float(loss.detach()) * len(xb)
+    return tot
+
+
+def _trained_accuracy(model: nn.Module, bundle: AnyBundle, norm: Normalizer, *, workers: int, lr: float) -> float:
+    """Put the trained ``model`` in eval mode, refuse non-finite weights, and return its test accuracy."""
+    from .streams import eval_loader
+
+    model.eval()
+    check_finite_model(model, what="the trained teacher", fix=f"training diverged at lr {lr:g}: lower --lr. Nothing was saved.")
+    if isinstance(bundle, DataBundle) and not norm:
+        return evaluate(model, bundle.test_x, bundle.test_y)
+    return evaluate_loader(model, eval_loader(bundle.test, num_classes=bundle.num_classes, workers=workers),
+                           normalize=norm)
+
+
 def train_teacher(
     bundle: AnyBundle,
     *,
@@ -123,82 +215,30 @@ def train_teacher(
     tensors; a folder streams through DataLoader workers (``workers``)."""
     from tqdm.auto import trange
 
-    from .models import build_model
+    from .augment import resolve_base
+    from .streams import Normalizer, resolve_workers
 
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ConfigError(f"epochs must be an integer ≥ 1, got {epochs!r}")
-    check_lr(lr, flag="lr (--lr)")
-    if bundle.num_classes < 2:
-        raise DataError(
-            f"the data has {bundle.num_classes} class ({', '.join(bundle.classes)}); a classifier needs at least 2 "
-            "classes (an ImageFolder directory needs one sub-folder per class)."
-        )
-    from .streams import Normalizer, eval_loader, resolve_workers, train_loader
-
-    seed_everything(seed)
-    arch = arch or default_arch(bundle)
-    nc = bundle.num_classes
-    if arch.get("num_classes") not in (None, nc):
-        raise ConfigError(f"--num-classes {arch.get('num_classes')} but the data has {nc} classes "
-                          f"({', '.join(map(str, bundle.classes[:10]))}{' ...' if nc > 10 else ''}); drop --num-classes "
-                          f"(it defaults to the data's class count) or pass --num-classes {nc}.")
-    model = build_model(arch)
-    check_model_fits_data(model, bundle.image_shape, nc, what=f"the teacher architecture {arch.get('name')!r}")
+    _check_training_args(bundle, epochs, lr)
+    model, arch = _build_teacher(bundle, arch, seed)
     norm = Normalizer(*(normalize or (None, None)))
     norm.check_channels(bundle.image_shape[0])
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
     nworkers = resolve_workers(workers)
-    stream = None
-    from .augment import resolve_base
-
     base = resolve_base(base_augment, bundle.image_shape)
-    if isinstance(bundle, DataBundle):
-        loader: Any = make_loader(bundle.train_x, bundle.train_y, batch_size, shuffle=True, seed=seed)
-    else:  # the base runs per image in the loader's workers
-        stream = train_loader(bundle.train, base, num_classes=bundle.num_classes, batch_size=batch_size, seed=seed,
-                              workers=nworkers)
-        loader = stream
+    loader, stream = _teacher_loader(bundle, base, batch_size=batch_size, seed=seed, workers=nworkers)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(loader))
     t0 = time.perf_counter()
     bar = trange(epochs, desc="teacher", unit="epoch", disable=None if progress else True)
     # tqdm draws nothing when stderr is not a terminal (a log, CI): then one line per epoch instead
     lines = progress and bar.disable and not os.environ.get("TQDM_DISABLE")
-    nc = bundle.num_classes
     for epoch in bar:
-        model.train()
-        tot = 0.0
-        if stream is not None:
-            stream.set_epoch(epoch)
-        for batch in loader:
-            if stream is not None:
-                xb, t = batch.images, batch.targets
-            else:
-                xb, t = batch[0], torch.nn.functional.one_hot(batch[1], nc).float()
-                if base is not None:
-                    xb, t = base(xb, t)
-            if augment is not None:
-                xb, t = augment(xb, t)
-            loss = torch.nn.functional.cross_entropy(model(norm(xb)), t)
-            if not torch.isfinite(loss):
-                raise NonFiniteError(
-                    f"teacher training diverged (loss {float(loss.detach())}) at lr {lr:g}; lower --lr (the default is 3e-3). "
-                    "Nothing was saved."
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot += float(loss.detach()) * len(xb)
+        tot = _train_epoch(model, loader, stream, epoch, opt=opt, sched=sched, norm=norm, base=base, augment=augment,
+                           num_classes=bundle.num_classes, lr=lr)
         bar.set_postfix(loss=f"{tot / len(bundle.train_labels):.3f}")
         if lines:
             print(f"teacher epoch {epoch + 1}/{epochs}: loss {tot / len(bundle.train_labels):.4f} "
                   f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-    model.eval()
-    check_finite_model(model, what="the trained teacher", fix=f"training diverged at lr {lr:g}: lower --lr. Nothing was saved.")
-    if isinstance(bundle, DataBundle) and not norm:
-        acc = evaluate(model, bundle.test_x, bundle.test_y)
-    else:
-        acc = evaluate_loader(model, eval_loader(bundle.test, num_classes=nc, workers=nworkers), normalize=norm)
+    acc = _trained_accuracy(model, bundle, norm, workers=nworkers, lr=lr)
     meta = {"arch": arch, "test_accuracy": acc, "epochs": epochs, "seed": seed, "data": bundle.name,
             "seconds": round(time.perf_counter() - t0, 3), "base_augment": base.name if base is not None else "none"}
     if norm:

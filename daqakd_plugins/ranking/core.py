@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -39,6 +39,8 @@ from ..data import DataBundle, FolderBundle, dataset_len, one_hot, stratified_su
 from ..errors import ConfigError, DaqakdError, DataError, ModelError, PluginError, UnknownNameError
 from ..streams import (
     TAG_DEVICE,
+    Batch,
+    Key,
     Normalizer,
     Program,
     StreamLoader,
@@ -50,6 +52,9 @@ from ..streams import (
 )
 from .metrics import check_batch
 from .result import RankEntry, Ranking
+
+if TYPE_CHECKING:
+    from ..distributed import Dist
 
 __all__ = ["rank_augmentations", "prepare_data", "resolve_metric", "RankData"]
 
@@ -228,6 +233,115 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _plan_batches(num_candidates: int, rd: RankData, *, repeats: int, batch_size: int, seed: int,
+                  split: bool, dist: Dist) -> list[list[Key]]:
+    """This rank's batches in order, as keys ``(candidate, seed + repeat, batch number, index)``: every
+    candidate × repeat pass over the samples in the repeat's shuffled order (the same for every candidate).
+    Under a ``split`` whole batches go to ranks, so each batch is the single-process batch (the same teacher
+    outputs); batch b of pass p goes to rank (b + p) mod world, so the short last batches rotate over the ranks."""
+    n = len(rd)
+    nb = math.ceil(n / batch_size)
+    orders = [rd.index[torch.randperm(n, generator=torch.Generator().manual_seed(seed + r))].tolist()
+              for r in range(repeats)]
+    mine = []
+    for ci in range(num_candidates):
+        for r in range(repeats):
+            order, p = orders[r], ci * repeats + r
+            for b in range(nb):
+                if not split or (b + p) % dist.world_size == dist.rank:
+                    mine.append([(ci, seed + r, b, i) for i in order[b * batch_size : (b + 1) * batch_size]])
+    return mine
+
+
+class _RankProgress:
+    """The ranking's progress: a bar counting candidates (× repeats), each advanced batch by batch
+    ("s/candidate", not "s/batch"), or, off a terminal (a log, CI: tqdm draws nothing there), one line on
+    stderr per candidate as it starts (issue 29's trial: 44-87 s of ranking printed no line)."""
+
+    def __init__(self, cands: list[Augmentation], metric: str, repeats: int, seed: int, plan: list[list[Key]], *,
+                 show: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.names, self.metric, self.repeats = [a.name for a in cands], metric, repeats
+        self.per_pass: dict[int, int] = {}  # batches of each (candidate, repeat) pass on this rank
+        for items in plan:
+            key = items[0][0] * repeats + items[0][1] - seed  # (candidate, seed + repeat, ...)
+            self.per_pass[key] = self.per_pass.get(key, 0) + 1
+        self.bar = tqdm(total=len(cands) * repeats, desc=f"rank ({metric})", unit="candidate",
+                        bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} candidates [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
+                        disable=None if show else True, dynamic_ncols=True)
+        self.lines = bool(show and self.bar.disable)
+        self.current: tuple[int, int] | None = None
+        self.started = 0
+
+    def batch_of(self, ci: int, r: int) -> None:
+        """A batch of candidate ``ci``'s repeat ``r`` is being scored: name the pass when it is a new one."""
+        if (ci, r) == self.current:
+            return
+        self.current = (ci, r)
+        self.bar.set_postfix_str(self.names[ci] + (f" r{r}" if self.repeats > 1 else ""))
+        self.started += 1
+        if self.lines:
+            print(f"daqakd: ranking ({self.metric}) {self.started}/{len(self.names) * self.repeats}: {self.names[ci]}"
+                  + (f" (repeat {r + 1})" if self.repeats > 1 else ""), file=sys.stderr, flush=True)
+
+    def done(self, ci: int, r: int) -> None:
+        """One batch of candidate ``ci``'s repeat ``r`` is scored."""
+        self.bar.update(1 / self.per_pass[ci * self.repeats + r])
+
+    def close(self) -> None:
+        """Close the bar (also when the ranking fails)."""
+        self.bar.close()
+
+
+def _score_batch(batch: Batch, aug: Augmentation, device_piece: Augmentation | None, acc: Any, *,
+                 teacher: nn.Module, metric: Metric, num_classes: int, device: torch.device,
+                 normalize: Normalizer) -> None:
+    """One batch of one candidate: its device piece on ``device`` (seeded by the pass's stream and the batch
+    number), the teacher's logits (and the clean images' when the metric needs them), checked and added to
+    the candidate's accumulator ``acc``. Any failure of the piece is raised naming the candidate and batch."""
+    xb = batch.images.to(device, non_blocking=True)
+    tb = batch.targets.to(device, non_blocking=True)
+    with torch.inference_mode():
+        try:
+            xa, ta = device_stage(device_piece, xb, tb, derive_seed(batch.stream, batch.number, TAG_DEVICE))
+        except DaqakdError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - name the candidate and batch for any failure
+            raise PluginError(
+                f"candidate {aug.name!r} failed on batch {batch.number} (images {tuple(xb.shape)} {xb.dtype} "
+                f"on {device}): {type(exc).__name__}: {exc}"
+            ) from exc
+        if metric.needs_clean:
+            clean = batch.clean.to(device) if batch.clean is not None else xb
+            out = teacher(normalize(torch.cat([clean, xa])))
+            clean_logits, logits = out[: xa.shape[0]], out[xa.shape[0] :]
+        else:
+            clean_logits, logits = None, teacher(normalize(xa))
+    check_batch(logits, ta, num_classes, candidate=aug.name, batch_index=batch.number)
+    acc.update(MetricBatch(logits=logits, targets=ta, clean_logits=clean_logits, candidate=aug.name,
+                           batch_index=batch.number))
+
+
+def _results(accs: dict[tuple[int, int], Any], metric: Metric, params: Mapping[str, Any], num_classes: int, *,
+             num_candidates: int, repeats: int, split: bool) -> list[list[MetricResult]]:
+    """Each candidate's result per repeat: a pass this rank scored no batch of starts empty, and under a
+    ``split`` every accumulator's float64 state is summed over the ranks first (one all-reduce)."""
+    from .. import distributed
+
+    keys = [(ci, r) for ci in range(num_candidates) for r in range(repeats)]
+    for k in keys:
+        accs.setdefault(k, metric.create(num_classes, **params))
+    if split:
+        vecs = [accs[k].state_vector().to(torch.float64).cpu() for k in keys]
+        total = distributed.all_reduce_sum(torch.cat(vecs))
+        start = 0
+        for k, v in zip(keys, vecs):
+            accs[k].load_state_vector(total[start : start + v.numel()])
+            start += v.numel()
+    return [[accs[(ci, r)].result() for r in range(repeats)] for ci in range(num_candidates)]
+
+
 def _run_all(
     cands: list[Augmentation], teacher: nn.Module, rd: RankData, metric: Metric, params: Mapping[str, Any], *,
     repeats: int, batch_size: int, seed: int, device: torch.device, progress: bool, workers: int,
@@ -240,103 +354,39 @@ def _run_all(
     :class:`ReducibleMetricAccumulator`; others run whole on every rank). Returns the results per
     candidate (one per repeat), seconds per candidate, the samples this rank scored, and whether the work
     was split."""
-    from tqdm.auto import tqdm
-
     from .. import distributed
     from ..augment import split_stages
 
-    n = len(rd)
-    nb = math.ceil(n / batch_size)
     stages = [split_stages(a) for a in cands]
     programs = [Program(sm, bt, keep_clean=metric.needs_clean) for sm, bt, _ in stages]
-    orders = [rd.index[torch.randperm(n, generator=torch.Generator().manual_seed(seed + r))].tolist()
-              for r in range(repeats)]
-
     d = distributed.current()
     split = d.active and isinstance(metric.create(rd.num_classes, **params), ReducibleMetricAccumulator)
-    # Whole batches go to ranks, so each batch is the single-process batch (the same teacher outputs);
-    # batch b of pass p goes to rank (b + p) mod world, so the short last batches rotate over the ranks.
-    mine = []
-    for ci in range(len(cands)):
-        for r in range(repeats):
-            order, p = orders[r], ci * repeats + r
-            for b in range(nb):
-                if not split or (b + p) % d.world_size == d.rank:
-                    mine.append([(ci, seed + r, b, i) for i in order[b * batch_size : (b + 1) * batch_size]])
-
+    mine = _plan_batches(len(cands), rd, repeats=repeats, batch_size=batch_size, seed=seed, split=split, dist=d)
     loader = StreamLoader(rd.dataset, programs, lambda: mine, num_classes=rd.num_classes, workers=workers,
                           pin_memory=device.type == "cuda")
     accs: dict[tuple[int, int], Any] = {}
     seconds = [0.0] * len(cands)
     samples = 0
-    current: tuple[int, int] | None = None
-    # the bar counts candidates (× repeats), each advanced batch by batch: "s/candidate", not "s/batch"
-    per_pass: dict[int, int] = {}
-    for items in mine:
-        key = items[0][0] * repeats + items[0][1] - seed  # (candidate, seed + repeat, ...)
-        per_pass[key] = per_pass.get(key, 0) + 1
-    bar = tqdm(total=len(cands) * repeats, desc=f"rank ({metric.name})", unit="candidate",
-               bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} candidates [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
-               disable=None if (progress and d.is_main) else True, dynamic_ncols=True)
+    bar = _RankProgress(cands, metric.name, repeats, seed, mine, show=progress and d.is_main)
     t_last = time.perf_counter()
-    # no terminal (a log, CI): tqdm draws nothing, so say each candidate as it starts (issue 29's trial: 44-87 s
-    # of ranking printed no line)
-    lines = bool(progress and d.is_main and bar.disable)
-    started = 0
     try:
         for batch in loader:
             ci, r = batch.program, batch.stream - seed
             acc = accs.get((ci, r))
             if acc is None:
                 acc = accs[(ci, r)] = metric.create(rd.num_classes, **params)
-            if (ci, r) != current:
-                current = (ci, r)
-                bar.set_postfix_str(cands[ci].name + (f" r{r}" if repeats > 1 else ""))
-                started += 1
-                if lines:
-                    print(f"daqakd: ranking ({metric.name}) {started}/{len(cands) * repeats}: {cands[ci].name}"
-                          + (f" (repeat {r + 1})" if repeats > 1 else ""), file=sys.stderr, flush=True)
-            aug, device_piece = cands[ci], stages[ci][2]
-            xb = batch.images.to(device, non_blocking=True)
-            tb = batch.targets.to(device, non_blocking=True)
-            with torch.inference_mode():
-                try:
-                    xa, ta = device_stage(device_piece, xb, tb, derive_seed(seed + r, batch.number, TAG_DEVICE))
-                except DaqakdError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - name the candidate and batch for any failure
-                    raise PluginError(
-                        f"candidate {aug.name!r} failed on batch {batch.number} (images {tuple(xb.shape)} {xb.dtype} "
-                        f"on {device}): {type(exc).__name__}: {exc}"
-                    ) from exc
-                if metric.needs_clean:
-                    clean = batch.clean.to(device) if batch.clean is not None else xb
-                    out = teacher(normalize(torch.cat([clean, xa])))
-                    clean_logits, logits = out[: xa.shape[0]], out[xa.shape[0] :]
-                else:
-                    clean_logits, logits = None, teacher(normalize(xa))
-            check_batch(logits, ta, rd.num_classes, candidate=aug.name, batch_index=batch.number)
-            acc.update(MetricBatch(logits=logits, targets=ta, clean_logits=clean_logits, candidate=aug.name,
-                                   batch_index=batch.number))
+            bar.batch_of(ci, r)
+            _score_batch(batch, cands[ci], stages[ci][2], acc, teacher=teacher, metric=metric,
+                         num_classes=rd.num_classes, device=device, normalize=normalize)
             _sync(device)
             now = time.perf_counter()
             seconds[ci] += now - t_last
             t_last = now
             samples += len(batch.indices)
-            bar.update(1 / per_pass[ci * repeats + r])
+            bar.done(ci, r)
     finally:
         bar.close()
-    keys = [(ci, r) for ci in range(len(cands)) for r in range(repeats)]
-    for k in keys:
-        accs.setdefault(k, metric.create(rd.num_classes, **params))
-    if split:  # one all-reduce of every accumulator's float64 sums
-        vecs = [accs[k].state_vector().to(torch.float64).cpu() for k in keys]
-        total = distributed.all_reduce_sum(torch.cat(vecs))
-        start = 0
-        for k, v in zip(keys, vecs):
-            accs[k].load_state_vector(total[start : start + v.numel()])
-            start += v.numel()
-    results = [[accs[(ci, r)].result() for r in range(repeats)] for ci in range(len(cands))]
+    results = _results(accs, metric, params, rd.num_classes, num_candidates=len(cands), repeats=repeats, split=split)
     return results, seconds, samples, split
 
 
@@ -345,6 +395,69 @@ def _mean_std(vals: list[float]) -> tuple[float, float]:
     mean = float(t.mean())
     std = float(t.std(unbiased=True)) if len(vals) > 1 else float("nan")
     return mean, std
+
+
+class _Args(NamedTuple):
+    """:func:`rank_augmentations`' arguments, checked and resolved."""
+
+    workers: int
+    normalize: Normalizer
+    device: torch.device
+    metric: Metric
+    params: dict[str, Any]
+    candidates: list[Augmentation]
+
+
+def _resolve_args(
+    teacher: nn.Module, candidates: Iterable[str | Augmentation | Callable[..., Any]] | str | None,
+    metric: str | Metric, metric_params: Mapping[str, Any] | None, *, batch_size: int, repeats: int,
+    device: str | torch.device | None, workers: int | None,
+    normalize: Normalizer | tuple[Sequence[float], Sequence[float]] | None,
+) -> _Args:
+    """Check and resolve :func:`rank_augmentations`' arguments before any sample is read, reporting the
+    first problem in this order: teacher, batch size, repeats, workers, device, metric, candidates."""
+    if not isinstance(teacher, nn.Module):
+        raise ModelError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ConfigError(f"batch_size must be an integer ≥ 1, got {batch_size!r}")
+    if not (isinstance(repeats, int) and repeats >= 1):
+        raise ConfigError(f"repeats must be an integer ≥ 1, got {repeats!r}")
+    nworkers = resolve_workers(workers)
+    norm = normalize if isinstance(normalize, Normalizer) else Normalizer(*(normalize or (None, None)))
+    if device is None:
+        p = next(iter(teacher.parameters()), None)
+        dev = p.device if p is not None else torch.device("cpu")
+    else:
+        dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r} requested but CUDA is not available here; use device='cpu'.")
+    met = resolve_metric(metric)
+    params = dict(metric_params or {})
+    cands = resolve_candidates(candidates)
+    return _Args(nworkers, norm, dev, met, params, cands)
+
+
+def _check_plan(metric: Metric, params: Mapping[str, Any], num_classes: int, *, num_samples: int,
+                batch_size: int) -> None:
+    """Create one accumulator before any work, so unknown metric parameters fail here, and let a planned
+    metric refuse a plan it cannot score (e.g. ``tstddev`` with too few batches)."""
+    probe = metric.create(num_classes, **params)
+    nb = math.ceil(num_samples / batch_size)
+    if isinstance(probe, PlannedMetricAccumulator):
+        probe.check_plan(nb, batch_size, num_samples)
+
+
+def _rank_samples(samples: int, split: bool, metric: str, notes: list[str]) -> tuple[int, list[int]]:
+    """The world size and the samples each rank scored (gathered from every rank); when the metric could
+    not be split over the ranks, a note in ``notes`` that each rank scored every sample."""
+    from .. import distributed
+
+    world = distributed.current()
+    rank_samples = [int(s) for s in distributed.all_gather_object(samples)]
+    if world.active and not split:
+        notes.append(f"metric {metric!r} cannot be summed over processes: each of the {world.world_size} ranks "
+                     "scored every sample")
+    return world.world_size, rank_samples
 
 
 def rank_augmentations(
@@ -390,25 +503,9 @@ def rank_augmentations(
         or your own augmentation or callable. Candidate names stay as they are; ``Ranking.base_augment``
         records the base.
     """
-    if not isinstance(teacher, nn.Module):
-        raise ModelError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ConfigError(f"batch_size must be an integer ≥ 1, got {batch_size!r}")
-    if not (isinstance(repeats, int) and repeats >= 1):
-        raise ConfigError(f"repeats must be an integer ≥ 1, got {repeats!r}")
-    nworkers = resolve_workers(workers)
-    norm = normalize if isinstance(normalize, Normalizer) else Normalizer(*(normalize or (None, None)))
-    if device is None:
-        p = next(iter(teacher.parameters()), None)
-        dev = p.device if p is not None else torch.device("cpu")
-    else:
-        dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {str(device)!r} requested but CUDA is not available here; use device='cpu'.")
-    met = resolve_metric(metric)
-    params = dict(metric_params or {})
-    cands = resolve_candidates(candidates)
-
+    nworkers, norm, dev, met, params, cands = _resolve_args(
+        teacher, candidates, metric, metric_params, batch_size=batch_size, repeats=repeats, device=device,
+        workers=workers, normalize=normalize)
     t_start = time.perf_counter()
     notes: list[str] = []
     with _teacher_ready(teacher, dev, notes):
@@ -417,30 +514,17 @@ def rank_augmentations(
         notes = notes + rd.notes
         base = resolve_base(base_augment, rd.image_shape)
         cands = [with_base(base, c) for c in cands]
-        probe = met.create(rd.num_classes, **params)  # unknown metric parameters fail here, before any work
-        n = len(rd)
-        nb = math.ceil(n / batch_size)
-        if isinstance(probe, PlannedMetricAccumulator):
-            probe.check_plan(nb, batch_size, n)
+        _check_plan(met, params, rd.num_classes, num_samples=len(rd), batch_size=batch_size)
         results, seconds, samples, split = _run_all(
             cands, teacher, rd, met, params, repeats=repeats, batch_size=batch_size, seed=seed, device=dev,
             progress=progress, workers=nworkers, normalize=norm)
         entries = [_entry(aug, res, secs, rd.image_shape) for aug, res, secs in zip(cands, results, seconds)]
-    from .. import distributed
-
-    world = distributed.current()
-    rank_samples = [int(s) for s in distributed.all_gather_object(samples)]
-    if world.active and not split:
-        notes.append(f"metric {met.name!r} cannot be summed over processes: each of the {world.world_size} ranks "
-                     "scored every sample")
+    world_size, rank_samples = _rank_samples(samples, split, met.name, notes)
     return Ranking(
         metric=met.name,
         entries=entries,
         lower_is_better=met.lower_is_better,
-        seed=seed,
-        repeats=repeats,
-        per_class=per_class,
-        batch_size=batch_size,
+        seed=seed, repeats=repeats, per_class=per_class, batch_size=batch_size,
         num_classes=rd.num_classes,
         num_samples=len(rd),
         data=rd.name,
@@ -449,7 +533,7 @@ def rank_augmentations(
         notes=notes,
         seconds=time.perf_counter() - t_start,
         workers=nworkers,
-        world_size=world.world_size,
+        world_size=world_size,
         rank_samples=rank_samples,
         base_augment=base.name if base is not None else "none",
     )
