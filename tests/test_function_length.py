@@ -14,8 +14,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("daqakd_plugins", "adapters")
 MAX_LINES = 80
 
-# Functions allowed past the limit for now, each with its reason. Keep this list short and temporary.
-ALLOWED: set[str] = set()
 
 
 def _functions(tree: ast.AST, prefix: str = "") -> Iterator[tuple[str, int]]:
@@ -46,16 +44,8 @@ def _lengths() -> dict[str, int]:
 def test_no_function_is_longer_than_the_limit() -> None:
     lengths = _lengths()
     assert len(lengths) > 100, "found too few functions: is ROOT right?"
-    long = {name: n for name, n in lengths.items() if n > MAX_LINES and name not in ALLOWED}
+    long = {name: n for name, n in lengths.items() if n > MAX_LINES}
     assert not long, (
         f"{len(long)} function(s) over {MAX_LINES} lines; split each along a real seam (named stages with one-line "
         "docstrings) without changing behaviour:\n" + "\n".join(f"  {name}: {n} lines" for name, n in sorted(long.items()))
     )
-
-
-def test_the_allow_list_holds_only_long_functions() -> None:
-    """An entry that no longer exists or is now within the limit must leave ALLOWED, so the exception ends
-    with the work that needed it."""
-    lengths = _lengths()
-    stale = sorted(name for name in ALLOWED if lengths.get(name, 0) <= MAX_LINES)
-    assert not stale, f"remove from ALLOWED in {Path(__file__).name} (now within {MAX_LINES} lines or gone): {stale}"
