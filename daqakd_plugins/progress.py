@@ -1,40 +1,84 @@
 """Progress lines on stderr, and a heartbeat so that no phase of a long command is silent.
 
 :func:`say` writes ``daqakd: <what it does now>`` (through ``tqdm.write``, so a bar on a terminal is not
-torn) and remembers it. Inside :func:`heartbeat`, a daemon thread watches the time since the last line:
-when a phase (quantizing, calibrating, an epoch off a terminal, an export, a backend's own slow step) has
-said nothing for :data:`HEARTBEAT_S` seconds, it writes ``daqakd: still <what> (N s)``. Whatever is
-written on stderr meanwhile (a warning, a backend's message, a bar drawn on a terminal) counts as a line;
-in a log, where tqdm draws nothing, the heartbeat is what a reader sees. ``DAQAKD_HEARTBEAT_S`` sets the interval (``0``
-turns it off).
+torn) and remembers it; :func:`doing` only remembers it. Inside :func:`heartbeat`, a small watcher
+*process* follows what the command does (a pipe carries each phase and each line written) and, when
+stderr has been quiet for :data:`HEARTBEAT_S` seconds, writes ``daqakd: still <what> (N s)``. A process,
+not a thread: exporters, graph passes and backends spend seconds in C++ holding Python's GIL, which
+would silence a thread exactly when a line is wanted. Whatever is written on ``sys.stderr`` meanwhile (a
+warning, a backend's message, a bar drawn on a terminal) counts as a line; in a log, where tqdm draws
+nothing, the heartbeat is what a reader sees. ``DAQAKD_HEARTBEAT_S`` sets the interval (``0`` turns it
+off).
 
-Only this module writes progress lines for the engine; nothing here imports torch.
+Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["HEARTBEAT_S", "say", "doing", "heartbeat", "bar", "interval"]
+__all__ = ["HEARTBEAT_S", "ENV", "say", "doing", "heartbeat", "bar", "interval"]
 
 #: seconds without a line before the heartbeat writes one (issue 29: no silent phase over ~5 s)
 HEARTBEAT_S = 4.0
 ENV = "DAQAKD_HEARTBEAT_S"
 
+# The watcher: reads "M" (a line was written), "P<0|1><label>" (the phase; 1: a new one, its clock restarts;
+# an empty label: nothing to repeat) and "Q" (quit) from the pipe; exits when the pipe closes or the
+# command's process is gone. Written for `python -I -S -c` (no site, no daqakd, no torch: it starts in ms).
+_WATCHER = r"""
+import os, select, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on a terminal reaches the whole group: the command answers it
+fd, every, parent = int(sys.argv[1]), float(sys.argv[2]), os.getppid()
+tty = os.isatty(2)
+now = time.monotonic()
+last = since = now
+label, buf = "", b""
+while True:
+    ready, _, _ = select.select([fd], [], [], min(0.25, every / 4))
+    now = time.monotonic()
+    if ready:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        *msgs, buf = (buf + chunk).split(b"\n")
+        quit_ = False
+        for m in msgs:
+            kind = m[:1]
+            if kind == b"M":
+                last = now
+            elif kind == b"P":
+                label = m[2:].decode("utf-8", "replace")
+                if m[1:2] == b"1":
+                    since = now
+            elif kind == b"Q":
+                quit_ = True
+        if quit_:
+            break
+    if os.getppid() != parent:
+        break
+    if now - last >= every:
+        text = f"still {label} ({now - since:.0f} s)" if label else f"still working ({now - since:.0f} s)"
+        try:
+            os.write(2, (("\r\x1b[K" if tty else "") + "daqakd: " + text + "\n").encode())
+        except OSError:
+            break
+        last = now
+"""
+
 
 class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.last = time.monotonic()  # when the last line was written
+        self.pipe: int | None = None  # the write end of the watcher's pipe, while a heartbeat runs
         self.label: str | None = None  # what the command does now, as "still <label>" would say it
-        self.since = time.monotonic()  # when that began
-        self.depth = 0  # nested heartbeat() contexts; the outermost owns the thread
+        self.depth = 0  # nested heartbeat() contexts; the outermost owns the watcher
 
 
 _S = _State()
@@ -49,6 +93,21 @@ def interval() -> float:
         return max(0.0, float(raw))
     except ValueError:
         return HEARTBEAT_S
+
+
+def _send(msg: str) -> None:
+    """One message to the watcher; never blocks (the pipe is non-blocking) and never fails the run."""
+    fd = _S.pipe
+    if fd is None:
+        return
+    try:
+        os.write(fd, msg.replace("\n", " ").encode("utf-8", "replace") + b"\n")
+    except OSError:  # a full pipe (the watcher is behind) or a gone watcher: a heartbeat is not worth an error
+        pass
+
+
+def _mark() -> None:
+    _send("M")
 
 
 def _write(line: str) -> None:
@@ -75,17 +134,15 @@ def _label_of(msg: str) -> str | None:
     return text.rsplit("; ", 1)[-1] or None
 
 
-def _mark() -> None:
+def _phase(label: str | None, new_phase: bool) -> None:
     with _S.lock:
-        _S.last = time.monotonic()
+        _S.label = label
+    _send(f"P{1 if new_phase else 0}{label or ''}")
 
 
 def say(msg: str, *, enabled: bool = True) -> None:
     """Write ``daqakd: msg`` on stderr now (when ``enabled``) and make it what the heartbeat repeats."""
-    now = time.monotonic()
-    with _S.lock:
-        _S.label = _label_of(msg)
-        _S.since = now
+    _phase(_label_of(msg), True)
     if enabled:
         _write(f"daqakd: {msg}")
 
@@ -95,10 +152,7 @@ def doing(label: str | None, *, new_phase: bool = True) -> None:
     heartbeat repeats it if nothing is written meanwhile. ``new_phase=False`` updates the words of the phase
     under way without restarting its clock. ``None``: nothing to repeat (the heartbeat then says how long
     the command has been quiet)."""
-    with _S.lock:
-        _S.label = label
-        if new_phase:
-            _S.since = time.monotonic()
+    _phase(label, new_phase)
 
 
 class _Tap:
@@ -117,47 +171,54 @@ class _Tap:
         return getattr(self._inner, name)
 
 
-def _beat(stop: threading.Event, every: float) -> None:
-    while not stop.wait(min(0.5, every / 4)):
-        now = time.monotonic()
-        with _S.lock:
-            if now - _S.last < every:
-                continue
-            label, since = _S.label, _S.since
-        if label:
-            _write(f"daqakd: still {label} ({now - since:.0f} s)")
-        else:
-            _write(f"daqakd: still working ({now - since:.0f} s)")
-        _mark()  # also when stderr is not ours to tap
+def _start_watcher(every: float) -> tuple[subprocess.Popen[bytes], int] | None:
+    """The watcher process and the write end of its pipe; ``None`` where it cannot start (then no heartbeat:
+    it is never worth failing a run)."""
+    r, w = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _WATCHER, str(r), repr(every)], pass_fds=(r,),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True)
+    except OSError:
+        os.close(r)
+        os.close(w)
+        return None
+    os.close(r)
+    os.set_blocking(w, False)
+    return proc, w
 
 
 @contextmanager
 def heartbeat(enabled: bool = True, *, label: str | None = None) -> Iterator[None]:
     """While the block runs, a ``still ...`` line whenever nothing was written on stderr for the interval.
 
-    Nested blocks share the outermost one's thread. ``enabled=False`` (progress off, a rank other than 0)
+    Nested blocks share the outermost one's watcher. ``enabled=False`` (progress off, a rank other than 0)
     or an interval of 0 starts nothing."""
     every = interval()
     with _S.lock:
         _S.depth += 1
         owner = _S.depth == 1
-        if owner:
-            _S.last = time.monotonic()
-        if label is not None:
-            _S.label, _S.since = label, time.monotonic()
-    stop = threading.Event()
-    thread = tap = None
+    watcher = tap = None
     if owner and enabled and every > 0:
-        tap = _Tap(sys.stderr)
-        sys.stderr = tap
-        thread = threading.Thread(target=_beat, args=(stop, every), name="daqakd-heartbeat", daemon=True)
-        thread.start()
+        watcher = _start_watcher(every)
+        if watcher is not None:
+            _S.pipe = watcher[1]
+            tap = _Tap(sys.stderr)
+            sys.stderr = tap
+    if label is not None or watcher is not None:
+        _phase(label if label is not None else _S.label, True)
     try:
         yield
     finally:
-        stop.set()
-        if thread is not None:
-            thread.join(timeout=2)
+        if watcher is not None:
+            proc, w = watcher
+            _send("Q")
+            _S.pipe = None
+            os.close(w)
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         if tap is not None and sys.stderr is tap:  # not if someone replaced it meanwhile (they restore theirs)
             sys.stderr = tap._inner
         with _S.lock:

@@ -18,6 +18,9 @@ def _exported_accuracies(export: dict[str, Any]) -> list[tuple[str, float]]:
 
 def draw_report_figure(report: dict[str, Any], path: str | Path) -> Path:
     """Draw ``report`` (as written by ``run_distill``) into a PNG at ``path``."""
+    from . import progress
+
+    progress.doing(f"drawing {Path(path).name}")
     import matplotlib.pyplot as plt
 
     path = Path(path)
