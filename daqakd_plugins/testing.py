@@ -369,8 +369,9 @@ _RESUME_MODEL, _RESUME_BATCH, _RESUME_AUGMENT, _RESUME_LR = "shufflenet_v2_x0_5"
 def _resume_leg(spec: dict[str, Any]) -> tuple[nn.Module, list[float], torch.Tensor | None]:
     """One leg of :func:`check_resume_steps`, as ``daqakd distill`` runs it: build the student (quantize +
     calibrate, or restore from ``spec['resume']``), train epochs ``[start, stop)`` of the ImageFolder through
-    ``kd.loader`` (one worker), and with ``spec['save']`` write a checkpoint as the pipeline does. Returns
-    the student, the step losses and, for a restored student, its logits right after the restore."""
+    ``kd.loader`` (one worker), and with ``spec['save']`` write a checkpoint after epoch ``spec['save_after']``
+    and go on, as the pipeline does after every epoch. Returns the student, the step losses and the logits
+    right after the restore (a restored student) or right after the checkpoint was written (a saving one)."""
     from . import backends
     from .data import load_image_folder
     from .distill import Distiller
@@ -415,10 +416,11 @@ def _resume_leg(spec: dict[str, Any]) -> tuple[nn.Module, list[float], torch.Ten
             opt.step()
             sched.step()
             losses.append(float(loss.detach()))
-    if spec.get("save"):
-        atomic_save({"format": FORMAT, "epoch": spec["stop"], "student": backends.save_student(student, backend, cfg),
-                     "distiller": kd.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "rng": capture_rng()}, spec["save"])
+        if spec.get("save") and epoch + 1 == spec["save_after"]:
+            atomic_save({"format": FORMAT, "epoch": epoch + 1, "student": backends.save_student(student, backend, cfg),
+                         "distiller": kd.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "rng": capture_rng()}, spec["save"])
+            restored = _outputs(student, _tv_images(16))  # the logits the checkpoint must give back
     kd.remove_hooks()
     return student, losses, restored
 
@@ -447,10 +449,11 @@ def check_resume_steps(backend: str, bits: tuple[int, int]) -> None:
     with tempfile.TemporaryDirectory(prefix="daqakd-resume-steps-") as tmp:
         data = make_image_folder(Path(tmp) / "data")
         base = {"backend": backend, "bits": list(bits), "data": str(data), "stop": 2}
-        full, full_losses, _ = _resume_leg({**base, "start": 0})
         ck = Path(tmp) / "checkpoint.pt"
-        half, first, _ = _resume_leg({**base, "start": 0, "stop": 1, "save": str(ck)})
-        saved = _outputs(half, _tv_images(16))
+        # the uninterrupted run checkpoints after its first epoch and goes on, as `daqakd distill` does
+        full, full_losses, saved = _resume_leg({**base, "start": 0, "save": str(ck), "save_after": 1})
+        assert saved is not None
+        first = full_losses[: len(full_losses) // 2]
         spec = {**base, "start": 1, "resume": str(ck), "result": str(Path(tmp) / "result.pt")}
         (Path(tmp) / "spec.json").write_text(json.dumps(spec))
         code = "import sys; from daqakd_plugins.testing import _resume_child; _resume_child(sys.argv[1])"
