@@ -65,3 +65,22 @@ def test_report_errors_are_clear(tmp_path):
     (tmp_path / "r.jsonl").write_text('{"kind": "teacher", "accuracy": 0.5}\n')
     with pytest.raises(DataError, match="≥ 2 candidates"):
         analyse(read_results(tmp_path / "r.jsonl"))
+
+
+def test_the_score_analysis_waits_for_a_regime_with_two_seeds() -> None:
+    """A regime still running its first seed (the paper recipe's 100x50) does not replace a finished one:
+    its one-seed table had ρ = nan and no ANOVA."""
+    from daqakd_plugins.evidence import ranking_regime
+
+    def row(regime: str, seen: int, cand: str, seed: int) -> dict:
+        return {"kind": "student", "regime": regime, "images_seen": seen, "candidate": cand, "seed": seed,
+                "config": "W4A4", "accuracy": 0.5}
+
+    rows = [row("100x15", 15000, c, s) for c in ("none", "aa") for s in (0, 1, 2)]
+    rows += [row("100x50", 50000, c, 0) for c in ("none", "aa")]
+    assert ranking_regime(rows) == "100x15"
+    rows += [row("100x50", 50000, "none", 1)]
+    assert ranking_regime(rows) == "100x15"  # one candidate with two seeds is not yet a comparison
+    rows += [row("100x50", 50000, "aa", 1)]
+    assert ranking_regime(rows) == "100x50"
+    assert ranking_regime([row("3x2", 60, c, 0) for c in ("none", "aa")]) == "3x2"  # one seed only: still a table
