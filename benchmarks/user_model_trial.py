@@ -249,7 +249,12 @@ def _gap(row: dict[str, Any]) -> str:
     parts = []
     for g in gaps[:2]:  # the longest two: what a user waits through with nothing on the screen
         after = str(g.get("after", ""))
-        phase = next((name for key, name in _PHASES if key in after), after[:40])
+        if after.startswith("daqakd: still "):  # a heartbeat line names its phase itself
+            phase = after[len("daqakd: still "):].rsplit(" (", 1)[0].split(":")[0][:48]
+        elif after.startswith("daqakd: starting "):
+            phase = "start-up"
+        else:
+            phase = next((name for key, name in _PHASES if key in after), after[:40])
         parts.append(f"{g['gap_s']} s ({phase})")
     return ", ".join(parts)
 
