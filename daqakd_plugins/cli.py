@@ -132,13 +132,21 @@ def _long_command(argv: Sequence[str] | None) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from . import progress
+    from contextlib import ExitStack
 
-    cmd = _long_command(argv)
-    if cmd is not None:  # importing torch and the backends takes seconds on a cold machine: say so first
-        progress.say(f"starting daqakd {cmd} (importing torch and the quantization backends) ...")
-    with progress.heartbeat(cmd is not None):
+    with ExitStack() as stack:
+        try:  # Ctrl-C this early: no traceback either, the shell's 130
+            from . import progress
+
+            cmd = _long_command(argv)
+            if cmd is not None:  # importing torch and the backends takes seconds on a cold machine: say so first
+                progress.say(f"starting daqakd {cmd} (importing torch and the quantization backends) ...")
+            stack.enter_context(progress.heartbeat(cmd is not None))
+        except KeyboardInterrupt:
+            print("daqakd: interrupted while starting; nothing was done.", file=sys.stderr)
+            return 130
         return _main(argv)
+    return 0  # pragma: no cover - the block returns (mypy cannot tell)
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -112,10 +112,11 @@ def _mark() -> None:
 
 def _write(line: str) -> None:
     _mark()
+    bars = sys.modules.get("tqdm.auto")  # no bar can be drawn before tqdm is imported: don't import it for one line
     try:
-        from tqdm.auto import tqdm
-
-        tqdm.write(line, file=sys.stderr)
+        if bars is None:
+            raise LookupError
+        bars.tqdm.write(line, file=sys.stderr)
     except Exception:  # noqa: BLE001 - a progress line must never break the run
         print(line, file=sys.stderr)
     try:

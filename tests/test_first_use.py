@@ -424,7 +424,9 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 130, (delay, proc.returncode, err[-2000:])
-        assert "Traceback" not in err and "interrupted" in err and len(err.splitlines()) == 1, (delay, err[-2000:])
+        # the start line (written before torch is imported, issue 29) and heartbeat lines may come first
+        said = [ln for ln in err.splitlines() if not ln.startswith(("daqakd: starting daqakd ", "daqakd: still "))]
+        assert "Traceback" not in err and "interrupted" in err and len(said) == 1, (delay, err[-2000:])
 
 
 def test_ctrl_c_before_the_first_checkpoint_does_not_promise_resume(tmp_path, digits_teacher):
