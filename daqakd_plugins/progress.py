@@ -179,7 +179,7 @@ def _start_watcher(every: float) -> tuple[subprocess.Popen[bytes], int] | None:
     try:
         proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _WATCHER, str(r), repr(every)], pass_fds=(r,),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: pass_fds where the platform has none (Windows)
         os.close(r)
         os.close(w)
         return None

@@ -54,8 +54,8 @@ class RunConfig:
 
 def say(cfg: Any, msg: str) -> None:
     """A line on stderr saying what the run does now (rank 0, when progress is on), on a terminal between
-    the bars and in a log alike; the heartbeat repeats a phase that announced itself (``... ``) while it
-    stays silent (:mod:`daqakd_plugins.progress`)."""
+    the bars and in a log alike; while the phase a line announces (one ending in ``...``) stays silent, the
+    heartbeat repeats it (:mod:`daqakd_plugins.progress`)."""
     progress.say(msg, enabled=bool(cfg.progress) and distributed.current().is_main)
 
 
