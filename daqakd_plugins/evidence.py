@@ -203,8 +203,8 @@ def analyse(rows: Iterable[dict[str, Any]], n_boot: int = 1000, seed: int = 0) -
 
 def ranking_regime(rows: Iterable[dict[str, Any]]) -> str | None:
     """The regime the score analysis uses: of the student rows that carry a ``regime``
-    (``benchmarks/paper_recipe.py``), the longest (most images seen) in which ≥ 2 candidates have ≥ 2 seeds
-    (so that seed halves and an ANOVA exist: a regime still running its first seed does not replace a
+    (``benchmarks/paper_recipe.py``), the longest (most images seen) with ≥ 2 candidates that all have ≥ 2
+    seeds (so that seed halves and an ANOVA exist: a regime still running its seeds does not replace a
     finished one), else the longest with ≥ 2 candidates; ``None`` for rows without regimes
     (``reproduce_figure1.py``: one regime)."""
     seeds: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
@@ -214,7 +214,7 @@ def ranking_regime(rows: Iterable[dict[str, Any]]) -> str | None:
             seeds[r["regime"]][r["candidate"]].add(int(r.get("seed", 0)))
             seen[r["regime"]] = int(r.get("images_seen", 0))
     for need in (2, 1):
-        ok = [g for g, per in seeds.items() if sum(len(s) >= need for s in per.values()) >= 2]
+        ok = [g for g, per in seeds.items() if len(per) >= 2 and min(len(s) for s in per.values()) >= need]
         if ok:
             return max(ok, key=lambda g: seen[g])
     return None

@@ -68,8 +68,8 @@ def test_report_errors_are_clear(tmp_path):
 
 
 def test_the_score_analysis_waits_for_a_regime_with_two_seeds() -> None:
-    """A regime still running its first seed (the paper recipe's 100x50) does not replace a finished one:
-    its one-seed table had ρ = nan and no ANOVA."""
+    """A regime still running its seeds (the paper recipe's 100x50) does not replace a finished one: its
+    one-seed table had ρ = nan and no ANOVA."""
     from daqakd_plugins.evidence import ranking_regime
 
     def row(regime: str, seen: int, cand: str, seed: int) -> dict:
@@ -81,6 +81,8 @@ def test_the_score_analysis_waits_for_a_regime_with_two_seeds() -> None:
     assert ranking_regime(rows) == "100x15"
     rows += [row("100x50", 50000, "none", 1)]
     assert ranking_regime(rows) == "100x15"  # one candidate with two seeds is not yet a comparison
-    rows += [row("100x50", 50000, "aa", 1)]
+    rows += [row("100x50", 50000, "aa", 1), row("100x50", 50000, "taw", 0)]
+    assert ranking_regime(rows) == "100x15"  # every candidate needs its second seed (the analysis pairs seeds)
+    rows += [row("100x50", 50000, "taw", 1)]
     assert ranking_regime(rows) == "100x50"
     assert ranking_regime([row("3x2", 60, c, 0) for c in ("none", "aa")]) == "3x2"  # one seed only: still a table
