@@ -189,7 +189,7 @@ def _start_watcher(every: float) -> tuple[subprocess.Popen[bytes], int] | None:
 
 
 @contextmanager
-def heartbeat(enabled: bool = True, *, label: str | None = None) -> Iterator[None]:
+def heartbeat(enabled: bool = True) -> Iterator[None]:
     """While the block runs, a ``still ...`` line whenever nothing was written on stderr for the interval.
 
     Nested blocks share the outermost one's watcher. ``enabled=False`` (progress off, a rank other than 0)
@@ -205,8 +205,8 @@ def heartbeat(enabled: bool = True, *, label: str | None = None) -> Iterator[Non
             _S.pipe = watcher[1]
             tap = _Tap(sys.stderr)
             sys.stderr = tap
-    if label is not None or watcher is not None:
-        _phase(label if label is not None else _S.label, True)
+    if watcher is not None:  # the phase said before the watcher existed (the CLI's start line)
+        _phase(_S.label, True)
     try:
         yield
     finally:

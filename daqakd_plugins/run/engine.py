@@ -59,10 +59,6 @@ def say(cfg: Any, msg: str) -> None:
     progress.say(msg, enabled=bool(cfg.progress) and distributed.current().is_main)
 
 
-def _bar(iterable: Any, *, desc: str, enabled: bool, **kw: Any) -> Any:
-    return progress.bar(iterable, desc=desc, enabled=enabled, **kw)
-
-
 def run(rc: RunConfig) -> Report:
     """Run (or resume) a distillation end to end; the report is also written to ``out/report.json``/``.md``.
 
@@ -429,14 +425,14 @@ def _train(ctx: RunContext, source: BatchSource, tr: _Training) -> float:
     ck_path = ctx.out / store.CHECKPOINT_NAME
     t_train = time.perf_counter()
     desc = "data-free distill" if source.mode == "data-free" else "distill"
-    epochs_bar = _bar(range(tr.start_epoch, cfg.epochs), desc=desc, enabled=cfg.progress, unit="epoch",
-                      initial=tr.start_epoch, total=cfg.epochs)
+    epochs_bar = progress.bar(range(tr.start_epoch, cfg.epochs), desc=desc, enabled=cfg.progress, unit="epoch",
+                              initial=tr.start_epoch, total=cfg.epochs)
     for epoch in epochs_bar:
         tr.student.train()
         tot, n = 0.0, 0
         total = source.batches_per_epoch()
-        batches = _bar(source.epoch(epoch), desc=f"epoch {epoch + 1}", enabled=cfg.progress, unit="batch",
-                       total=total)
+        batches = progress.bar(source.epoch(epoch), desc=f"epoch {epoch + 1}", enabled=cfg.progress, unit="batch",
+                               total=total)
         progress.doing(f"training epoch {epoch + 1}/{cfg.epochs}")
         for step, (xb, yb) in enumerate(batches, 1):
             try:
