@@ -91,10 +91,17 @@ def test_heartbeat_repeats_a_silent_phase_and_stops_with_its_block(monkeypatch: 
 
     monkeypatch.setenv(progress.ENV, "0.2")
     with progress.heartbeat():
+        # a slow or busy host may take a while to start the watcher: wait for its first line (not a timing bound)
+        progress.say("starting ...")
+        deadline, seen = time.monotonic() + 60, ""
+        while "daqakd: still starting (" not in seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+            seen += capfd.readouterr().err
+        assert "daqakd: still starting (" in seen, seen
         progress.say("quantizing a copy of the teacher with nncf W4A4 ...")
         _hold_the_gil(1.5)
         progress.doing("training epoch 1/2: 3/9 batches done", new_phase=False)
-        time.sleep(0.5)
+        time.sleep(1.0)
     err = capfd.readouterr().err
     still = [ln for ln in err.splitlines() if ln.startswith("daqakd: still ")]
     # the phase was one C call holding the GIL for 1.5 s: lines came meanwhile (a thread could write none)
@@ -113,10 +120,10 @@ def test_heartbeat_is_quiet_while_lines_flow_and_when_off(monkeypatch: pytest.Mo
 
     from daqakd_plugins import progress
 
-    monkeypatch.setenv(progress.ENV, "0.4")
+    monkeypatch.setenv(progress.ENV, "1.0")  # ten times the gap between the lines below: a busy host keeps up
     with progress.heartbeat():
         progress.say("exporting ...")
-        for i in range(12):
+        for i in range(15):
             print(f"a backend's line {i}", file=sys.stderr)
             time.sleep(0.1)
     assert "still" not in capfd.readouterr().err
