@@ -47,7 +47,14 @@ from .errors import (
     ModelError,
 )
 from .hookspecs import hookimpl
-from .onnx_qdq import drop_dead_nodes, prepare_for_onnxruntime, u8s8_hazards
+from .onnx_qdq import (
+    QdqGraph,
+    drop_dead_nodes,
+    fold_weight_quantizers,
+    preparation_notes,
+    prepare_for_onnxruntime,
+    u8s8_hazards,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -64,7 +71,8 @@ __all__ = [
     "Augmentation", "LossComponent", "LossContext", "LossPreset", "LossTerm",
     "DaqakdError", "ConfigError", "DataError", "ModelError", "BackendError", "BackendUnavailableError",
     "ExportError",
-    "prepare_for_onnxruntime", "u8s8_hazards", "drop_dead_nodes", "ort_predict", "image_batches", "describe_modules_from", "device_of",
+    "prepare_for_onnxruntime", "preparation_notes", "fold_weight_quantizers", "QdqGraph", "u8s8_hazards", "drop_dead_nodes",
+    "ort_predict", "image_batches", "describe_modules_from", "device_of",
     "backend_imported", "resolve_loss", "resolve_augmentation", "one_hot",
 ]
 

@@ -30,12 +30,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["QdqHazard", "u8s8_hazards", "make_u8s8_safe", "unsign_clipped_activations", "prepare_for_onnxruntime",
-           "fold_constants", "drop_dead_nodes"]
+__all__ = ["QdqHazard", "QdqGraph", "u8s8_hazards", "make_u8s8_safe", "unsign_clipped_activations", "prepare_for_onnxruntime",
+           "fold_constants", "fold_weight_quantizers", "drop_dead_nodes", "preparation_notes"]
 
 #: ops whose integer kernels onnxruntime builds from a DQ → op → Q group (activation, weight inputs)
 _MATMUL_OPS = {"Conv": (0, 1), "Gemm": (0, 1), "MatMul": (0, 1), "ConvTranspose": (0, 1)}
 _PAIR_SUM_LIMIT = 32767  # int16: what vpmaddubsw's pair sum saturates at
+_E4M3_MAX = 448.0  # largest finite float8 E4M3 (fn) value
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,11 @@ class QdqHazard:
                 f"|{self.weight_max}| (pair sum {2 * self.act_max * self.weight_max} > {_PAIR_SUM_LIMIT})")
 
 
-class _Graph:
-    """Name lookups over an ONNX graph: producers, consumers and constant values (initializers or
-    ``Constant`` nodes, which the TorchScript exporter emits for Brevitas' scales and zero points)."""
+class QdqGraph:
+    """Name lookups over an ONNX graph, indexed once before anything changes: producers, consumers and
+    constant values (initializers or ``Constant`` nodes, which the TorchScript exporter emits for Brevitas'
+    scales and zero points), and what a ``QuantizeLinear`` of constants computes. Shared by the kit's
+    rewrites and the adapters' own (NNCF's BatchNorm fold)."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
         from onnx import numpy_helper
@@ -87,7 +90,7 @@ class _Graph:
             return v
         p = self.producer.get(name)
         if p is not None and p.op_type == "QuantizeLinear":
-            return self._quantize_const(p)
+            return self.quantize_const(p)
         if p is not None and p.op_type == "Clip":
             import numpy as np
 
@@ -98,31 +101,58 @@ class _Graph:
                 return np.clip(x, lo if lo is not None else x.min(), hi if hi is not None else x.max())
         return None
 
-    def _quantize_const(self, q: Any) -> Any | None:
-        """``QuantizeLinear`` of constant inputs, evaluated as ONNX defines it (round half to even,
-        saturate to the zero point's type; ``axis`` for a 1-D scale); ``None`` if an input is not constant."""
+    def constant_input(self, name: str) -> Any | None:
+        """A float weight as ONNX sees it: a constant, or the float32 product of two constants (Model
+        Optimizer's and pytorch-quantization's ``Mul(weight, bound/amax)`` before ``QuantizeLinear``)."""
         import numpy as np
 
-        x, scale = self.const(q.input[0]), self.const(q.input[1])
+        v = self.const(name)
+        if v is not None:
+            return v
+        p = self.producer.get(name)
+        if p is not None and p.op_type == "Mul" and len(p.input) == 2:
+            a, b = self.const(p.input[0]), self.const(p.input[1])
+            if a is not None and b is not None:
+                return (np.asarray(a, np.float32) * np.asarray(b, np.float32)).astype(np.float32)
+        return None
+
+    def quantize_const(self, q: Any) -> Any | None:
+        """``QuantizeLinear`` of constant inputs, evaluated as ONNX defines it (integers: round half to
+        even, saturate to the zero point's type; float8 E4M3: saturate, round to nearest even; ``axis``
+        for a 1-D scale); ``None`` if an input is not constant."""
+        import numpy as np
+
+        x, scale = self.constant_input(q.input[0]), self.const(q.input[1])
         zp = self.const(q.input[2]) if len(q.input) > 2 and q.input[2] else np.zeros((), np.uint8)
         if x is None or scale is None or zp is None or not np.issubdtype(np.asarray(x).dtype, np.floating):
             return None
         x, scale, zp = np.asarray(x, np.float32), np.asarray(scale, np.float32), np.asarray(zp)
+        if zp.dtype.name == "float8_e4m3fn":  # saturate=1, the exporters' default; the zero point is 0
+            if scale.ndim == 1 and scale.size > 1:
+                scale = scale.reshape(_axis_shape(q, x.ndim, scale.size))
+            return np.clip(x / scale, -_E4M3_MAX, _E4M3_MAX).astype(zp.dtype)
+        if not np.issubdtype(zp.dtype, np.integer):
+            return None
         zpi = zp.astype(np.int32)
         if scale.ndim == 1 and scale.size > 1:
-            axis = next((a.i for a in q.attribute if a.name == "axis"), 1) % max(1, x.ndim)
-            shape = [1] * x.ndim
-            shape[axis] = scale.size
+            shape = _axis_shape(q, x.ndim, scale.size)
             scale, zpi = scale.reshape(shape), zpi.reshape(shape)
         info = np.iinfo(zp.dtype)
         return np.clip(np.rint(x / scale) + zpi, info.min, info.max).astype(zp.dtype)
 
 
-def _dq_zero_point(g: _Graph, dq: Any) -> Any | None:
+def _axis_shape(q: Any, ndim: int, size: int) -> list[int]:
+    """The broadcast shape of a per-axis (1-D) scale of ``QuantizeLinear`` ``q`` over an ``ndim`` tensor."""
+    shape = [1] * ndim
+    shape[next((a.i for a in q.attribute if a.name == "axis"), 1) % max(1, ndim)] = size
+    return shape
+
+
+def _dq_zero_point(g: QdqGraph, dq: Any) -> Any | None:
     return g.const(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else None
 
 
-def _act_range_max(g: _Graph, dq: Any) -> int:
+def _act_range_max(g: QdqGraph, dq: Any) -> int:
     """The largest byte onnxruntime's x86 kernels multiply for an activation DQ: its range as uint8.
     A uint8 activation spans 255 unless a Clip narrows it; an int8 one is shifted by +128 to uint8
     (onnxruntime's QDQ S8→U8 conversion on x86), so it spans 255 too, or 128 + its Clip bound."""
@@ -155,7 +185,7 @@ def _unresolved_weights(model: onnx.ModelProto) -> int:
     """Conv/Gemm/MatMul whose weight DequantizeLinear reads integers this module cannot compute from
     constants (e.g. torch's fake-quant export: ``QuantizeLinear(w, Abs→ReduceMax→Div(...))``);
     onnxruntime folds such chains into constant integer weights when it loads the file."""
-    g = _Graph(model)
+    g = QdqGraph(model)
     n_unresolved = 0
     for n in model.graph.node:
         if n.op_type not in _MATMUL_OPS or len(n.input) <= _MATMUL_OPS[n.op_type][1]:
@@ -186,7 +216,7 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
 def _hazards(model: onnx.ModelProto) -> list[QdqHazard]:
     import numpy as np
 
-    g = _Graph(model)
+    g = QdqGraph(model)
     out: list[QdqHazard] = []
     for n in model.graph.node:
         if n.op_type not in _MATMUL_OPS:
@@ -225,7 +255,7 @@ def make_u8s8_safe(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     hazards = {h.node for h in _hazards(model)}
     if not hazards:
         return model, 0
-    g = _Graph(model)
+    g = QdqGraph(model)
     graph = model.graph
     changed = 0
     for n in graph.node:
@@ -250,6 +280,51 @@ def make_u8s8_safe(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         changed += 1
     drop_dead_nodes(model)
     return model, changed
+
+
+def fold_weight_quantizers(model: onnx.ModelProto) -> int:
+    """Store weights as the integers (or float8) their ``QuantizeLinear`` computes, in place: every
+    ``[Mul of constants →] QuantizeLinear(constant) [→ Clip(constant bounds)]`` becomes one initializer,
+    evaluated as ONNX defines it (float32 product and division, round half to even, saturate, then the
+    Clip's range), so the file holds a quarter of the bytes, computes what it computed before, and the
+    structural U8S8 check sees the integers. A reader of the Q that is not a Clip reads the unclipped
+    integers; each Clip reader gets its own clipped copy. Returns how many quantizers were folded."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    g = QdqGraph(model)
+    graph = model.graph
+
+    def store(array: Any, replaces: str) -> None:
+        name = f"daqakd_{'fp8' if array.dtype.name == 'float8_e4m3fn' else 'int'}_weight/{replaces}"
+        graph.initializer.append(numpy_helper.from_array(array, name))
+        for n in g.consumers.get(replaces, []):
+            n.input[:] = [name if i == replaces else i for i in n.input]
+
+    folded = 0
+    for q in list(graph.node):
+        if q.op_type != "QuantizeLinear" or q.output[0] in g.outputs:
+            continue
+        ints = g.quantize_const(q)
+        if ints is None:
+            continue
+        plain = False
+        for c in g.consumers.get(q.output[0], []):
+            bounds = [i for i in c.input[1:] if i]
+            if (c.op_type != "Clip" or c.output[0] in g.outputs or any(g.const(i) is None for i in bounds)
+                    or any(a.name in ("min", "max") for a in c.attribute) or not np.issubdtype(ints.dtype, np.integer)):
+                plain = True
+                continue
+            info = np.iinfo(ints.dtype)
+            lo = g.const(c.input[1]) if len(c.input) > 1 and c.input[1] else info.min
+            hi = g.const(c.input[2]) if len(c.input) > 2 and c.input[2] else info.max
+            store(np.clip(ints, lo, hi).astype(ints.dtype), c.output[0])
+        if plain:
+            store(ints, q.output[0])
+        folded += 1
+    if folded:
+        drop_dead_nodes(model)  # also drops dead initializers listed as inputs
+    return folded
 
 
 def drop_dead_nodes(model: onnx.ModelProto) -> None:
@@ -288,7 +363,7 @@ def unsign_clipped_activations(model: onnx.ModelProto) -> tuple[onnx.ModelProto,
     import numpy as np
     from onnx import numpy_helper
 
-    g = _Graph(model)
+    g = QdqGraph(model)
     graph = model.graph
     changed = 0
 
@@ -329,21 +404,39 @@ def unsign_clipped_activations(model: onnx.ModelProto) -> tuple[onnx.ModelProto,
     return model, changed
 
 
-def prepare_for_onnxruntime(path: str | Path) -> dict[str, int]:
-    """What every adapter does to a Q/DQ ONNX file meant for onnxruntime, in place: sub-8-bit signed
-    activations re-encoded so onnxruntime can fuse them (:func:`unsign_clipped_activations`), then
-    U8S8 hazards removed (:func:`make_u8s8_safe`). Both are exact. Returns what changed, e.g.
-    ``{"unsigned_activations": 2, "u8u8_weights": 2}``; the file is rewritten only when something did."""
+def prepare_for_onnxruntime(path: str | Path, *, fold_weights: bool = False) -> dict[str, int]:
+    """What every adapter does to a Q/DQ ONNX file meant for onnxruntime, in place: with ``fold_weights``
+    weights quantized ahead of time into stored integers (:func:`fold_weight_quantizers`), sub-8-bit
+    signed activations re-encoded so onnxruntime can fuse them (:func:`unsign_clipped_activations`), then
+    U8S8 hazards removed (:func:`make_u8s8_safe`). All are exact. Returns what changed, e.g.
+    ``{"weights": 4, "unsigned_activations": 2, "u8u8_weights": 2, "folded": 0}`` (``folded``: constant
+    subgraphs onnxruntime evaluated first); the file is rewritten only when something did."""
     import onnx
 
     model = onnx.load(str(path))
+    weights = fold_weight_quantizers(model) if fold_weights else 0
     folded = 0
     if _unresolved_weights(model):  # make the weights integer constants first, as onnxruntime would
         folded = 1
         model = fold_constants(model)
     model, n_act = unsign_clipped_activations(model)
     model, n_w = make_u8s8_safe(model)
-    if n_act or n_w or folded:
+    if weights or n_act or n_w or folded:
         onnx.checker.check_model(model)
         onnx.save(model, str(path))
-    return {"unsigned_activations": n_act, "u8u8_weights": n_w, "folded": folded}
+    return {"weights": weights, "unsigned_activations": n_act, "u8u8_weights": n_w, "folded": folded}
+
+
+def preparation_notes(prep: dict[str, int], *, weights_as: str = "integers") -> str:
+    """The part of an export's notes that says what :func:`prepare_for_onnxruntime` changed (empty when
+    nothing did), e.g. ``"; 4 weight tensor(s) stored as integers; 2 clipped int8 activation(s) stored as
+    uint8 (fusable)"``."""
+    notes = ""
+    if prep.get("weights"):
+        notes += f"; {prep['weights']} weight tensor(s) stored as {weights_as}"
+    if prep.get("unsigned_activations"):
+        notes += f"; {prep['unsigned_activations']} clipped int8 activation(s) stored as uint8 (fusable)"
+    if prep.get("u8u8_weights"):
+        notes += (f"; {prep['u8u8_weights']} weight tensor(s) after 8-bit activations stored as uint8 (U8U8: exact "
+                  "on CPUs without VNNI)")
+    return notes

@@ -234,3 +234,82 @@ def test_weights_quantized_by_a_computed_scale_are_seen_and_fixed(tmp_path: Path
     fixed = onnx.load(str(path))
     assert u8s8_hazards(fixed) == []
     np.testing.assert_allclose(_run(fixed, x.numpy()), before, rtol=0, atol=1e-5)
+
+
+def _weight_fold_model(*, fp8: bool = False) -> onnx.ModelProto:
+    """Two Convs whose weights are quantized in the graph, as Model Optimizer's and pytorch-quantization's
+    exports write them: ``Mul(w, mult) -> QuantizeLinear (per channel) -> Clip(-8, 7) -> DQ`` feeding one
+    Conv, the same quantizer read by a plain DQ too, and by a Clip whose bound is computed at run time
+    (which must stay). ``fp8``: one float8 E4M3 weight (opset 19), no Clip."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, size=(4, 3, 3, 3)).astype(np.float32)
+    scale = np.array([0.05, 0.1, 0.2, 0.03], np.float32)
+    zp_dtype = TensorProto.FLOAT8E4M3FN if fp8 else TensorProto.INT8
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(1.7, np.float32), "mult"),
+             numpy_helper.from_array(scale, "w_scale"),
+             helper.make_tensor("w_zp", zp_dtype, [4], [0, 0, 0, 0]),
+             numpy_helper.from_array(np.array(-8, np.int8), "lo"), numpy_helper.from_array(np.array(7, np.int8), "hi")]
+    nodes = [helper.make_node("Mul", ["w", "mult"], ["wm"]),
+             helper.make_node("QuantizeLinear", ["wm", "w_scale", "w_zp"], ["wq"], axis=0, name="q_w")]
+    if fp8:
+        nodes += [helper.make_node("DequantizeLinear", ["wq", "w_scale", "w_zp"], ["wd"], axis=0),
+                  helper.make_node("Conv", ["x", "wd"], ["y"])]
+        outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])]
+    else:
+        nodes += [
+            helper.make_node("Clip", ["wq", "lo", "hi"], ["wc"]),
+            helper.make_node("DequantizeLinear", ["wc", "w_scale", "w_zp"], ["wd"], axis=0),
+            helper.make_node("DequantizeLinear", ["wq", "w_scale", "w_zp"], ["wd8"], axis=0),
+            helper.make_node("Conv", ["x", "wd"], ["y"]),
+            helper.make_node("Conv", ["x", "wd8"], ["y8"]),
+            # a Clip whose upper bound comes from the input: not a constant, so not folded
+            helper.make_node("ReduceMax", ["x"], ["xmax"], keepdims=0),
+            helper.make_node("Cast", ["xmax"], ["xmax_i"], to=TensorProto.INT8),
+            helper.make_node("Clip", ["wq", "lo", "xmax_i"], ["wdyn"]),
+            helper.make_node("DequantizeLinear", ["wdyn", "w_scale", "w_zp"], ["wdd"], axis=0),
+            helper.make_node("Conv", ["x", "wdd"], ["ydyn"]),
+        ]
+        outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4, 4, 4]) for n in ("y", "y8", "ydyn")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+                              outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19 if fp8 else 13)])
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("fp8", [False, True])
+def test_weight_quantizers_fold_into_stored_integers_with_the_same_outputs(fp8: bool) -> None:
+    """The fold both NVIDIA adapters share (kit.fold_weight_quantizers): the stored values are what ONNX's
+    QuantizeLinear (then a constant Clip) computes, so every output is bit-identical."""
+    from daqakd_plugins.onnx_qdq import fold_weight_quantizers
+
+    model = _weight_fold_model(fp8=fp8)
+    x = np.random.default_rng(1).normal(0, 3, size=(1, 3, 6, 6)).astype(np.float32)
+    before = _run_all(model, x)
+    assert fold_weight_quantizers(model) == 1
+    onnx.checker.check_model(model)
+    for a, b in zip(before, _run_all(model, x), strict=True):
+        np.testing.assert_array_equal(a, b)
+    ops = [n.op_type for n in model.graph.node]
+    stored = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    if fp8:
+        assert "Mul" not in ops and "QuantizeLinear" not in ops
+        (name,) = [k for k in stored if k.startswith("daqakd_fp8_weight/")]
+        assert stored[name].dtype.name == "float8_e4m3fn"
+    else:
+        # the constant Clip is folded; the run-time one stays and reads the stored (unclipped) integers
+        assert "Mul" not in ops and "QuantizeLinear" not in ops and ops.count("Clip") == 1
+        assert sorted(k for k in stored if k.startswith("daqakd_int_weight/")) == [
+            "daqakd_int_weight/wc", "daqakd_int_weight/wq"]
+        assert stored["daqakd_int_weight/wc"].min() >= -8 and stored["daqakd_int_weight/wc"].max() <= 7
+        assert stored["daqakd_int_weight/wq"].dtype == np.int8 and stored["daqakd_int_weight/wq"].max() > 7
+        (dyn,) = [n for n in model.graph.node if n.op_type == "Clip"]
+        assert dyn.input[0] == "daqakd_int_weight/wq" and "w" not in stored
+
+
+def _run_all(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return [np.asarray(y) for y in sess.run(None, {"x": x})]

@@ -37,6 +37,7 @@ from daqakd_plugins.kit import (
     ExportError,
     QuantizerInfo,
     hookimpl,
+    preparation_notes,
     prepare_for_onnxruntime,
 )
 
@@ -647,11 +648,7 @@ def _export_one(fmt: str, model: nn.Module, x: torch.Tensor, out_dir: Path) -> E
         # exact re-encodings: sub-8-bit activations onnxruntime can fuse, and no U8S8 pattern that
         # saturates on CPUs without VNNI (see daqakd_plugins.onnx_qdq)
         prep = prepare_for_onnxruntime(path)
-        notes = "QuantizeLinear/Clip/DequantizeLinear; sub-8-bit ranges are 8-bit types with Clip"
-        if prep["unsigned_activations"]:
-            notes += f"; {prep['unsigned_activations']} clipped int8 activation(s) stored as uint8 (fusable)"
-        if prep["u8u8_weights"]:
-            notes += f"; {prep['u8u8_weights']} weight tensor(s) after uint8 activations stored as uint8 (U8U8: exact on CPUs without VNNI)"
+        notes = "QuantizeLinear/Clip/DequantizeLinear; sub-8-bit ranges are 8-bit types with Clip" + preparation_notes(prep)
         return ExportedModel(format=fmt, path=path, runtime="onnxruntime", predict=kit.ort_predict(path), notes=notes,
                              u8s8_guard=True)
     from qonnx.core.modelwrapper import ModelWrapper

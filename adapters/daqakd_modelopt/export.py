@@ -6,7 +6,8 @@
     INT4–INT7 as int8 with a ``Clip`` to the narrower range (ONNX ≤ opset 20 has no 4-bit activation
     type onnxruntime fuses), FP8 as ``float8e4m3fn`` (opset 19). Weights are stored as integers (the
     quantized values, folded from the float weights exactly as ONNX ``QuantizeLinear`` defines them),
-    so the file is about a quarter of the float one. Then :func:`daqakd_plugins.kit.prepare_for_onnxruntime`
+    so the file is about a quarter of the float one (the kit's :func:`daqakd_plugins.kit.fold_weight_quantizers`,
+    which the pytorch-quantization adapter shares). Then :func:`daqakd_plugins.kit.prepare_for_onnxruntime`
     re-encodes what onnxruntime would compute wrongly on x86 CPUs without VNNI (U8U8 weights) or could not
     fuse (signed sub-8-bit activations): both exact.
 
@@ -34,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 from daqakd_plugins.kit import (
     ExportedModel,
     ExportError,
-    drop_dead_nodes,
     ort_predict,
+    preparation_notes,
     prepare_for_onnxruntime,
 )
 
@@ -219,114 +220,6 @@ def _qdq_module(spec: _Spec, fn: Any) -> nn.Module:
     return ExportQDQ()
 
 
-class _Constants:
-    """What folding asks of an ONNX graph, indexed once before anything changes: the value of a constant
-    tensor (an initializer or a ``Constant`` node), the node producing each tensor, and the nodes reading it."""
-
-    def __init__(self, graph: Any) -> None:
-        self.graph = graph
-        self.consts = {t.name: t for t in graph.initializer}
-        self.const_nodes = {n.output[0]: n for n in graph.node if n.op_type == "Constant"}
-        self.producer = {o: n for n in graph.node for o in n.output}
-        self.consumers: dict[str, list[Any]] = {}
-        for n in graph.node:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
-
-    def value(self, name: str) -> Any:
-        """The array of a constant tensor, or ``None``."""
-        from onnx import numpy_helper
-
-        if name in self.consts:
-            return numpy_helper.to_array(self.consts[name])
-        n = self.const_nodes.get(name)
-        if n is not None:
-            for a in n.attribute:
-                if a.name == "value":
-                    return numpy_helper.to_array(a.t)
-        return None
-
-    def constant_input(self, name: str) -> Any:
-        """A weight: an initializer, or the product of two constants (the Mul by modelopt's multiplier)."""
-        import numpy as np
-        from onnx import numpy_helper
-
-        if name in self.consts:
-            return numpy_helper.to_array(self.consts[name]).astype(np.float32)
-        p = self.producer.get(name)
-        if p is not None and p.op_type == "Mul" and any(i in self.consts for i in p.input):
-            a, b = self.value(p.input[0]), self.value(p.input[1])
-            if a is not None and b is not None:
-                return (a.astype(np.float32) * b.astype(np.float32)).astype(np.float32)
-        return None
-
-    def add_initializer(self, array: Any, name: str, replaces: str) -> None:
-        """Store ``array`` as initializer ``name`` and make every node reading ``replaces`` read it instead."""
-        from onnx import numpy_helper
-
-        self.graph.initializer.append(numpy_helper.from_array(array, name))
-        for n in self.consumers.get(replaces, []):
-            for k, i in enumerate(n.input):
-                if i == replaces:
-                    n.input[k] = name
-
-
-def _fold_quantize(c: _Constants, q: Any) -> bool:
-    """Fold one ``QuantizeLinear`` node ``q`` of a constant into a stored initializer (FP8: saturated
-    E4M3; integers: round half to even, saturate, then a following ``Clip``'s range), rewiring its readers
-    to it. Returns whether it was folded (not when its input, scale or zero point is not constant)."""
-    import numpy as np
-
-    w, scale, zp = c.constant_input(q.input[0]), c.value(q.input[1]), c.value(q.input[2])
-    fp8 = zp is not None and zp.dtype.name == "float8_e4m3fn"
-    if w is None or scale is None or zp is None or not (fp8 or zp.dtype in (np.int8, np.uint8)):
-        return False
-    axis = next((a.i for a in q.attribute if a.name == "axis"), 1)
-    s = scale
-    if s.ndim == 1 and w.ndim > 1:
-        shape = [1] * w.ndim
-        shape[axis] = -1
-        s = s.reshape(shape)
-        zpb = zp.reshape(shape).astype(np.int32)
-    else:
-        zpb = zp.astype(np.int32)
-    out = q.output[0]
-    if fp8:  # saturate, then round to nearest even E4M3 (ONNX QuantizeLinear, saturate=1)
-        fold = np.clip(w / s, -_E4M3_MAX, _E4M3_MAX).astype(zp.dtype)
-        c.add_initializer(fold, f"daqakd_fp8_weight/{q.name or q.output[0]}", out)
-        return True
-    info = np.iinfo(zp.dtype)
-    ints = np.clip(np.rint(w / s) + zpb, info.min, info.max)
-    nxt = c.consumers.get(out, [])
-    if len(nxt) == 1 and nxt[0].op_type == "Clip":
-        clip = nxt[0]
-        lo = c.value(clip.input[1]) if len(clip.input) > 1 and clip.input[1] else None
-        hi = c.value(clip.input[2]) if len(clip.input) > 2 and clip.input[2] else None
-        ints = np.clip(ints, lo if lo is not None else info.min, hi if hi is not None else info.max)
-        out = clip.output[0]
-    c.add_initializer(ints.astype(zp.dtype), f"daqakd_int_weight/{q.name or q.output[0]}", out)
-    return True
-
-
-def _fold_weights(path: Path) -> int:
-    """Store constant (weight) inputs of ``[Mul] → QuantizeLinear → [Clip] → DequantizeLinear`` as the
-    integers ONNX computes from them (float32 product, round half to even, saturate, clip), in place:
-    same outputs, a quarter of the bytes. Returns how many weights were folded."""
-    import onnx
-
-    model = onnx.load(str(path))
-    consts = _Constants(model.graph)
-    folded = 0
-    for q in list(model.graph.node):
-        if q.op_type == "QuantizeLinear" and _fold_quantize(consts, q):
-            folded += 1
-    if folded:
-        drop_dead_nodes(model)  # the kit's: also drops dead initializers listed as inputs
-        onnx.checker.check_model(model)
-        onnx.save(model, str(path))
-    return folded
-
-
 def _export_qdq(model: nn.Module, x: torch.Tensor, out_dir: Path, kind: str, bits: set[int]) -> ExportedModel:
     import torch
 
@@ -342,16 +235,10 @@ def _export_qdq(model: nn.Module, x: torch.Tensor, out_dir: Path, kind: str, bit
         torch.onnx.export(m, (x,), str(path), input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                           opset_version=OPSET_FP8 if kind == "fp8" else OPSET_INT, dynamo=False)
-    folded = _fold_weights(path)
-    prep = prepare_for_onnxruntime(path)
+    prep = prepare_for_onnxruntime(path, fold_weights=True)
     notes = "standard QuantizeLinear/DequantizeLinear" + (
         " (float8e4m3fn, opset 19)" if kind == "fp8" else "; sub-8-bit ranges as int8 with Clip" if bits != {8} else
-        " (int8)") + f"; {folded} weight tensor(s) stored as {'float8' if kind == 'fp8' else 'integers'}"
-    if prep["unsigned_activations"]:
-        notes += f"; {prep['unsigned_activations']} clipped int8 activation(s) stored as uint8 (fusable)"
-    if prep["u8u8_weights"]:
-        notes += (f"; {prep['u8u8_weights']} weight tensor(s) after 8-bit activations stored as uint8 (U8U8: exact "
-                  "on CPUs without VNNI)")
+        " (int8)") + preparation_notes(prep, weights_as="float8" if kind == "fp8" else "integers")
     notes += ("; exact in any onnxruntime session (no U8S8 pattern); run here with session.disable_quant_qdq=1 "
               "(same results, ~5x faster for Model Optimizer's Q/DQ placement)")
     return ExportedModel(format="onnx-qdq", path=path, runtime="onnxruntime", predict=_ort_predict(path), notes=notes,

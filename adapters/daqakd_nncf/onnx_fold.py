@@ -16,21 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from daqakd_plugins.kit import drop_dead_nodes
+from daqakd_plugins.kit import QdqGraph, drop_dead_nodes
 
 __all__ = ["fold_batchnorm"]
-
-
-def _consts(graph: Any) -> dict[str, Any]:
-    from onnx import numpy_helper
-
-    out = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for n in graph.node:
-        if n.op_type == "Constant":
-            for a in n.attribute:
-                if a.name == "value":
-                    out[n.output[0]] = numpy_helper.to_array(a.t)
-    return out
 
 
 def _attr(node: Any, name: str, default: Any) -> Any:
@@ -42,26 +30,6 @@ def _attr(node: Any, name: str, default: Any) -> Any:
     return default
 
 
-def _weight_ints(q: Any, consts: dict[str, Any]) -> Any | None:
-    """The integers a ``QuantizeLinear`` of a constant float weight produces (ONNX semantics: x / scale in
-    float32, round half to even, saturate), or ``None`` when it is not that."""
-    import numpy as np
-
-    if q is None or q.op_type != "QuantizeLinear" or len(q.input) < 3:
-        return None
-    x, scale, zp = (consts.get(i) for i in q.input[:3])
-    if x is None or scale is None or zp is None or not np.issubdtype(x.dtype, np.floating):
-        return None
-    x, scale = x.astype(np.float32), scale.astype(np.float32)
-    zpi = zp.astype(np.int32)
-    if scale.ndim == 1 and scale.size > 1:
-        shape = [1] * x.ndim
-        shape[_attr(q, "axis", 1) % x.ndim] = scale.size
-        scale, zpi = scale.reshape(shape), zpi.reshape(shape)
-    info = np.iinfo(zp.dtype)
-    return np.clip(np.rint(x / scale) + zpi, info.min, info.max).astype(zp.dtype)
-
-
 def fold_batchnorm(model: Any) -> int:
     """Fold every ``BatchNormalization`` that is the only consumer of a ``Conv`` whose weight is a
     per-channel (axis 0) or per-tensor symmetric int8 ``DequantizeLinear`` of a ``QuantizeLinear`` of a
@@ -70,13 +38,8 @@ def fold_batchnorm(model: Any) -> int:
     from onnx import helper, numpy_helper
 
     g = model.graph
-    consts = _consts(g)
-    producer = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    outputs = {o.name for o in g.output}
+    index = QdqGraph(model)
+    consts, producer, consumers, outputs = index.consts, index.producer, index.consumers, index.outputs
     drop: set[int] = set()
     folded = 0
     for bn in list(g.node):
@@ -96,7 +59,7 @@ def fold_batchnorm(model: Any) -> int:
         if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or len(consumers.get(conv.input[1], [])) != 1:
             continue
         q = producer.get(dq.input[0])
-        ints = _weight_ints(q, consts)
+        ints = index.quantize_const(q) if q is not None and q.op_type == "QuantizeLinear" else None
         scale, zp = consts.get(dq.input[1]), consts.get(dq.input[2])
         if ints is None or scale is None or zp is None or ints.dtype != np.int8 or np.any(zp != 0):
             continue

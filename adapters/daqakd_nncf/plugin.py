@@ -48,6 +48,7 @@ from daqakd_plugins.kit import (
     ModelError,
     QuantizerInfo,
     hookimpl,
+    preparation_notes,
     prepare_for_onnxruntime,
 )
 
@@ -962,9 +963,7 @@ def daqakd_export(request: ExportRequest) -> list[ExportedModel] | None:
                 notes = "QuantizeLinear/DequantizeLinear (opset 13), NNCF's ONNX_QUANTIZE_DEQUANTIZE_PAIRS export mode"
                 if prep["folded_batchnorms"]:
                     notes += f"; {prep['folded_batchnorms']} BatchNorm(s) folded into the int8 convolutions"
-                if prep["u8u8_weights"]:
-                    notes += (f"; {prep['u8u8_weights']} weight tensor(s) after uint8 activations stored as uint8 "
-                              "(U8U8: exact on CPUs without VNNI)")
+                notes += preparation_notes(prep)
                 out.append(ExportedModel(format=fmt, path=path, runtime="onnxruntime", predict=kit.ort_predict(path),
                                          notes=notes, u8s8_guard=True))
         except (ExportError, BackendUnavailableError):

@@ -45,7 +45,6 @@ from daqakd_plugins.kit import (
     ExportError,
     ModelError,
     QuantizerInfo,
-    drop_dead_nodes,
     hookimpl,
     ort_predict,
 )
@@ -795,16 +794,13 @@ def _export(request: ExportRequest) -> list[ExportedModel]:
             continue
         path = out_dir / "student.qdq.onnx"
         _export_or_explain(model, m, x, path, exact=True)
-        counts = _onnxruntime_file(path)
-        notes = (f"Mul(bound/amax) -> QuantizeLinear -> DequantizeLinear (opset 13, the student's own rounding); "
-                 f"{counts['weights']} weight tensor(s) stored as integers")
+        # weights quantized ahead of time into stored integers (the constant Mul -> QuantizeLinear [-> Clip]
+        # chains folded, as onnxruntime computes them), then the exact onnxruntime re-encodings
+        prep = kit.prepare_for_onnxruntime(path, fold_weights=True)
+        notes = "Mul(bound/amax) -> QuantizeLinear -> DequantizeLinear (opset 13, the student's own rounding)"
         if min_bits < 8:
             notes += "; sub-8-bit ranges as int8 with a Clip"
-        if counts["unsigned_activations"]:
-            notes += f"; {counts['unsigned_activations']} clipped int8 activation(s) stored as uint8"
-        if counts["u8u8_weights"]:
-            notes += (f"; {counts['u8u8_weights']} weight tensor(s) after 8-bit activations stored as uint8 "
-                      "(U8U8: exact on CPUs without VNNI)")
+        notes += kit.preparation_notes(prep)
         notes += ("; exact in any onnxruntime session (no U8S8 pattern); run here with session.disable_quant_qdq=1 "
                   "(same outputs as a default session, several times faster for this Q/DQ placement)")
         out.append(ExportedModel(format=FMT_ORT, path=path, runtime="onnxruntime",
@@ -821,74 +817,6 @@ def _export_or_explain(model: nn.Module, copy_: nn.Module, x: torch.Tensor, path
             f"({type(exc).__name__}: {exc}). What exports: models of QuantConv*/QuantLinear/pools and ops "
             "the TorchScript exporter knows, traced with dynamo=False, in float32 (not AMP)."
         ) from exc
-
-
-def _onnxruntime_file(path: Path) -> dict[str, int]:
-    """The onnxruntime file, in place: weights quantized ahead of time into integer initializers (the
-    constant ``Mul → QuantizeLinear [→ Clip]`` chains folded), then kit.prepare_for_onnxruntime."""
-    import onnx
-
-    model = onnx.load(str(path))
-    n = _fold_weight_quantizers(model)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    prep = kit.prepare_for_onnxruntime(path)
-    return {"weights": n, **prep}
-
-
-def _fold_weight_quantizers(model: Any) -> int:
-    """Replace every ``QuantizeLinear(float constant)`` (and a following ``Clip`` with constant bounds) by
-    the integers onnxruntime would compute at load (round half to even, saturate), so the file stores
-    integer weights and the core's structural U8S8 check sees them. In the exact form the constant is
-    ``weight · bound/amax``, which the exporter's constant folding computed in float32 as torch does.
-    In place; returns the count."""
-    import numpy as np
-    from onnx import numpy_helper
-
-    g = model.graph
-    consts: dict[str, Any] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    for node in g.node:
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value":
-                    consts[node.output[0]] = numpy_helper.to_array(a.t)
-    consumers: dict[str, list[Any]] = {}
-    for node in g.node:
-        for i in node.input:
-            consumers.setdefault(i, []).append(node)
-    folded = 0
-    for node in list(g.node):
-        if node.op_type != "QuantizeLinear" or node.input[0] not in consts:
-            continue
-        w = np.asarray(consts[node.input[0]], dtype=np.float32)
-        scale = np.asarray(consts.get(node.input[1]), dtype=np.float32)
-        zp = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros((), np.uint8)
-        zp = np.asarray(zp)
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-        if scale.ndim == 1 and scale.size > 1:
-            shape = [1] * w.ndim
-            shape[axis] = scale.size
-            scale, zpb = scale.reshape(shape), zp.astype(np.int32).reshape(shape)
-        else:
-            zpb = zp.astype(np.int32)
-        info = np.iinfo(zp.dtype)
-        q = np.clip(np.rint(w / scale) + zpb, info.min, info.max).astype(zp.dtype)
-        base = f"{node.output[0]}/int"
-        g.initializer.append(numpy_helper.from_array(q, base))
-        for c in consumers.get(node.output[0], []):
-            if c.op_type == "Clip" and all(i in consts for i in c.input[1:] if i):
-                lo = consts[c.input[1]] if len(c.input) > 1 and c.input[1] else None
-                hi = consts[c.input[2]] if len(c.input) > 2 and c.input[2] else None
-                qc = np.clip(q, lo if lo is not None else info.min, hi if hi is not None else info.max).astype(q.dtype)
-                name = f"{c.output[0]}/int"
-                g.initializer.append(numpy_helper.from_array(qc, name))
-                for d in consumers.get(c.output[0], []):
-                    d.input[:] = [name if i == c.output[0] else i for i in d.input]
-            else:
-                c.input[:] = [base if i == node.output[0] else i for i in c.input]
-        folded += 1
-    drop_dead_nodes(model)  # the kit's: also drops dead initializers listed as inputs
-    return folded
 
 
 @hookimpl
