@@ -203,20 +203,25 @@ def analyse(rows: Iterable[dict[str, Any]], n_boot: int = 1000, seed: int = 0) -
 
 def ranking_regime(rows: Iterable[dict[str, Any]]) -> str | None:
     """The regime the score analysis uses: of the student rows that carry a ``regime``
-    (``benchmarks/paper_recipe.py``), the longest (most images seen) with ≥ 2 candidates that all have ≥ 2
-    seeds (so that seed halves and an ANOVA exist: a regime still running its seeds does not replace a
-    finished one), else the longest with ≥ 2 candidates; ``None`` for rows without regimes
+    (``benchmarks/paper_recipe.py``), a regime of the ranking phase (``phase == "ranking"``: the most
+    candidates) if one has ≥ 2 candidates that all have ≥ 2 seeds, else the longest (most images seen) such
+    regime of any phase (so that seed halves and an ANOVA exist: a regime still running its seeds does not
+    replace a finished one), else the longest with ≥ 2 candidates; ``None`` for rows without regimes
     (``reproduce_figure1.py``: one regime)."""
     seeds: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
     seen: dict[str, int] = {}
+    ranked: set[str] = set()
     for r in rows:
         if r.get("kind") == "student" and r.get("regime") is not None:
             seeds[r["regime"]][r["candidate"]].add(int(r.get("seed", 0)))
             seen[r["regime"]] = int(r.get("images_seen", 0))
-    for need in (2, 1):
-        ok = [g for g, per in seeds.items() if len(per) >= 2 and min(len(s) for s in per.values()) >= need]
+            if r.get("phase") == "ranking":
+                ranked.add(r["regime"])
+    for need, only in ((2, ranked), (2, None), (1, None)):
+        ok = [g for g, per in seeds.items() if len(per) >= 2 and min(len(s) for s in per.values()) >= need
+              and (only is None or g in only)]
         if ok:
-            return max(ok, key=lambda g: seen[g])
+            return max(ok, key=lambda g: (len(seeds[g]), seen[g]) if only else seen[g])
     return None
 
 

@@ -69,7 +69,7 @@ def test_report_errors_are_clear(tmp_path):
 
 def test_the_score_analysis_waits_for_a_regime_with_two_seeds() -> None:
     """A regime still running its seeds (the paper recipe's 100x50) does not replace a finished one: its
-    one-seed table had ρ = nan and no ANOVA."""
+    one-seed table had ρ = nan and no ANOVA. The ranking phase's regime, once it has two seeds, comes first."""
     from daqakd_plugins.evidence import ranking_regime
 
     def row(regime: str, seen: int, cand: str, seed: int) -> dict:
@@ -86,3 +86,12 @@ def test_the_score_analysis_waits_for_a_regime_with_two_seeds() -> None:
     rows += [row("100x50", 50000, "taw", 1)]
     assert ranking_regime(rows) == "100x50"
     assert ranking_regime([row("3x2", 60, c, 0) for c in ("none", "aa")]) == "3x2"  # one seed only: still a table
+    # the ranking phase (more candidates, here at a shorter regime that reuses the crossover's students) takes
+    # over once all its candidates have two seeds
+    more = ("ra", "augmix", "re", "taw+cutmix")
+    ranking = [{**row("100x5", 5000, c, s), "phase": "ranking"} for c in more for s in (0,)]
+    ranking += [{**row("100x5", 5000, c, s), "phase": "crossover"} for c in ("none", "aa", "taw") for s in (0, 1, 2)]
+    assert ranking_regime(rows + ranking) == "100x50"
+    ranking += [{**row("100x5", 5000, c, 1), "phase": "ranking"} for c in more]
+    assert ranking_regime(rows + ranking) == "100x5"
+    assert ranking_regime(rows + [{**r, "phase": "crossover"} for r in ranking]) == "100x50"
