@@ -63,7 +63,7 @@ def test_ranking_off_a_terminal_says_each_candidate(digits, digits_teacher, caps
 
     rank_augmentations(digits_teacher[0], digits, ["none", "randomerasing"], repeats=2, per_class=10, progress=True)
     err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.startswith("daqakd: ranking (cmi)")]
+    lines = [ln for ln in err.splitlines() if ln.startswith("daqakd: ranking (teacher-ce)")]
     assert len(lines) == 4 and lines[0].endswith("1/4: none (repeat 1)"), err
     rank_augmentations(digits_teacher[0], digits, ["none", "randomerasing"], per_class=10, progress=False)
     assert "daqakd: ranking" not in capsys.readouterr().err

@@ -36,13 +36,13 @@ def teacher(digits_teacher):
 
 def test_ranking_is_sorted_complete_and_documented(digits, teacher) -> None:
     r = rank_augmentations(teacher, digits, FAST, progress=False)
-    assert isinstance(r, Ranking) and r.metric == "cmi" and sorted(r.names) == sorted(FAST)
+    assert isinstance(r, Ranking) and r.metric == "teacher-ce" and sorted(r.names) == sorted(FAST)  # the default
     scores = [e.score for e in r.entries]
     assert scores == sorted(scores) and r.best == r.entries[0].name
     n_train = len(digits.train_y)
     for e in r.entries:
         assert set(e.components) == {"D", "I", "CE"}
-        assert math.isclose(e.score, e.components["D"] - e.components["I"], rel_tol=1e-12, abs_tol=1e-15)
+        assert math.isclose(e.score, e.components["CE"], rel_tol=1e-12, abs_tol=1e-15)  # teacher-ce: CE alone
         assert e.n == n_train and e.classes_seen == 10 and e.seconds > 0
         assert math.isnan(e.score_std)  # one repeat: no spread
     # the clean teacher fits its own training data far better than under CutMix
@@ -120,7 +120,7 @@ def test_per_class_subset(digits, teacher) -> None:
 
 
 def test_json_round_trip_and_markdown(digits, teacher, tmp_path: Path) -> None:
-    r = rank_augmentations(teacher, digits, ["none", "mixup"], per_class=20, progress=False)
+    r = rank_augmentations(teacher, digits, ["none", "mixup"], "cmi", per_class=20, progress=False)
     path = r.save_json(tmp_path / "sub" / "rank.json")
     d = json.loads(path.read_text())
     assert d["metric"] == "cmi" and [c["name"] for c in d["candidates"]] == r.names
@@ -296,7 +296,7 @@ def test_cli_rank_with_saved_teacher(digits_teacher, tmp_path: Path, capsys: pyt
     tp = save_model(tmp_path / "t.pt", model, meta["arch"], meta)
     out = tmp_path / "out.json"
     rc = main(["rank", "--data", "digits", "--teacher", str(tp), "--candidates", "none,randomerasing+cutmix",
-               "--per-class", "15", "--repeats", "2", "--metric-param", "w_CE=0.5", "--json", str(out)])
+               "--per-class", "15", "--repeats", "2", "--metric", "cmi", "--metric-param", "w_CE=0.5", "--json", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     assert "| # | candidate | cmi ↓" in text and "best:" in text

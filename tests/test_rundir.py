@@ -131,3 +131,23 @@ def test_resume_compares_the_calibration_sample_not_how_it_was_asked_for() -> No
         check_resume({**base, "calib_images": 100}, old)
     with pytest.raises(CheckpointError, match=r"calibration: checkpoint 256 training images vs now 512"):
         check_resume(dict(base), {**base, "calib_batches": 4})
+
+
+def test_how_auto_ranks_counts_only_for_a_run_that_ranked() -> None:
+    """The default metric changed (cmi -> teacher-ce): a fixed-augment run from before resumes; a run that
+    chose its augmentation with cmi is refused under another metric, naming both."""
+    import pytest
+
+    from daqakd_plugins.distill.config import TRAJECTORY
+    from daqakd_plugins.errors import CheckpointError
+    from daqakd_plugins.run.rundir import check_resume
+
+    base = {**dict.fromkeys(TRAJECTORY), "batch_size": 64, "calib_images": 512}
+    fixed = {**base, "augment": "randaugment"}
+    check_resume({**fixed, "metric": "teacher-ce"}, {**fixed, "metric": "cmi"})
+    check_resume({**fixed, "candidates": "paper"}, {**fixed, "candidates": None})
+    auto = {**base, "augment": "auto"}
+    with pytest.raises(CheckpointError, match=r"metric: checkpoint 'cmi' vs now 'teacher-ce'"):
+        check_resume({**auto, "metric": "teacher-ce"}, {**auto, "metric": "cmi"})
+    with pytest.raises(CheckpointError, match=r"augment: checkpoint 'auto' vs now 'randaugment'"):
+        check_resume({**fixed, "metric": "teacher-ce"}, {**auto, "metric": "cmi"})

@@ -10,6 +10,7 @@ import argparse
 import json
 from typing import Any
 
+from ..config import DEFAULT_METRIC
 from ._common import (
     add_arch_args,
     add_backend_option_arg,
@@ -24,7 +25,7 @@ from ._common import (
 _DEFAULTS: dict[str, Any] = {
     "backend": None, "bits": 4, "act_bits": None, "data": "digits", "teacher": None, "epochs": 8,
     "augment": "auto", "loss": "paper", "lr": 1e-3, "batch_size": 64, "seed": 0, "optimizer": "adam",
-    "weight_decay": 0.0, "candidates": None, "metric": "cmi", "rank_per_class": None, "rank_repeats": 1,
+    "weight_decay": 0.0, "candidates": None, "metric": DEFAULT_METRIC, "rank_per_class": None, "rank_repeats": 1,
     "train_per_class": None, "teacher_epochs": 15, "calib_batches": None, "calib_images": None,
     "device": "cpu",
     "arch": None, "num_classes": None, "small_input": False, "backend_options": {},
@@ -53,7 +54,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a("--out", help="run directory (default: the --resume directory)")
     a("--augment", help="augmentation name, 'none', or 'auto' = rank the candidates and use the best (default)")
     a("--candidates", help="candidates for --augment auto: names or groups, comma-separated (default: the paper's 16)")
-    a("--metric", help="ranking metric for --augment auto (default cmi)")
+    a("--metric", help=f"ranking metric for --augment auto (default {DEFAULT_METRIC}, what the evidence supports; "
+      "cmi: the paper's score)")
     a("--rank-per-class", type=int, help="rank on a class-stratified subset of this many images per class")
     a("--rank-repeats", type=int, help="ranking repeats with different seeds (default 1)")
     a("--loss", help="loss preset/component, or a+b (paper = 1*CE + 2*KD, sqakd, ce = plain QAT, mixed, dual_view)")

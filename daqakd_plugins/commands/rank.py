@@ -1,4 +1,5 @@
-"""``daqakd rank``: rank candidate augmentations with a frozen teacher (the paper's metric by default)."""
+"""``daqakd rank``: rank candidate augmentations with a frozen teacher (``teacher-ce`` by default; the paper's
+``cmi`` by name)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..config import DEFAULT_METRIC
 from ..errors import ConfigError
 from ._common import add_arch_args, add_data_args
 
@@ -29,7 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--candidates", default="paper",
                    help="comma-separated names or groups: paper (the 16 torchvision candidates, default), kornia, "
                    "torchvision, all; append +cutmix/+mixup to compose (e.g. kornia-affine+cutmix)")
-    p.add_argument("--metric", default="cmi", help="ranking metric: cmi (the paper, default) or tstddev (baseline)")
+    p.add_argument("--metric", default=DEFAULT_METRIC,
+                   help=f"ranking metric: {DEFAULT_METRIC} (default: the teacher's cross-entropy, what the evidence in "
+                   "docs/results.md supports), cmi (the paper's score), ce-minus-i, tstddev (baseline)")
     p.add_argument("--metric-param", action="append", default=[], metavar="KEY=VALUE",
                    help="metric parameter, repeatable; cmi: w_D, w_I, w_CE (e.g. --metric-param w_CE=1); "
                    "tstddev: group, temperature")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import QuantConfig
+from ..config import DEFAULT_METRIC, QuantConfig
 from ..errors import ConfigError, UnknownNameError
 from .distiller import resolve_loss
 
@@ -104,7 +104,7 @@ class DistillConfig:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     candidates: str | None = None
-    metric: str = "cmi"
+    metric: str = DEFAULT_METRIC
     rank_per_class: int | None = None
     rank_repeats: int = 1
     train_per_class: int | None = None

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from .core import prepare_data, rank_augmentations, resolve_metric
+from .core import DEFAULT_METRIC, prepare_data, rank_augmentations, resolve_metric
 from .metrics import CMIAccumulator, CMIStats, TStdDevAccumulator, check_batch
 from .result import RankEntry, Ranking
 
@@ -21,4 +21,5 @@ __all__ = [
     "check_batch",
     "prepare_data",
     "resolve_metric",
+    "DEFAULT_METRIC",
 ]

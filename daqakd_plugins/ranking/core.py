@@ -27,6 +27,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from ..augment import candidate_notes, resolve_base, resolve_candidates, with_base
 from ..checks import check_batch as check_images_and_labels
+from ..config import DEFAULT_METRIC
 from ..contracts import (
     Augmentation,
     Metric,
@@ -56,7 +57,8 @@ from .result import RankEntry, Ranking
 if TYPE_CHECKING:
     from ..distributed import Dist
 
-__all__ = ["rank_augmentations", "prepare_data", "resolve_metric", "RankData"]
+__all__ = ["rank_augmentations", "prepare_data", "resolve_metric", "RankData", "DEFAULT_METRIC"]
+
 
 log = logging.getLogger("daqakd.ranking")
 
@@ -464,7 +466,7 @@ def rank_augmentations(
     teacher: nn.Module,
     data: DataBundle | FolderBundle | Dataset[Any] | tuple[torch.Tensor, torch.Tensor],
     candidates: Iterable[str | Augmentation | Callable[..., Any]] | str | None = None,
-    metric: str | Metric = "cmi",
+    metric: str | Metric = DEFAULT_METRIC,
     *,
     metric_params: Mapping[str, Any] | None = None,
     batch_size: int = 256,
@@ -488,7 +490,8 @@ def rank_augmentations(
     :param candidates: ``None`` for the paper's 16 torchvision candidates; otherwise names (``A+cutmix``
         composes; groups ``paper``, ``kornia``, ``torchvision``, ``all``), :class:`Augmentation` objects or
         callables ``fn(images, targets) -> (images, targets)``.
-    :param metric: ``"cmi"`` (the paper), ``"tstddev"`` (Good-DA-in-KD baseline) or a registered metric.
+    :param metric: ``"teacher-ce"`` (default: what the evidence supports, see :data:`DEFAULT_METRIC`),
+        ``"cmi"`` (the paper's score), ``"tstddev"`` (Good-DA-in-KD baseline) or a registered metric.
     :param metric_params: e.g. ``{"w_CE": 1.0, "w_D": 0.0}`` for the authors' CE − I variant.
     :param repeats: independent passes with seeds ``seed, seed+1, ...``; entries report mean and std.
     :param per_class: rank on a class-stratified subset of this many samples per class.

@@ -141,10 +141,14 @@ def _calibration(cfg: dict[str, Any]) -> str:
 
 
 def check_resume(new: dict[str, Any], old: dict[str, Any]) -> None:
-    """A resumed run must agree with its checkpoint on every :data:`TRAJECTORY` setting and the teacher."""
+    """A resumed run must agree with its checkpoint on every :data:`TRAJECTORY` setting and the teacher.
+    How ``--augment auto`` ranks (candidates, metric, ranking sample) counts only for a run that ranked: a
+    default that changed since (``metric``: ``cmi`` before ``teacher-ce``) does not block a fixed-augment run."""
     calib = ("calib_batches", "calib_images")
+    ranked = "auto" in (old.get("augment"), new.get("augment"))
+    skip = set(calib) | (set() if ranked else {"candidates", "metric", "rank_per_class", "rank_repeats"})
     diff = [f"{k}: checkpoint {old.get(k)!r} vs now {new.get(k)!r}" for k in TRAJECTORY
-            if k not in calib and old.get(k) != new.get(k)]
+            if k not in skip and old.get(k) != new.get(k)]
     if _calibration(old) != _calibration(new):  # the same sample, however it was asked for, is the same run
         diff.append(f"calibration: checkpoint {_calibration(old)} vs now {_calibration(new)} "
                     f"(calib_images / calib_batches)")
