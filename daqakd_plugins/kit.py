@@ -54,6 +54,7 @@ from .onnx_qdq import (
     preparation_notes,
     prepare_for_onnxruntime,
     u8s8_hazards,
+    write_exact_qdq,
 )
 
 if TYPE_CHECKING:
@@ -71,7 +72,8 @@ __all__ = [
     "Augmentation", "LossComponent", "LossContext", "LossPreset", "LossTerm",
     "DaqakdError", "ConfigError", "DataError", "ModelError", "BackendError", "BackendUnavailableError",
     "ExportError",
-    "prepare_for_onnxruntime", "preparation_notes", "fold_weight_quantizers", "QdqGraph", "u8s8_hazards", "drop_dead_nodes",
+    "prepare_for_onnxruntime", "preparation_notes", "fold_weight_quantizers", "write_exact_qdq", "QdqGraph",
+    "u8s8_hazards", "drop_dead_nodes",
     "ort_predict", "image_batches", "describe_modules_from", "device_of",
     "backend_imported", "resolve_loss", "resolve_augmentation", "one_hot",
 ]

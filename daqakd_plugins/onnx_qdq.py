@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import onnx
 
 __all__ = ["QdqHazard", "QdqGraph", "u8s8_hazards", "make_u8s8_safe", "unsign_clipped_activations", "prepare_for_onnxruntime",
-           "fold_constants", "fold_weight_quantizers", "drop_dead_nodes", "preparation_notes"]
+           "fold_constants", "fold_weight_quantizers", "drop_dead_nodes", "preparation_notes", "write_exact_qdq"]
 
 #: ops whose integer kernels onnxruntime builds from a DQ → op → Q group (activation, weight inputs)
 _MATMUL_OPS = {"Conv": (0, 1), "Gemm": (0, 1), "MatMul": (0, 1), "ConvTranspose": (0, 1)}
@@ -280,6 +280,34 @@ def make_u8s8_safe(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         changed += 1
     drop_dead_nodes(model)
     return model, changed
+
+
+def write_exact_qdq(g: Any, x: Any, mult: Any, scale: Any, *, qmin: int, qmax: int, axis: int, channels: int = 1,
+                    fp8: bool = False) -> Any:
+    """The body of a TorchScript-exporter ``symbolic``: ``Mul(mult) → QuantizeLinear(scale 1, zero point 0)
+    → [Clip(qmin, qmax)] → DequantizeLinear(scale)`` (per channel along ``axis`` ≥ 0, ``channels`` long).
+
+    Why a multiplication before a unit-scale quantize and not ``QuantizeLinear(x, scale)``: ONNX *divides*
+    by the scale, while pytorch-quantization and Model Optimizer *multiply* by its inverse, and at ties the
+    two round differently (measured: 83 % of a W4A4 digits student's test images had logits off by more than
+    1e-3). With the multiplication in the graph the file computes what the student computes. The stored type
+    is int8 (``qmin`` < 0), uint8, or float8 E4M3 (``fp8``, opset 19); a range narrower than the type's (4
+    bits in int8) gets the ``Clip``. ``mult`` and ``scale`` are graph values (e.g. ``g.op("Constant", ...)``).
+    Both NVIDIA adapters write their quantizers with it; :func:`fold_weight_quantizers` later stores the
+    constant (weight) chains as integers."""
+    import torch
+
+    dtype = torch.float8_e4m3fn if fp8 else torch.int8 if qmin < 0 else torch.uint8
+    one = g.op("Constant", value_t=torch.tensor(1.0, dtype=torch.float32))
+    zp = g.op("Constant", value_t=torch.zeros((), dtype=dtype))
+    q = g.op("QuantizeLinear", g.op("Mul", x, mult), one, zp)
+    if not fp8 and (qmin, qmax) != (torch.iinfo(dtype).min, torch.iinfo(dtype).max):
+        q = g.op("Clip", q, g.op("Constant", value_t=torch.tensor(qmin, dtype=dtype)),
+                 g.op("Constant", value_t=torch.tensor(qmax, dtype=dtype)))
+    if axis < 0:
+        return g.op("DequantizeLinear", q, scale, zp)
+    zpc = g.op("Constant", value_t=torch.zeros(channels, dtype=dtype))
+    return g.op("DequantizeLinear", q, scale, zpc, axis_i=axis)
 
 
 def fold_weight_quantizers(model: onnx.ModelProto) -> int:

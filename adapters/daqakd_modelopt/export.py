@@ -38,6 +38,7 @@ from daqakd_plugins.kit import (
     ort_predict,
     preparation_notes,
     prepare_for_onnxruntime,
+    write_exact_qdq,
 )
 
 from .common import FORMATS, describe, is_quantizer, quiet
@@ -188,18 +189,9 @@ def _qdq_function() -> Any:
         @symbolic_helper.parse_args("v", "t", "t", "i", "i", "i", "b")
         def symbolic(g: Any, x: Any, mult: torch.Tensor, scale: torch.Tensor, qmin: int, qmax: int, axis: int,
                      fp8: bool) -> Any:
-            dtype = torch.float8_e4m3fn if fp8 else torch.int8 if qmin < 0 else torch.uint8
-            one = g.op("Constant", value_t=torch.tensor(1.0))
-            zp0 = g.op("Constant", value_t=torch.zeros((), dtype=dtype))
-            q = g.op("QuantizeLinear", g.op("Mul", x, g.op("Constant", value_t=mult.float())), one, zp0)
-            full = (-128, 127) if qmin < 0 else (0, 255)
-            if not fp8 and (qmin, qmax) != full:
-                lo = g.op("Constant", value_t=torch.tensor(qmin, dtype=dtype))
-                hi = g.op("Constant", value_t=torch.tensor(qmax, dtype=dtype))
-                q = g.op("Clip", q, lo, hi)
-            kw = {"axis_i": axis} if axis >= 0 else {}
-            zp = g.op("Constant", value_t=torch.zeros(scale.shape, dtype=dtype))
-            return g.op("DequantizeLinear", q, g.op("Constant", value_t=scale.float()), zp, **kw)
+            return write_exact_qdq(g, x, g.op("Constant", value_t=mult.float()), g.op("Constant", value_t=scale.float()),
+                                   qmin=qmin, qmax=qmax, axis=axis if scale.dim() == 1 else -1,
+                                   channels=int(scale.numel()), fp8=fp8)
 
     return QDQ
 

@@ -682,20 +682,8 @@ def _exact_function() -> Any:
 
         @staticmethod
         def symbolic(g: Any, x: Any, mul: Any, dq: Any, axis: int, qmin: int, qmax: int) -> Any:
-            dtype = torch.uint8 if qmin >= 0 else torch.int8
-            scaled = g.op("Mul", x, mul)
-            one = g.op("Constant", value_t=torch.tensor(1.0, dtype=torch.float32))
-            zp = g.op("Constant", value_t=torch.zeros((), dtype=dtype))
-            q = g.op("QuantizeLinear", scaled, one, zp)
-            info = torch.iinfo(dtype)
-            if (qmin, qmax) != (info.min, info.max):
-                q = g.op("Clip", q, g.op("Constant", value_t=torch.tensor(qmin, dtype=dtype)),
-                         g.op("Constant", value_t=torch.tensor(qmax, dtype=dtype)))
-            if axis < 0:
-                return g.op("DequantizeLinear", q, dq, zp)
-            channels = int(dq.type().sizes()[0]) if dq.type().sizes() else 1
-            zpc = g.op("Constant", value_t=torch.zeros(channels, dtype=dtype))
-            return g.op("DequantizeLinear", q, dq, zpc, axis_i=axis)
+            channels = int(dq.type().sizes()[0]) if axis >= 0 and dq.type().sizes() else 1
+            return kit.write_exact_qdq(g, x, mul, dq, qmin=qmin, qmax=qmax, axis=axis, channels=channels)
 
     return QMul
 
