@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--augment", default="auto")
+    p.add_argument("--metric", default="cmi", help="--augment auto's score (cmi: the default when the committed "
+                   "tables were measured; the product's default is teacher-ce now)")
     p.add_argument("--generator-option", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-reference", action="store_true", help="skip the data-driven reference runs")
     p.add_argument("--threads", type=int, default=1)
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     gopts = parse_backend_options(args.generator_option, flag="--generator-option")
     done = _done(jsonl)
     common = dict(backend=args.backend, bits=args.bits, act_bits=args.act_bits, data="digits", teacher=str(teacher),
-                  epochs=args.epochs, augment=args.augment, export=False, fresh=True, progress=False)
+                  epochs=args.epochs, augment=args.augment, metric=args.metric, export=False, fresh=True, progress=False)
     for seed in [int(s) for s in args.seeds.split(",")]:
         arms = [("datafree", True)] + ([] if args.no_reference else [("data-driven", False)])
         for arm, free in arms:
