@@ -349,7 +349,7 @@ def fold_weight_quantizers(model: onnx.ModelProto) -> int:
             store(np.clip(ints, lo, hi).astype(ints.dtype), c.output[0])
         if plain:
             store(ints, q.output[0])
-        folded += 1
+        folded += bool(g.consumers.get(q.output[0]))  # a quantizer nothing reads is only dropped
     if folded:
         drop_dead_nodes(model)  # also drops dead initializers listed as inputs
     return folded
