@@ -86,10 +86,11 @@ def test_the_ranked_augmentation_feeds_both_models_one_view(setup) -> None:
     from daqakd_plugins import rank_augmentations
 
     teacher, student, d, _ = setup
-    ranking = rank_augmentations(teacher, (d.train_x, d.train_y), ["none", "trivialaugmentwide", "none+cutmix"],
+    # no `none` among the candidates: the default score (teacher-ce) ranks the identity first, and "one view"
+    # must not be trivially the input
+    ranking = rank_augmentations(teacher, (d.train_x, d.train_y), ["trivialaugmentwide", "none+cutmix"],
                                  per_class=10, progress=False)
     best = ranking.best
-    assert best != "none"  # the ranking picks a real augmentation here, so "one view" is not trivially the input
     x, y = d.train_x[:64], d.train_y[:64]
     a_total, _, a_seen, _ = _distiller_step(teacher, student, "paper", x, y, best, seed=11)
     b_total, _, b_seen, _, xa = _modelopt_step(teacher, student, "paper", x, y, best, seed=11)
