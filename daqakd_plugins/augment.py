@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from dataclasses import replace
+from typing import Any, cast
 
 import torch
 
-from .contracts import Augmentation
-from .errors import ConfigError, DataError, UnknownNameError
+from .contracts import Augmentation, ImageFn
+from .errors import ConfigError, DataError, PluginError, UnknownNameError
 
 __all__ = [
     "per_sample",
@@ -35,6 +36,9 @@ __all__ = [
     "BASE_AUGMENTS",
     "resolve_base",
     "with_base",
+    "SEARCH_PREFIX",
+    "parse_search_name",
+    "search_policy",
 ]
 
 #: The 16 torchvision v2 candidates the paper ranked (each policy with and without CutMix).
@@ -293,6 +297,8 @@ def resolve_augmentation(spec: str | Augmentation | Callable[..., Any]) -> Augme
         low = name.lower()
         if low in regs:
             return regs[low]
+        if low.startswith(SEARCH_PREFIX) and "+" not in low:
+            return search_policy(low)
         if "+" in low:
             parts = [p.strip() for p in low.split("+")]
             resolved: list[Augmentation] = []
@@ -301,6 +307,8 @@ def resolve_augmentation(spec: str | Augmentation | Callable[..., Any]) -> Augme
                     resolved.append(regs[p])
                 elif p in MIX_SUFFIXES:
                     resolved.append(mix_augmentation(p))
+                elif p.startswith(SEARCH_PREFIX):
+                    resolved.append(search_policy(p))
                 else:
                     resolved = []
                     break
@@ -308,8 +316,8 @@ def resolve_augmentation(spec: str | Augmentation | Callable[..., Any]) -> Augme
                 return compose(low, resolved)
         raise UnknownNameError(
             "augmentation", name, list(regs),
-            "Append +cutmix or +mixup to any of them, pass a group (paper, kornia, torchvision, all), a "
-            "callable fn(images) -> images or fn(images, targets) -> (images, targets), or register one with the "
+            "Append +cutmix or +mixup to any of them, pass a group (paper, kornia, torchvision, all), a searched "
+            "policy search:<space>:<seed> (daqakd search), a callable fn(images) -> images or fn(images, targets) -> (images, targets), or register one with the "
             "daqakd_register_augmentations hook.",
         )
     if callable(spec):
@@ -318,6 +326,98 @@ def resolve_augmentation(spec: str | Augmentation | Callable[..., Any]) -> Augme
         f"cannot use {type(spec).__name__} as an augmentation; pass a registered name, an Augmentation, "
         "an image-only callable fn(images) -> images or a callable fn(images, targets) -> (images, targets)."
     )
+
+
+#: names of policies drawn from a search space: ``search:<space>:<seed>`` or ``search:<space>:<s1>-<s2>-...``
+SEARCH_PREFIX = "search:"
+
+
+def parse_search_name(name: str) -> tuple[str, tuple[int, ...] | None]:
+    """``"search:taw2:83"`` → ``("taw2", (83,))``; ``"search:taw2:83-12-7"`` → ``("taw2", (83, 12, 7))`` (a
+    random choice among the three, per image); ``"search:taw2"`` → ``("taw2", None)`` (the space itself, which
+    ``--augment`` searches). Anything else raises :class:`ConfigError` naming the form."""
+    low = name.strip().lower()
+    form = ("a searched policy is named search:<space>:<seed> (e.g. search:taw2:83), a combination of several "
+            "search:<space>:<seed>-<seed>-... (e.g. search:taw2:83-12-7), and a space to search search:<space>")
+    if not low.startswith(SEARCH_PREFIX):
+        raise ConfigError(f"{name!r} is not a search name; {form}.")
+    rest = low[len(SEARCH_PREFIX):].split(":")
+    if len(rest) == 1 and rest[0]:
+        return rest[0], None
+    if len(rest) != 2 or not rest[0] or not rest[1]:
+        raise ConfigError(f"cannot read {name!r}; {form}.")
+    try:
+        seeds = tuple(int(v) for v in rest[1].split("-"))
+    except ValueError:
+        raise ConfigError(f"cannot read the seeds of {name!r}: {rest[1]!r}; {form}.") from None
+    if any(v < 0 for v in seeds) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"the seeds of {name!r} must be distinct integers ≥ 0; {form}.")
+    return rest[0], seeds
+
+
+def _space(name: str) -> Any:
+    from .plugins import get_search_spaces
+
+    spaces = get_search_spaces()
+    if name not in spaces:
+        raise UnknownNameError("search space", name, list(spaces),
+                               "Register one with the daqakd_register_search_spaces hook.")
+    return spaces[name]
+
+
+def search_policy(name: str) -> Augmentation:
+    """The policy a name ``search:<space>:<seed>`` (or a ``-``-joined list of seeds: a random choice among them,
+    per image) stands for, re-created from the name alone: the space's ``policy(seed)``, renamed."""
+    space_name, seeds = parse_search_name(name)
+    if seeds is None:
+        raise ConfigError(
+            f"{name!r} names a search space, not a policy: run `daqakd search --space {space_name}` (or give "
+            f"--augment {name} to distill/run, which searches first), or name one policy, e.g. "
+            f"search:{space_name}:0.")
+    space = _space(space_name)
+    canonical = f"{SEARCH_PREFIX}{space_name}:{'-'.join(str(v) for v in seeds)}"
+    policies = [space.policy(v) for v in seeds]
+    for v, p in zip(seeds, policies):
+        if not isinstance(p, Augmentation):
+            raise PluginError(f"search space {space_name!r} returned {type(p).__name__} for seed {v}; "
+                              "SearchSpace.policy(seed) must return an Augmentation.")
+    if len(policies) == 1:
+        return replace(policies[0], name=canonical)
+    desc = "one of, per image: " + " | ".join(f"[{p.description or p.name}]" for p in policies)
+    if all(p.stage == "sample" and p.sample_fn is not None for p in policies):
+        choice = _SampleChoice(tuple(cast(ImageFn, p.sample_fn) for p in policies))
+        aug = per_sample(choice, canonical, description=desc, family="search")
+    else:
+        aug = Augmentation(name=canonical, fn=_BatchChoice(tuple(policies)), description=desc, family="search")
+    return replace(aug, notes=lambda shape: list(dict.fromkeys(n for p in policies for n in candidate_notes(p, shape))))
+
+
+class _SampleChoice:
+    """One of several per-image transforms, chosen uniformly per image from torch's global RNG (as
+    ``v2.RandomChoice``); picklable for the loader's workers."""
+
+    def __init__(self, fns: tuple[ImageFn, ...]) -> None:
+        self.fns = fns
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return self.fns[int(torch.randint(len(self.fns), ()))](image)
+
+
+class _BatchChoice:
+    """One of several batch augmentations per image: each image's choice drawn from torch's global RNG, each
+    policy run on the images that chose it."""
+
+    def __init__(self, policies: tuple[Augmentation, ...]) -> None:
+        self.policies = policies
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pick = torch.randint(len(self.policies), (images.shape[0],), device=images.device)
+        x, t = images.clone(), targets.clone()
+        for j, p in enumerate(self.policies):
+            sel = pick == j
+            if bool(sel.any()):
+                x[sel], t[sel] = p(images[sel], targets[sel])
+        return x, t
 
 
 def _from_callable(fn: Callable[..., Any]) -> Augmentation:

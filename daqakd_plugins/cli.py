@@ -63,17 +63,18 @@ def _preflight(args: argparse.Namespace) -> None:
     from . import checks
 
     cmd = args.command
-    if cmd not in ("distill", "run", "rank") or getattr(args, "list", False):
+    if cmd not in ("distill", "run", "rank", "search") or getattr(args, "list", False):
         return
     if cmd == "distill" and args.fresh and args.resume:
         raise ConfigError(f"--fresh starts over and --resume continues a run: pass one of them (--resume "
                           f"{args.resume} to continue it, or --fresh --out DIR to start over).")
     if getattr(args, "teacher", None) is not None:
         checks.check_model_file(args.teacher, flag="--teacher")
-    if cmd == "rank":
+    if cmd in ("rank", "search"):
         if args.markdown is not None:
             checks.check_output_file(args.markdown, flag="--markdown")  # before the ranking, not after it
-        checks.check_candidates(args.candidates)
+        if cmd == "rank":
+            checks.check_candidates(args.candidates)
         return
     resumed = cmd == "distill" and bool(args.resume)
     if args.backend is not None or not resumed:
@@ -115,7 +116,7 @@ def _import_torch_holding_ctrl_c() -> bool:
 
 
 #: the commands that run for minutes: they say so from the first second, and a heartbeat keeps them talking
-LONG_COMMANDS = ("distill", "run", "rank", "teacher")
+LONG_COMMANDS = ("distill", "run", "rank", "search", "teacher")
 
 
 def _long_command(argv: Sequence[str] | None) -> str | None:
@@ -173,8 +174,8 @@ def _main(argv: Sequence[str] | None) -> int:
         from . import distributed
 
         if distributed.launched():  # torchrun: join the process group before any work (docs/scaling.md)
-            if args.command not in ("rank", "distill", "run"):
-                raise ConfigError(f"`daqakd {args.command}` runs in one process; start it without torchrun (rank, "
+            if args.command not in ("rank", "search", "distill", "run"):
+                raise ConfigError(f"`daqakd {args.command}` runs in one process; start it without torchrun (rank, search, "
                                   "distill and run are the commands that use several).")
             d = distributed.setup(getattr(args, "device", None) or "cpu")
             where = f" [rank {d.rank}/{d.world_size}]"

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # keep `import daqakd_plugins` light
 
 __all__ = [
     "Augmentation",
+    "SearchSpace",
     "Metric",
     "MetricAccumulator",
     "PlannedMetricAccumulator",
@@ -197,6 +198,32 @@ class Augmentation:
                 f"{tuple(t.shape)}; targets must stay [batch, classes] label distributions."
             )
         return x, t
+
+
+# --------------------------------------------------------------------------------------------------
+# augmentation policy search
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class SearchSpace:
+    """A named space of augmentation policies that ``daqakd search`` draws from (docs/ranking.md#search).
+
+    ``policy(seed) -> Augmentation`` returns the policy numbered ``seed`` (an integer ≥ 0); it must be a pure
+    function of ``seed`` — the same seed, the same policy, in any process — because a drawn policy is stored
+    by its name ``search:<space>:<seed>`` alone and re-created from it (in reports, checkpoints, ``--augment``).
+    The core renames the returned augmentation; its ``description`` should say what the policy does (e.g.
+    ``"Rotate ≤ 45° → Solarize ≤ 128"``). Randomness *within* a policy (which magnitude an image gets) comes
+    from torch's global RNG, which the ranking and the data pipeline seed per sample.
+    """
+
+    name: str
+    policy: Callable[[int], Augmentation]
+    description: str = ""
+    size: int | None = None  # distinct policies, when the space can say (the report states it)
+
+    def __post_init__(self) -> None:
+        if not self.name or any(ch in self.name for ch in ":+,/ ") or self.name != self.name.lower():
+            raise ValueError(f"search space name {self.name!r} must be lower-case, non-empty and free of ':', '+', "
+                             "',', '/' and spaces (it becomes part of the policy names search:<space>:<seed>)")
 
 
 # --------------------------------------------------------------------------------------------------

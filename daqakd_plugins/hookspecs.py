@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         QuantizerInfo,
         RestoreRequest,
         SaveRequest,
+        SearchSpace,
     )
     from .datafree.contracts import ImageGenerator
 
@@ -55,6 +56,16 @@ def daqakd_register_augmentations(register: Callable[[Augmentation], None]) -> N
         stable identifiers (used on the command line and in reports) and must be unique across plugins.
 
     Called once per plugin-manager load; the result is cached by :func:`daqakd_plugins.get_augmentations`.
+    """
+
+
+@hookspec
+def daqakd_register_search_spaces(register: Callable[[SearchSpace], None]) -> None:
+    """Register augmentation policy search spaces for ``daqakd search`` and ``--augment search:<space>``.
+
+    :param register: call ``register(SearchSpace(name=..., policy=...))``; ``policy(seed)`` returns the
+        :class:`Augmentation` numbered ``seed``, a pure function of the seed (a policy is stored by its name
+        ``search:<space>:<seed>`` and re-created from it). Names must be unique across plugins.
     """
 
 

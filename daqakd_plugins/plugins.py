@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import pluggy
 
 from . import hookspecs
-from .contracts import Architecture, Augmentation, BackendInfo, LossComponent, LossPreset, Metric
+from .contracts import Architecture, Augmentation, BackendInfo, LossComponent, LossPreset, Metric, SearchSpace
 from .datafree.contracts import ImageGenerator
 from .errors import PluginError, PluginLoadError, UnknownNameError
 
@@ -52,6 +52,7 @@ __all__ = [
     "get_loss_components",
     "get_loss_presets",
     "get_generators",
+    "get_search_spaces",
     "get_backends",
     "get_backend",
     "backend_hook",
@@ -70,6 +71,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "daqakd_plugins.builtin.augmentations",
     "daqakd_plugins.builtin.metrics",
     "daqakd_plugins.builtin.losses",
+    "daqakd_plugins.builtin.search_spaces",
     "daqakd_plugins.datafree.generators",
 )
 
@@ -357,6 +359,11 @@ def get_generators() -> dict[str, ImageGenerator]:
     return _cached("generator", lambda: _collect("daqakd_register_generators", (ImageGenerator,))[ImageGenerator])
 
 
+def get_search_spaces() -> dict[str, SearchSpace]:
+    """Every registered augmentation policy search space, by name."""
+    return _cached("search", lambda: _collect("daqakd_register_search_spaces", (SearchSpace,))[SearchSpace])
+
+
 #: every registry a plugin can add to: its label in ``daqakd plugins`` -> (register hook, object type)
 REGISTRIES: dict[str, tuple[str, type]] = {
     "backends": ("daqakd_register_backends", BackendInfo),
@@ -366,6 +373,7 @@ REGISTRIES: dict[str, tuple[str, type]] = {
     "loss_presets": ("daqakd_register_losses", LossPreset),
     "architectures": ("daqakd_register_architectures", Architecture),
     "generators": ("daqakd_register_generators", ImageGenerator),
+    "search_spaces": ("daqakd_register_search_spaces", SearchSpace),
 }
 
 

@@ -89,6 +89,27 @@ def test_ranking_under_torchrun_equals_one_process(teacher_file: Path, tmp_path:
         assert a["n"] == b["n"] == 400
 
 
+def test_search_under_torchrun_equals_one_process(teacher_file: Path, tmp_path: Path, digits, digits_teacher) -> None:
+    """Issue 24: a policy search is world-size-independent: each chunk's batches split over the ranks, rank 0
+    writes the result and the resume file, and every score equals the one-process search's."""
+    from daqakd_plugins.ranking import search_augmentations
+
+    r = _torchrun("search", "--teacher", str(teacher_file), "--num-policies", "6", "--top-k", "2", "--per-class", "20",
+                  "--batch-size", "32", "--workers", "0", "--json", str(tmp_path / "s2.json"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("combined:") == 1  # rank 0 prints
+    two = json.loads((tmp_path / "s2.json").read_text())
+    one = search_augmentations(digits_teacher[0], digits, "taw2", 6, top_k=2, per_class=20, batch_size=32,
+                               workers=0, progress=False)
+    assert two["ranking"]["world_size"] == 2 and one.ranking.world_size == 1
+    assert two["combined"] == one.combined and two["top"] == one.top
+    for c in two["ranking"]["candidates"]:
+        for x, y in zip(c["scores"], one.ranking[c["name"]].scores):
+            assert abs(x - y) <= 1e-9 * abs(x), (c["name"], x, y)
+    lines = (tmp_path / "s2.jsonl").read_text().splitlines()
+    assert len(lines) == 1 + 6 + 2  # written once, by rank 0
+
+
 def test_distill_under_torchrun_reports_and_resumes_in_one_process(teacher_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["distill", "--teacher", str(teacher_file), "--backend", "brevitas", "--bits", "4", "--epochs", "3",

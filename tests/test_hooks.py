@@ -119,6 +119,28 @@ def test_hook_daqakd_register_augmentations(fresh_plugins):
     assert torch.allclose(y, 1 - x)
 
 
+def test_hook_daqakd_register_search_spaces(fresh_plugins):
+    from daqakd_plugins.augment import resolve_augmentation
+    from daqakd_plugins.contracts import SearchSpace
+
+    class P:
+        @hookimpl
+        def daqakd_register_search_spaces(self, register):
+            register(SearchSpace(name="scale", policy=lambda s: Augmentation(name=f"x{s}", fn=lambda x: x * (s + 1)),
+                                 description="brightness times seed+1"))
+
+    plugins.register_plugin(P(), name="p")
+    spaces = plugins.get_search_spaces()
+    assert {"taw2", "taw3", "scale"} <= set(spaces)
+    aug = resolve_augmentation("search:scale:2")  # the policy from its name alone, renamed
+    assert aug.name == "search:scale:2"
+    x = torch.rand(2, 1, 4, 4)
+    assert torch.allclose(aug(x, torch.eye(2))[0], 3 * x)
+    assert plugins.registered_by()["search_spaces"]["scale"] == "p"
+    with pytest.raises(ValueError, match="free of ':'"):
+        SearchSpace(name="a:b", policy=lambda s: aug)
+
+
 def test_hook_daqakd_register_architectures(fresh_plugins):
     from daqakd_plugins.contracts import Architecture
     from daqakd_plugins.models import arch_spec, build_model

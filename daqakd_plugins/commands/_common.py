@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from ..config import DEFAULT_METRIC
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..data import DataBundle, FolderBundle
 
 
 def add_arch_args(p: argparse.ArgumentParser) -> None:
@@ -108,3 +116,84 @@ def export_failed(report: dict[str, Any], command: str, *, strict: bool = False)
           f"The trained student is saved in {student} and the report records the error; fix the cause and export "
           "it again, or pass --no-export to skip export.", file=sys.stderr)
     return 1
+
+
+def add_teacher_args(p: argparse.ArgumentParser, *, verb: str) -> None:
+    """What ``rank`` and ``search`` share: the data, the teacher, the metric and the ranking sample."""
+    p.add_argument("--data", default="digits", help="'digits' (embedded, default) or an ImageFolder directory")
+    p.add_argument("--teacher", type=Path, default=None,
+                   help="teacher checkpoint (daqakd save_model format); default: runs/teacher-<data>.pt, trained if missing")
+    p.add_argument("--teacher-epochs", type=int, default=15, help="epochs when a teacher has to be trained (default 15)")
+    p.add_argument("--metric", default=DEFAULT_METRIC,
+                   help=f"score to {verb} with: {DEFAULT_METRIC} (default: the teacher's cross-entropy, what the evidence in "
+                   "docs/results.md supports), cmi (the paper's score), ce-minus-i, tstddev (baseline)")
+    p.add_argument("--metric-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="metric parameter, repeatable; cmi: w_D, w_I, w_CE (e.g. --metric-param w_CE=1); "
+                   "tstddev: group, temperature")
+    p.add_argument("--repeats", type=int, default=1, help="independent passes (seeds S, S+1, ...): mean ± std")
+    p.add_argument("--per-class", type=int, default=None, metavar="K", help=f"{verb} on K samples per class (stratified)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="where the teacher and augmentations run, e.g. cpu or cuda")
+
+
+def parse_metric_params(items: list[str]) -> dict[str, Any]:
+    """``["w_CE=1", "group=class"]`` → ``{"w_CE": 1, "group": "class"}`` (JSON values where they parse)."""
+    out: dict[str, Any] = {}
+    for it in items:
+        if "=" not in it:
+            raise ConfigError(f"--metric-param {it!r} must look like KEY=VALUE, e.g. --metric-param w_CE=1")
+        k, v = it.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+def teacher_and_data(args: argparse.Namespace, command: str) -> tuple[DataBundle | FolderBundle, nn.Module, Any]:
+    """The data bundle, the frozen teacher (``--teacher``, else the cached ``runs/teacher-<data>.pt``, trained
+    once when missing; under torchrun rank 0 trains it) and the normalisation to rank with (``--mean/--std``,
+    else the teacher file's). Options are checked before any data is read."""
+    from .. import distributed, progress
+    from ..checks import check_device, check_image_size, check_normalization, check_workers
+    from ..data import load_data
+    from ..models import check_model_fits_data, load_model
+    from ..train import get_or_train_teacher, teacher_arch
+
+    check_device(args.device)
+    check_workers(args.workers, flag="--workers")
+    check_image_size(args.image_size, flag="--image-size")
+    mean, std = check_normalization(args.mean, args.std)
+    progress.doing("reading the data")
+    bundle = load_data(args.data, seed=0, image_size=args.image_size)
+    spec = teacher_arch(bundle, args.arch, num_classes=args.num_classes, small_input=bool(args.small_input))
+    if args.teacher is not None:
+        teacher, meta = load_model(args.teacher, arch=spec if args.arch is not None else None)
+        src = f"teacher {args.teacher}"
+    else:
+        path = Path("runs") / (f"teacher-{bundle.name}.pt" if args.arch is None else f"teacher-{bundle.name}-{args.arch.replace(':', '-')}.pt")
+        existed = path.exists()
+        progress.doing(f"loading the teacher {path}" if existed else f"training a teacher ({args.teacher_epochs} epochs) into {path}")
+        with distributed.main_first():  # under torchrun rank 0 trains and saves it, the others load it
+            teacher, meta = get_or_train_teacher(
+                bundle, path, epochs=args.teacher_epochs, seed=args.seed, arch=spec, workers=args.workers,
+                normalize=(mean, std) if mean is not None and std is not None else None)
+        if existed:
+            src = f"teacher {path} (no --teacher given; reusing the one trained earlier on {meta.get('data', bundle.name)})"
+        else:
+            acc = meta.get("test_accuracy")
+            acc_s = f", test accuracy {acc:.4f}" if isinstance(acc, float) else ""
+            src = f"teacher {path} (no --teacher given; trained one on {bundle.name} for {args.teacher_epochs} epochs{acc_s} and saved it there)"
+    check_model_fits_data(teacher, bundle.image_shape, bundle.num_classes, what=src.split(" (")[0],
+                          fix="Pass a --teacher trained on this data, or leave --teacher out to train one.")
+    if distributed.current().is_main:
+        print(f"daqakd {command}: {src}", file=sys.stderr)
+        if meta.get("data") not in (None, bundle.name):
+            print(f"daqakd {command}: warning: the teacher was trained on {meta['data']!r}, working on {bundle.name!r}",
+                  file=sys.stderr)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    rec = meta.get("normalize") or {}
+    normalize = (mean, std) if mean is not None and std is not None else ((rec["mean"], rec["std"]) if rec.get("mean") is not None else None)
+    return bundle, teacher, normalize

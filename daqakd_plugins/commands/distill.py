@@ -26,6 +26,7 @@ _DEFAULTS: dict[str, Any] = {
     "backend": None, "bits": 4, "act_bits": None, "data": "digits", "teacher": None, "epochs": 8,
     "augment": "auto", "loss": "paper", "lr": 1e-3, "batch_size": 64, "seed": 0, "optimizer": "adam",
     "weight_decay": 0.0, "candidates": None, "metric": DEFAULT_METRIC, "rank_per_class": None, "rank_repeats": 1,
+    "search_n": 100, "search_top_k": 5,
     "train_per_class": None, "teacher_epochs": 15, "calib_batches": None, "calib_images": None,
     "device": "cpu",
     "arch": None, "num_classes": None, "small_input": False, "backend_options": {},
@@ -52,12 +53,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a("--teacher", help="teacher model file from `daqakd teacher`; default: train one into OUT/teacher.pt")
     a("--epochs", type=int, help="training epochs (default 8)")
     a("--out", help="run directory (default: the --resume directory)")
-    a("--augment", help="augmentation name, 'none', or 'auto' = rank the candidates and use the best (default)")
+    a("--augment", help="augmentation name, 'none', 'auto' = rank the candidates and use the best (default), or "
+      "search:<space> = search the space's policies with the teacher and train with the top k combined "
+      "(--search-n, --search-top-k; docs/ranking.md#search)")
     a("--candidates", help="candidates for --augment auto: names or groups, comma-separated (default: the paper's 16)")
     a("--metric", help=f"ranking metric for --augment auto (default {DEFAULT_METRIC}, what the evidence supports; "
       "cmi: the paper's score)")
     a("--rank-per-class", type=int, help="rank on a class-stratified subset of this many images per class")
     a("--rank-repeats", type=int, help="ranking repeats with different seeds (default 1)")
+    a("--search-n", type=int, help="--augment search:<space>: policies to score (default 100)")
+    a("--search-top-k", type=int, help="--augment search:<space>: how many of the best to combine (default 5)")
     a("--loss", help="loss preset/component, or a+b (paper = 1*CE + 2*KD, sqakd, ce = plain QAT, mixed, dual_view)")
     a("--lr", type=float, help="learning rate (default 1e-3)")
     a("--optimizer", choices=["adam", "sgd"], help="optimizer (default adam), cosine schedule")

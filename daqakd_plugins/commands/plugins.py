@@ -1,5 +1,5 @@
 """``daqakd plugins``: every plugin, where it came from, its hooks, each backend's availability, and every
-registry (backends, augmentations, metrics, losses, architectures, generators) with who registered each name."""
+registry (backends, augmentations, metrics, losses, architectures, generators, search spaces) with who registered each name."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ def collect() -> dict[str, Any]:
         "loss_presets": sorted(get_loss_presets()),
         "architectures": sorted(owners["architectures"]),
         "generators": sorted(owners["generators"]),
+        "search_spaces": sorted(owners["search_spaces"]),
         "registered_by": owners,  # registry -> name -> the plugin that registered it
     }
 
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"Loss presets: {', '.join(info['loss_presets']) or '(none)'}")
     print(f"Architectures: {', '.join(info['architectures']) or '(none)'}")
     print(f"Generators: {', '.join(info['generators']) or '(none)'}")
+    print(f"Search spaces: {', '.join(info['search_spaces']) or '(none)'}")
     builtin = {r["name"] for r in info["plugins"] if r["builtin"]}
     third = {reg: {n: p for n, p in names.items() if p not in builtin} for reg, names in info["registered_by"].items()}
     if any(third.values()):

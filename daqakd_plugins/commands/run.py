@@ -29,6 +29,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--act-bits", type=int, default=None, help="activation bits (default: same as --bits)")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--teacher", default=None, help="FP teacher file (default: train one into OUT/teacher.pt)")
+    p.add_argument("--augment", default="auto",
+                   help="auto (default) = rank the paper's candidates with the teacher and take the best; a name; or "
+                        "search:<space> = search the space's policies and train with the top k combined "
+                        "(docs/ranking.md#search)")
+    p.add_argument("--search-n", type=int, default=100, help="--augment search:<space>: policies to score (default 100)")
+    p.add_argument("--search-top-k", type=int, default=5,
+                   help="--augment search:<space>: how many of the best to combine (default 5)")
     p.add_argument("--loss", default="paper", help="loss preset (default 'paper': 1*CE + 2*tau^2*KL, tau=4)")
     p.add_argument("--seed", type=int, default=0)
     add_arch_args(p)
@@ -56,11 +63,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = DistillConfig(
         **({"backend": args.backend} if args.backend else {}), bits=args.bits, act_bits=args.act_bits,
         data=args.data, teacher=args.teacher,
-        epochs=args.epochs, out=str(out), augment="auto", loss=args.loss, seed=args.seed, resume=resume,
+        epochs=args.epochs, out=str(out), augment=args.augment, loss=args.loss, seed=args.seed, resume=resume,
         fresh=args.fresh, arch=args.arch, num_classes=args.num_classes, small_input=bool(args.small_input),
         backend_options=parse_backend_options(args.backend_option), workers=args.workers,
         image_size=args.image_size, mean=args.mean, std=args.std, train_crop=args.train_crop or "center",
-        base_augment=args.base_augment or "auto",
+        base_augment=args.base_augment or "auto", search_n=args.search_n, search_top_k=args.search_top_k,
         export_bound_pp=0.5 if args.export_bound_pp is None else args.export_bound_pp,
         export_formats=args.export_formats,
     )

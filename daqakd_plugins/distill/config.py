@@ -23,10 +23,10 @@ TRAJECTORY = (
     "optimizer", "weight_decay", "candidates", "metric", "rank_per_class", "rank_repeats",
     "train_per_class", "teacher_epochs", "calib_batches", "calib_images", "per_channel", "backend_options",
     "arch", "num_classes", "small_input", "image_size", "mean", "std", "train_crop", "data_free", "generator_options",
-    "base_augment",
+    "base_augment", "search_n", "search_top_k",
 )
 #: What a checkpoint written before a field existed means by it (those runs ran without it).
-LEGACY_DEFAULTS: dict[str, Any] = {"base_augment": "none"}
+LEGACY_DEFAULTS: dict[str, Any] = {"base_augment": "none", "search_n": 100, "search_top_k": 5}
 
 
 def _default_backend() -> str:
@@ -107,6 +107,9 @@ class DistillConfig:
     metric: str = DEFAULT_METRIC
     rank_per_class: int | None = None
     rank_repeats: int = 1
+    #: ``augment="search:<space>"``: policies to score and how many of the best to combine (docs/ranking.md#search)
+    search_n: int = 100
+    search_top_k: int = 5
     train_per_class: int | None = None
     teacher_epochs: int = 15
     #: real data: the calibration sample is ``calib_images`` training images (default
@@ -148,7 +151,7 @@ class DistillConfig:
     def _check_numbers(self) -> None:
         """Counts, rates and bounds: integers where integers are meant, in range."""
         for name in ("bits", "epochs", "batch_size", "seed", "rank_repeats", "teacher_epochs", "calib_batches",
-                     "calib_images"):
+                     "calib_images", "search_n", "search_top_k"):
             v = getattr(self, name)
             if v is None and name in ("calib_batches", "calib_images"):
                 continue
@@ -226,16 +229,35 @@ class DistillConfig:
         if not isinstance(self.base_augment, str) or self.base_augment.strip().lower() not in BASE_AUGMENTS:
             raise ConfigError(f"base_augment must be one of {', '.join(BASE_AUGMENTS)} (--base-augment), got "
                               f"{self.base_augment!r}; in the API a callable base goes to Distiller(base_augment=...).")
-        if self.augment != "auto":
+        if self.searches:
+            from ..augment import parse_search_name, search_policy
+
+            if self.data_free:
+                raise ConfigError(f"--augment {self.augment} searches with real training images; a data-free run has "
+                                  "none. Give one policy (e.g. the combined name `daqakd search` prints, "
+                                  "search:<space>:<s1>-<s2>-...) or --augment auto (ranked on generated images).")
+            search_policy(f"search:{parse_search_name(self.augment)[0]}:0")  # an unknown space, listing the spaces
+            if self.search_top_k > self.search_n:
+                raise ConfigError(f"search_top_k ({self.search_top_k}, --search-top-k) cannot exceed search_n "
+                                  f"({self.search_n}, --search-n).")
+        elif self.augment != "auto":
             from ..augment import resolve_augmentation
 
             resolve_augmentation(self.augment)  # UnknownNameError listing registered augmentations
-        else:
+        if self.augment == "auto" or self.searches:
             from ..plugins import get_metrics
 
             metrics = get_metrics()
             if metrics and self.metric not in metrics:
                 raise UnknownNameError("metric", self.metric, list(metrics))
+
+    @property
+    def searches(self) -> bool:
+        """``augment`` names a search space (``search:<space>``): the run searches it before training."""
+        from ..augment import SEARCH_PREFIX, parse_search_name
+
+        return (isinstance(self.augment, str) and self.augment.strip().lower().startswith(SEARCH_PREFIX)
+                and parse_search_name(self.augment)[1] is None)
 
     def quant_config(self) -> QuantConfig:
         """The student's quantization config (bits, per-channel scales, calibration, backend options)."""

@@ -10,9 +10,12 @@ from __future__ import annotations
 from .core import DEFAULT_METRIC, prepare_data, rank_augmentations, resolve_metric
 from .metrics import CMIAccumulator, CMIStats, TStdDevAccumulator, check_batch
 from .result import RankEntry, Ranking
+from .search import SearchResult, search_augmentations
 
 __all__ = [
     "rank_augmentations",
+    "search_augmentations",
+    "SearchResult",
     "Ranking",
     "RankEntry",
     "CMIStats",

@@ -205,7 +205,7 @@ def resolve_metric(metric: str | Metric) -> Metric:
 
 
 @contextmanager
-def _teacher_ready(teacher: nn.Module, device: torch.device, notes: list[str]) -> Any:
+def teacher_ready(teacher: nn.Module, device: torch.device, notes: list[str]) -> Any:
     """Eval mode on ``device`` for the ranking; the teacher's mode and device are restored afterwards."""
     modes = [(m, m.training) for m in teacher.modules()]  # restore per module, not just the top flag
     training = [m for m, t in modes if t]
@@ -410,7 +410,7 @@ class _Args(NamedTuple):
     candidates: list[Augmentation]
 
 
-def _resolve_args(
+def resolve_args(
     teacher: nn.Module, candidates: Iterable[str | Augmentation | Callable[..., Any]] | str | None,
     metric: str | Metric, metric_params: Mapping[str, Any] | None, *, batch_size: int, repeats: int,
     device: str | torch.device | None, workers: int | None,
@@ -506,12 +506,12 @@ def rank_augmentations(
         or your own augmentation or callable. Candidate names stay as they are; ``Ranking.base_augment``
         records the base.
     """
-    nworkers, norm, dev, met, params, cands = _resolve_args(
+    nworkers, norm, dev, met, params, cands = resolve_args(
         teacher, candidates, metric, metric_params, batch_size=batch_size, repeats=repeats, device=device,
         workers=workers, normalize=normalize)
     t_start = time.perf_counter()
     notes: list[str] = []
-    with _teacher_ready(teacher, dev, notes):
+    with teacher_ready(teacher, dev, notes):
         rd = prepare_data(data, teacher, num_classes=num_classes, per_class=per_class, seed=seed, device=dev,
                           normalize=norm, workers=nworkers)
         notes = notes + rd.notes

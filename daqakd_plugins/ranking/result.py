@@ -221,7 +221,7 @@ class Ranking:
             return item in self.names
         return any(e is item or e == item for e in self.entries)
 
-    def _diff_se(self, ea: RankEntry, eb: RankEntry) -> float | None:
+    def diff_se(self, ea: RankEntry, eb: RankEntry) -> float | None:
         """Standard error of ``ea.score - eb.score`` over the repeats; ``None`` without a measured spread."""
         if self.repeats < 2 or not (math.isfinite(ea.score_std) and math.isfinite(eb.score_std)):
             return None
@@ -233,7 +233,7 @@ class Ranking:
         return self._differs(self[a], self[b], k)
 
     def _differs(self, ea: RankEntry, eb: RankEntry, k: float) -> bool | None:
-        se = self._diff_se(ea, eb)
+        se = self.diff_se(ea, eb)
         if se is None:
             return None
         return abs(ea.score - eb.score) > k * se
@@ -261,7 +261,7 @@ class Ranking:
             return make("one_candidate", f"{alone}; there is no runner-up to separate it from.", best=b.name)
         r = scored[1]
         gap = (r.score - b.score) if self.lower_is_better else (b.score - r.score)
-        se = self._diff_se(b, r)
+        se = self.diff_se(b, r)
         if se is None:
             n = SUGGESTED_FIRST_REPEATS
             return make(

@@ -52,6 +52,8 @@ class RealData(SourceDefaults):
     def choose_augmentation(self, ctx: RunContext) -> AugmentationChoice:
         """``augment``: a name, or ``auto``: rank the candidates with the teacher and take the best."""
         cfg = ctx.cfg
+        if cfg.searches:
+            return self._search(ctx)
         if cfg.augment != "auto":
             from ..augment import resolve_augmentation
 
@@ -75,6 +77,37 @@ class RealData(SourceDefaults):
             ranking.notes.append("`none` (the base transform alone) was ranked too, so that `--augment auto` keeps "
                                  "no extra augmentation when no candidate scores better than it")
         return AugmentationChoice(str(ranking.best), json.loads(json.dumps(ranking.to_dict(), default=str)))
+
+    def _search(self, ctx: RunContext) -> AugmentationChoice:
+        """``augment="search:<space>"``: score ``search_n`` policies of the space with the teacher (resumable
+        through ``OUT/search.jsonl``), train with the top ``search_top_k`` combined. The report's ranking table
+        holds the top k, the combination and ``none``, best first; ``search`` in it the search's summary."""
+        from .. import progress
+        from ..augment import parse_search_name
+        from ..ranking import Ranking, search_augmentations
+
+        cfg = ctx.cfg
+        space = parse_search_name(cfg.augment)[0]
+        progress.doing(f"searching {cfg.search_n} policies of {space} with the teacher ({cfg.metric})")
+        res = search_augmentations(
+            ctx.teacher, ctx.bundle, space, cfg.search_n, top_k=cfg.search_top_k, metric=cfg.metric, seed=cfg.seed,
+            repeats=cfg.rank_repeats, per_class=cfg.rank_per_class, device=cfg.device,
+            num_classes=ctx.bundle.num_classes, progress=cfg.progress, workers=ctx.workers, normalize=ctx.norm,
+            base_augment=cfg.base_augment, resume=ctx.out / "search.jsonl",
+        )
+        shown = [res.ranking[n] for n in res.top]
+        shown += [e for e in (res.combined_entry, res.reference) if e is not None and e.name not in res.top]
+        r = res.ranking
+        table = Ranking(metric=r.metric, entries=shown, lower_is_better=r.lower_is_better, seed=r.seed,
+                        repeats=r.repeats, per_class=r.per_class, batch_size=r.batch_size, num_classes=r.num_classes,
+                        num_samples=r.num_samples, data=r.data, device=r.device, metric_params=r.metric_params,
+                        seconds=res.seconds, workers=r.workers, base_augment=r.base_augment,
+                        notes=r.notes + [f"searched {res.n} policies of {space}: the top {len(res.top)} are shown with "
+                                         f"their combination {res.combined} (trained with) and `none`"])
+        detail = table.to_dict()
+        summary = {k: v for k, v in res.to_dict().items() if k not in ("ranking", "reference", "combined_entry")}
+        detail["search"] = summary
+        return AugmentationChoice(res.combined, json.loads(json.dumps(detail, default=str)))
 
     def calibration_batches(self, ctx: RunContext) -> list[torch.Tensor]:
         """Calibration batches (normalised, as the models see them) from a class-stratified, seeded sample of

@@ -108,7 +108,8 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines = [f"# daqakd distill{' --data-free' if free else ''}: {r['backend']} W{r['bits']}A{r['act_bits']}", ""]
     if r.get("statement"):
         lines += [f"**{r['statement']}**", ""]
-    how = " (ranked, best first below)" if r["ranking"] else ""
+    how = ((" (searched, see below)" if (r.get("ranking_detail") or {}).get("search") else " (ranked, best first below)")
+           if r["ranking"] else "")
     choice = r.get("augmentation_choice") or {}
     if choice.get("how") == "ranked":
         how = (f" (ranked with `{choice['metric']}` on {choice['samples']} generated images labelled by the "
@@ -144,7 +145,15 @@ def _calibration(cal: dict[str, Any]) -> list[str]:
 def _ranking(r: dict[str, Any]) -> list[str]:
     if not r["ranking"]:
         return []
-    lines = ["## Ranking", "", "| rank | candidate | score |", "|---|---|---|"]
+    lines = ["## Ranking", ""]
+    search = (r.get("ranking_detail") or {}).get("search")
+    if isinstance(search, dict):
+        ppm = search.get("policies_per_minute")
+        lines += [f"Searched {search['policies']['n']} policies of `{search['space']}` with `{search['metric']}`"
+                  + (f" ({ppm:.1f} per minute)" if isinstance(ppm, (int, float)) else "")
+                  + f"; trained with the top {search['top_k']} combined, `{search['combined']}`. Below: the top "
+                  f"{search['top_k']}, their combination and `none` (the base alone). {search['space_description']}.", ""]
+    lines += ["| rank | candidate | score |", "|---|---|---|"]
     for i, e in enumerate(r["ranking"][:20], 1):
         if isinstance(e, dict):
             name = e.get("name", e.get("candidate", "?"))

@@ -30,7 +30,7 @@ LOCK_NAME = ".daqakd-run.lock"
 
 #: the files a run writes into its directory; --fresh deletes exactly these
 RUN_FILES = (CHECKPOINT_NAME, STUDENT_NAME, "report.json", "report.md", "report.png", "teacher.pt", "export",
-             GENERATOR_NAME)
+             GENERATOR_NAME, "search.jsonl")
 
 
 
@@ -145,8 +145,10 @@ def check_resume(new: dict[str, Any], old: dict[str, Any]) -> None:
     How ``--augment auto`` ranks (candidates, metric, ranking sample) counts only for a run that ranked: a
     default that changed since (``metric``: ``cmi`` before ``teacher-ce``) does not block a fixed-augment run."""
     calib = ("calib_batches", "calib_images")
-    ranked = "auto" in (old.get("augment"), new.get("augment"))
-    skip = set(calib) | (set() if ranked else {"candidates", "metric", "rank_per_class", "rank_repeats"})
+    searched = any(str(d.get("augment") or "").lower().startswith("search:") for d in (old, new))
+    ranked = "auto" in (old.get("augment"), new.get("augment")) or searched
+    skip = set(calib) | (set() if ranked else {"candidates", "metric", "rank_per_class", "rank_repeats"}) \
+        | (set() if searched else {"search_n", "search_top_k"})
     diff = [f"{k}: checkpoint {old.get(k)!r} vs now {new.get(k)!r}" for k in TRAJECTORY
             if k not in skip and old.get(k) != new.get(k)]
     if _calibration(old) != _calibration(new):  # the same sample, however it was asked for, is the same run
