@@ -15,6 +15,7 @@ lines of the JSONL ``--out``; an interrupted unit restarts from its last per-epo
     python benchmarks/paper_recipe.py crossover --data /tmp/cifar50k --out runs/paper/results.jsonl
     python benchmarks/paper_recipe.py ranking   --data /tmp/cifar50k --out runs/paper/results.jsonl
     python benchmarks/paper_recipe.py cost      --data /tmp/cifar50k --out runs/paper/results.jsonl
+    python benchmarks/paper_recipe.py search    --data /tmp/cifar50k --out runs/paper/results.jsonl
     daqakd report runs/paper/results.jsonl
 
 Phases:
@@ -29,6 +30,9 @@ Phases:
   ranking    8 candidates × 5 seeds at W4A4: does a score find the best? At 100x5, the regime a single core
              affords for 40 students (~2 h; 100x50 would take ~12 h), reusing the crossover's 100x5 students.
   cost       ranking all candidates vs one student training epoch, side by side in one process.
+  search     issue 24: 100 policies of the ``taw2`` space scored by each of ``teacher-ce`` and ``cmi`` on the
+             ranking sample (resumable through runs/paper/search/*.jsonl); each metric's top 5 combined, trained
+             as W4A4 students at the ranking test's regime and seeds, next to its ``none`` and best fixed candidate.
 
 Students are trained by ``run_distill`` — the code behind ``daqakd distill`` — so the evidence measures the
 product. The backend is Brevitas (learned scales, the default backend and the earlier evidence's).
@@ -360,8 +364,9 @@ def restore_compact(teacher: torch.nn.Module, packed: dict[str, Any], backend: s
 
 
 def run_students(a: argparse.Namespace, data: dict[str, torch.Tensor], res: Results, phase: str,
-                 cands: list[str], regimes: list[tuple[int, int]], seeds: int) -> None:
-    """Regime-major, then seed-major order: a partial phase has every candidate of a regime at some seeds."""
+                 cands: list[str], regimes: list[tuple[int, int]], seeds: int, kind: str = "student") -> None:
+    """Regime-major, then seed-major order: a partial phase has every candidate of a regime at some seeds.
+    ``kind``: the rows' kind (``search_student`` keeps the searched policies out of the ranking test's table)."""
     teacher = load_teacher(a.out.parent)
     configs = [(c.strip().upper(), *(int(v) for v in c.strip().upper().lstrip("W").split("A"))) for c in a.configs.split(",")]
     shard, nshards = (int(v) for v in a.shard.split("/"))
@@ -372,19 +377,53 @@ def run_students(a: argparse.Namespace, data: dict[str, torch.Tensor], res: Resu
                 for cand in cands:
                     job += 1
                     regime = f"{per_class}x{epochs}"
-                    key = f"student/{regime}/{cfg}/{cand}/{seed}"
+                    key = f"{kind}/{regime}/{cfg}/{cand}/{seed}"
                     if key in res.done or job % nshards != shard:
                         continue
                     slug = key.replace("/", "_").replace("+", "-")
                     r = train_student(a, data, teacher, cand, wb, ab, seed, per_class, epochs,
                                       a.out.parent / "ckpt" / f"{slug}.pt", a.out.parent / "students" / f"{slug}.pt.xz")
-                    row = {"kind": "student", "key": key, "phase": phase, "candidate": cand, "seed": seed,
+                    row = {"kind": kind, "key": key, "phase": phase, "candidate": cand, "seed": seed,
                            "config": cfg, "regime": regime, "per_class": per_class, "epochs": epochs,
                            "train_samples": per_class * 10, "images_seen": per_class * 10 * epochs,
                            "backend": a.backend, "base_augment": a.base_augment, "lr": a.lr, **r}
                     res.add(row)
                     print(f"{key}: acc {r['accuracy']:.4f} (train {r['train_accuracy']:.4f}, PTQ {r['ptq_accuracy']:.4f}) "
                           f"{r['seconds']:.0f}s", flush=True)
+
+
+def phase_search(a: argparse.Namespace, data: dict[str, torch.Tensor], res: Results) -> None:
+    """Issue 24: search ``--search-n`` policies of ``--space`` with the teacher on the ranking sample (``--rank-per-class``
+    images per class, the ranking phase's pass-0 images), once per metric of ``--search-metrics``; then the top
+    ``--top-k`` combined, trained as students at the ranking test's regime, bit widths and seeds (default W4A4,
+    100x5, 5 seeds), so each stands next to the ranking test's ``none`` and best fixed candidate on the same seeds."""
+    from daqakd_plugins.data import stratified_subset
+    from daqakd_plugins.ranking import search_augmentations
+
+    teacher = load_teacher(a.out.parent)
+    idx = stratified_subset(data["train_y"], a.rank_per_class, seed=1000)
+    xy = (data["train_x"][idx].float().div(255), data["train_y"][idx])
+    for metric in (m.strip() for m in a.search_metrics.split(",")):
+        key = f"search/{a.space}/{metric}/{a.search_n}"
+        if key not in res.done:
+            r = search_augmentations(teacher, xy, a.space, a.search_n, top_k=a.top_k, metric=metric, batch_size=64,
+                                     workers=0, progress=False, base_augment=a.base_augment,
+                                     resume=a.out.parent / "search" / f"{a.space}-{metric}-{a.search_n}.jsonl")
+            top = [r.ranking[n] for n in r.top]
+            res.add({"kind": "search", "key": key, "space": a.space, "metric": metric, "n": a.search_n,
+                     "top_k": a.top_k, "images": len(idx), "base_augment": a.base_augment, "top": r.top,
+                     "top_scores": [e.score for e in top], "top_descriptions": [e.description for e in top],
+                     "combined": r.combined, "combined_score": r.combined_entry.score if r.combined_entry else None,
+                     "none_score": r.reference.score if r.reference else None,
+                     "worst_score": r.ranking.entries[-1].score, "seconds": r.seconds, "scored_this_run": r.scored,
+                     "policies_per_minute": r.policies_per_minute, "threads": torch.get_num_threads()})
+            ppm = r.policies_per_minute
+            print(f"{key}: combined {r.combined} ({r.seconds:.0f}s" + (f", {ppm:.1f} policies/min)" if ppm else ")"),
+                  flush=True)
+        row = next(x for x in res.rows if x.get("key") == key)
+        a.configs = a.configs or "W4A4"
+        run_students(a, data, res, "search", [row["combined"]], parse_regimes(a.regimes or "100x5"), a.seeds or 5,
+                     kind="search_student")
 
 
 def phase_cost(a: argparse.Namespace, data: dict[str, torch.Tensor], res: Results, cands: list[str]) -> None:
@@ -414,8 +453,8 @@ def phase_cost(a: argparse.Namespace, data: dict[str, torch.Tensor], res: Result
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=("all", "teacher", "rank", "crossover", "ranking", "cost"),
-                   help="one phase, or all of them in order (teacher, rank, cost, crossover, ranking)")
+    p.add_argument("phase", choices=("all", "teacher", "rank", "crossover", "ranking", "cost", "search"),
+                   help="one phase, or all of them in order (teacher, rank, cost, crossover, ranking, search)")
     p.add_argument("--data", type=Path, required=True, help="the CIFAR-10 ImageFolder root (train/, test/)")
     p.add_argument("--out", type=Path, default=Path("runs/paper/results.jsonl"))
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "daqakd" / "paper-recipe-cifar-uint8.npz",
@@ -438,6 +477,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=None, help="default 3 (crossover), 5 (ranking)")
     p.add_argument("--rank-passes", type=int, default=3)
     p.add_argument("--rank-per-class", type=int, default=100)
+    p.add_argument("--space", default="taw2", help="search phase: the policy search space (default taw2)")
+    p.add_argument("--search-n", type=int, default=100, help="search phase: policies to score (default 100)")
+    p.add_argument("--top-k", type=int, default=5, help="search phase: how many of the best to combine (default 5)")
+    p.add_argument("--search-metrics", default="teacher-ce,cmi",
+                   help="search phase: one search per metric, each combination trained (default teacher-ce,cmi)")
     p.add_argument("--stop-after-epoch", type=int, default=None, help=argparse.SUPPRESS)  # tests: a kill mid-student
     p.add_argument("--shard", default="0/1", help="I/N: only every N-th student run, from I (N processes share a phase)")
     a = p.parse_args(argv)
@@ -446,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_cifar(a.data, a.cache)
     if a.phase == "all":
         given = dict(vars(a))
-        for phase in ("teacher", "rank", "cost", "crossover", "ranking"):
+        for phase in ("teacher", "rank", "cost", "crossover", "ranking", "search"):
             b = argparse.Namespace(**{**given, "phase": phase})
             run_phase(b, data, res)
         return 0
@@ -471,6 +515,8 @@ def run_phase(a: argparse.Namespace, data: dict[str, torch.Tensor], res: Results
     elif a.phase == "ranking":
         a.configs = a.configs or "W4A4"
         run_students(a, data, res, "ranking", cands, parse_regimes(a.regimes or "100x5"), a.seeds or 5)
+    elif a.phase == "search":
+        phase_search(a, data, res)
     else:
         a.configs = a.configs or "W2A4"
         phase_cost(a, data, res, cands)

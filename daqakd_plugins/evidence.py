@@ -317,6 +317,71 @@ def _crossover_markdown(c: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def search_table(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 24: each ``kind: search`` row (a policy search with one metric) with the students of its top-k
+    combination (``kind: search_student``) per (regime, config), paired by seed with the ranking phase's
+    ``none`` and its best fixed candidate other than ``none`` (the highest mean over the shared seeds), and the
+    search's cost next to one student's training time."""
+    rows = list(rows)
+    fixed: dict[tuple[str, str], dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for r in rows:
+        if r.get("kind") == "student" and r.get("regime") is not None:
+            fixed[(r["regime"], r["config"])][r["candidate"]][int(r["seed"])] = float(r["accuracy"])
+    out = []
+    for srch in (r for r in rows if r.get("kind") == "search"):
+        studs = [r for r in rows if r.get("kind") == "search_student" and r.get("candidate") == srch["combined"]]
+        for regime, cfg in sorted({(r["regime"], r["config"]) for r in studs}):
+            mine = {int(r["seed"]): float(r["accuracy"]) for r in studs if (r["regime"], r["config"]) == (regime, cfg)}
+            per = fixed.get((regime, cfg), {})
+            if "none" not in per:
+                continue
+            seeds = sorted(set(mine) & set(per["none"]))
+            others = {c: v for c, v in per.items() if c != "none" and set(seeds) <= set(v)}
+            if not seeds or not others:
+                continue
+            best = max(others, key=lambda c: float(np.mean([others[c][k] for k in seeds])))
+            a = np.array([mine[k] for k in seeds])
+
+            def vs(ref: dict[int, float], a: np.ndarray = a, seeds: list[int] = seeds) -> dict[str, Any]:
+                d = a - np.array([ref[k] for k in seeds])
+                return {"mean": float(np.mean([ref[k] for k in seeds])), "diff": float(d.mean()),
+                        "wins": int((d > 0).sum())}
+
+            secs = [float(r["seconds"]) for r in studs if (r["regime"], r["config"]) == (regime, cfg)]
+            out.append({"metric": srch["metric"], "space": srch["space"], "n": int(srch["n"]), "top_k": int(srch["top_k"]),
+                        "combined": srch["combined"], "regime": regime, "config": cfg, "seeds": seeds,
+                        "accuracy": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+                        "none": vs(per["none"]), "best_fixed": {"candidate": best, **vs(others[best])},
+                        "search_seconds": float(srch["seconds"]), "policies_per_minute": srch.get("policies_per_minute"),
+                        "student_seconds": float(np.mean(secs)), "top": list(srch.get("top", [])),
+                        "top_descriptions": list(srch.get("top_descriptions", []))})
+    return out
+
+
+def _search_markdown(t: list[dict[str, Any]]) -> str:
+    if not t:
+        return ""
+    lines = ["## Policy search: the searched combination against `none` and the best fixed candidate", "",
+             "Each search scored N policies of the space with one metric on the ranking sample; its top k combined "
+             "(a random choice among them per image, after the base) trained as students on the ranking test's "
+             "seeds. Differences in points, paired by seed (wins = seeds where the combination was better).", "",
+             "| metric | policies | combination | regime | config | seeds | accuracy % | − `none` (pp) | best fixed "
+             "| − best fixed (pp) | search s | one student s |",
+             "|---|---:|---|---|---|---:|---:|---:|---|---:|---:|---:|"]
+    for r in t:
+        n = len(r["seeds"])
+        lines.append(f"| {r['metric']} | {r['n']} ({r['space']}) | `{r['combined']}` | {r['regime']} | {r['config']} | {n} | "
+                     f"{100 * r['accuracy']:.2f} ± {100 * r['std']:.2f} | {100 * r['none']['diff']:+.2f} "
+                     f"({r['none']['wins']}/{n}) | `{r['best_fixed']['candidate']}` {100 * r['best_fixed']['mean']:.2f} | "
+                     f"{100 * r['best_fixed']['diff']:+.2f} ({r['best_fixed']['wins']}/{n}) | {r['search_seconds']:.0f} | "
+                     f"{r['student_seconds']:.0f} |")
+    lines.append("")
+    for r in t:
+        lines.append(f"- top {r['top_k']} by `{r['metric']}`: " + "; ".join(
+            f"`{n}` ({d.split(' ∘ ', 1)[-1]})" for n, d in zip(r["top"], r["top_descriptions"])))
+    return "\n".join(lines) + "\n"
+
+
 def lr_probe_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ``kind: lr_probe`` rows (one student per learning rate, before a phase commits to one), sorted
     by config, regime and learning rate."""
@@ -459,12 +524,16 @@ def write_report(results: str | Path, out_dir: str | Path, metric: str = "cmi", 
     c = crossover(rows)
     scores_md = _scores_markdown(score_table(rows))
     probe_md = _lr_probe_markdown(lr_probe_table(rows))
+    search = search_table(rows)
+    search_md = _search_markdown(search)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "analysis.json", "md": out / "analysis.md"}
-    paths["json"].write_text(json.dumps({**a, "crossover": c} if c["cells"] else a, indent=2))
+    extra = {**({"crossover": c} if c["cells"] else {}), **({"search": search} if search else {})}
+    paths["json"].write_text(json.dumps({**a, **extra}, indent=2))
     paths["md"].write_text(_markdown(a) + ("\n" + scores_md if scores_md else "")
                            + ("\n" + _crossover_markdown(c) if c["cells"] else "")
+                           + ("\n" + search_md if search_md else "")
                            + ("\n" + probe_md if probe_md else ""))
     if a["configs"]:
         paths["png"] = out / "figure1.png"

@@ -95,3 +95,30 @@ def test_the_score_analysis_waits_for_a_regime_with_two_seeds() -> None:
     ranking += [{**row("100x5", 5000, c, 1), "phase": "ranking"} for c in more]
     assert ranking_regime(rows + ranking) == "100x5"
     assert ranking_regime(rows + [{**r, "phase": "crossover"} for r in ranking]) == "100x50"
+
+
+def test_the_search_table_pairs_the_combination_with_none_and_the_best_fixed_candidate(tmp_path) -> None:
+    """Issue 24: the searched combination's students against `none` and the best fixed candidate other than
+    `none`, paired by the seeds all of them finished; the report prints the section."""
+    from daqakd_plugins.evidence import search_table, write_report
+
+    acc = {"none": [0.80, 0.81, 0.79], "augmix": [0.82, 0.80, 0.81], "cutmix": [0.70, 0.71, 0.69]}
+    rows = [{"kind": "student", "candidate": c, "seed": s, "config": "W4A4", "regime": "100x5", "images_seen": 5000,
+             "accuracy": v[s], "phase": "ranking"} for c, v in acc.items() for s in range(3)]
+    rows += [{"kind": "ranking", "candidate": c, "pass": 0, "scores": {"cmi": 1.0 + i}} for i, c in enumerate(acc)]
+    rows.append({"kind": "search", "metric": "teacher-ce", "space": "taw2", "n": 100, "top_k": 2, "seconds": 420.0,
+                 "combined": "search:taw2:4-7", "top": ["search:taw2:4", "search:taw2:7"],
+                 "top_descriptions": ["crop-flip ∘ Equalize → Identity", "crop-flip ∘ Rotate ±≤ 9°"]})
+    mine = [0.83, 0.80, 0.82, 0.99]  # seed 3 has no `none` to pair with: left out
+    rows += [{"kind": "search_student", "candidate": "search:taw2:4-7", "seed": s, "config": "W4A4", "regime": "100x5",
+              "accuracy": a, "seconds": 100.0 + s} for s, a in enumerate(mine)]
+    (t,) = search_table(rows)
+    assert t["seeds"] == [0, 1, 2] and t["best_fixed"]["candidate"] == "augmix"
+    assert t["none"]["diff"] == pytest.approx(np.mean([0.03, -0.01, 0.03])) and t["none"]["wins"] == 2
+    assert t["best_fixed"]["diff"] == pytest.approx(np.mean([0.01, 0.0, 0.01])) and t["best_fixed"]["wins"] == 2
+    assert t["search_seconds"] == 420.0 and t["student_seconds"] == pytest.approx(101.5)
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    md = write_report(path, tmp_path / "out", n_boot=10)["md"].read_text()
+    assert "## Policy search" in md and "`search:taw2:4-7`" in md and "+1.67 (2/3)" in md
+    assert "`search:taw2:4` (Equalize → Identity)" in md

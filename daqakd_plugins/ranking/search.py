@@ -296,6 +296,10 @@ def search_augmentations(
                                     num_classes=rd.num_classes, progress=False, workers=args.workers,
                                     normalize=args.normalize, base_augment=base)
             got = [rk[nm] for nm in batch]
+            for e in got:  # what the policy does, not only "base ∘ name"
+                if e.name.startswith(SEARCH_PREFIX):
+                    what = search_policy(e.name).description
+                    e.description = f"{base_name} ∘ {what}" if base is not None else what
             store.add(got)
             return got
 
