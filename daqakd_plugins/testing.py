@@ -222,12 +222,12 @@ def check_resume(backend: str, bits: tuple[int, int]) -> None:
     d = digits()
     with tempfile.TemporaryDirectory(prefix="daqakd-resume-") as tmp:
         full, killed = Path(tmp) / "full", Path(tmp) / "killed"
-        epochs = 4
+        epochs = 3
 
         def cmd(out: Path) -> list[str]:
             return [sys.executable, "-m", "daqakd_plugins", "distill", "--backend", backend, "--bits", str(bits[0]),
                     "--act-bits", str(bits[1]), "--data", "digits", "--teacher", str(d.teacher_file),
-                    "--epochs", str(epochs), "--augment", "trivialaugmentwide", "--train-per-class", "30",
+                    "--epochs", str(epochs), "--augment", "trivialaugmentwide", "--train-per-class", "20",
                     "--batch-size", "16", "--lr", "1e-3", "--seed", "3", "--no-export", "--out", str(out)]
 
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYTHONHASHSEED": "0"}
@@ -447,7 +447,7 @@ def check_resume_steps(backend: str, bits: tuple[int, int]) -> None:
     import json
 
     with tempfile.TemporaryDirectory(prefix="daqakd-resume-steps-") as tmp:
-        data = make_image_folder(Path(tmp) / "data")
+        data = make_image_folder(Path(tmp) / "data", train_per_class=4)  # 12 images: 2 steps of 8 (and 4) per epoch
         base = {"backend": backend, "bits": list(bits), "data": str(data), "stop": 2}
         ck = Path(tmp) / "checkpoint.pt"
         # the uninterrupted run checkpoints after its first epoch and goes on, as `daqakd distill` does

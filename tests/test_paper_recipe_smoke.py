@@ -1,5 +1,6 @@
-"""benchmarks/paper_recipe.py end to end on a tiny generated 32x32 folder: every phase, resumed mid-student
-with the same command, then `daqakd report` with the crossover table."""
+"""benchmarks/paper_recipe.py end to end on a tiny generated 32x32 folder (a ResNet-8 teacher: the phases, not
+the architecture, are under test): every phase, resumed mid-student with the same command, then `daqakd report`
+with the crossover table."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def test_paper_recipe_phases_resume_and_report(tmp_path: Path) -> None:
     base = [sys.executable, str(ROOT / "benchmarks" / "paper_recipe.py"), "all", "--data", str(data), "--out", str(out),
             "--cache", str(tmp_path / "cache.npz"), "--teacher-epochs", "1", "--batch-size", "16", "--student-batch-size", "16",
             "--rank-passes", "1", "--rank-per-class", "5", "--seeds", "2", "--configs", "W4A4",
-            "--candidates", "none,none+cutmix", "--regimes", "3x2"]
+            "--candidates", "none,none+cutmix", "--regimes", "3x2", "--arch", "small_resnet",
+            "--search-n", "3", "--top-k", "2", "--search-metrics", "teacher-ce"]
     subprocess.run(base, check=True, capture_output=True, text=True, timeout=900)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     kinds = [r["kind"] for r in rows]
@@ -47,6 +49,11 @@ def test_paper_recipe_phases_resume_and_report(tmp_path: Path) -> None:
     assert all(r["base_augment"] == "crop-flip" and r["images_seen"] == 60 and not r["resumed"] for r in crossover)
     assert all(r["compact_max_logit_diff"] == 0.0 for r in crossover)  # the archived student is the student
     assert all(r["scores"] and r["base_augment"] == "crop-flip" for r in rows if r["kind"] == "ranking")
+    # the search phase: 3 policies scored, the top 2 combined and trained on the ranking regime's seeds
+    (search,) = [r for r in rows if r["kind"] == "search"]
+    assert search["n"] == 3 and len(search["top"]) == 2 and search["combined"].startswith("search:taw2:")
+    searched = [r for r in rows if r["kind"] == "search_student"]
+    assert sorted(r["seed"] for r in searched) == [0, 1] and {r["candidate"] for r in searched} == {search["combined"]}
     # the compact student (integer weights) gives back the student's recorded test accuracy
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import paper_recipe
@@ -81,4 +88,5 @@ def test_paper_recipe_phases_resume_and_report(tmp_path: Path) -> None:
     rep = subprocess.run([sys.executable, "-m", "daqakd_plugins", "report", str(out), "--bootstrap", "20"],
                          check=True, capture_output=True, text=True)
     assert "Crossover" in rep.stdout and "| 3x2 | 60 | W4A4 | 2 |" in rep.stdout
+    assert "## Policy search" in rep.stdout and f"`{search['combined']}`" in rep.stdout
     assert (out.parent / "crossover.png").stat().st_size > 10_000

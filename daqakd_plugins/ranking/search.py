@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..augment import SEARCH_PREFIX, parse_search_name, resolve_base
+from ..augment import SEARCH_PREFIX, resolve_base
 from ..config import DEFAULT_METRIC
 from ..contracts import Augmentation, Metric
 from ..errors import ConfigError, UnknownNameError
@@ -252,11 +252,60 @@ def search_augmentations(
     :param n: how many policies to draw and score (``search:<space>:<start>`` to ``search:<space>:<start+n-1>``).
     :param top_k: how many of the best are combined into ``search:<space>:<s1>-<s2>-...``.
     :param repeats: passes per policy; with ≥ 2 the report says whether the top k are separated from the rest.
-    :param resume: a JSONL file of scored policies: created on the first run, continued by a rerun with the same
-        settings (a rerun with other settings is refused, naming them).
+    :param resume: a JSONL file of scored policies, continued by a rerun with the same settings (others: refused).
     :param chunk: policies per ranking call (and per resume-file write).
     """
     from .. import distributed
+
+    description = _check_search_args(space, n, top_k, start, chunk)
+    args = resolve_args(teacher, "none", metric, metric_params, batch_size=batch_size, repeats=repeats,
+                        device=device, workers=workers, normalize=normalize)
+    names = _policy_names(space, start, n)
+    t0 = time.perf_counter()
+    notes: list[str] = []
+    with teacher_ready(teacher, args.device, notes):
+        rd = prepare_data(data, teacher, num_classes=num_classes, per_class=per_class, seed=seed, device=args.device,
+                          normalize=args.normalize, workers=args.workers)
+        sc = _Scorer(teacher, rd, args, base_augment, seed=seed, repeats=repeats, batch_size=batch_size)
+        decode_s = time.perf_counter() - t0
+        settings = {"space": space, "metric": args.metric.name, "metric_params": dict(args.params), "seed": seed,
+                    "repeats": repeats, "per_class": per_class, "batch_size": batch_size,
+                    "base_augment": sc.base_name, "data": rd.name, "samples": len(rd), "num_classes": rd.num_classes}
+        store = _ResumeFile(Path(resume) if resume is not None else None, settings, write=distributed.current().is_main)
+        resumed = sum(1 for nm in names if nm in store.entries)
+        todo = [nm for nm in names if nm not in store.entries]
+        bar = _bar(len(names), resumed, space, args.metric.name, progress and distributed.current().is_main)
+        try:
+            for i in range(0, len(todo), chunk):
+                store.add(sc.score(todo[i:i + chunk]))
+                bar(len(todo[i:i + chunk]))
+        finally:
+            bar(0, close=True)
+        ranking = Ranking(metric=args.metric.name, entries=[store.entries[nm] for nm in names],
+                          lower_is_better=args.metric.lower_is_better, seed=seed, repeats=repeats, per_class=per_class,
+                          batch_size=batch_size, num_classes=rd.num_classes, num_samples=len(rd), data=rd.name,
+                          device=str(args.device), metric_params=dict(args.params), notes=list(notes) + list(rd.notes),
+                          workers=args.workers, base_augment=sc.base_name, world_size=distributed.current().world_size)
+        top = ranking.names[:top_k]
+        combined = top[0] if top_k == 1 else \
+            f"{SEARCH_PREFIX}{space}:{'-'.join(nm.rsplit(':', 1)[1] for nm in top)}"  # single-seed names
+        extra = [nm for nm in ("none", combined) if nm not in store.entries]
+        if extra:
+            store.add(sc.score(extra))
+    ranking.seconds = seconds = time.perf_counter() - t0
+    if len(rd) < 50 * rd.num_classes:
+        notes.append(f"the sample has {len(rd)} images; scores on fewer than ~50 per class are noisy (raise --per-class)")
+    return SearchResult(
+        space=space, space_description=description, ranking=ranking, top=top, combined=combined,
+        reference=store.entries.get("none"), combined_entry=store.entries.get(combined), start=start, n=n,
+        seconds=seconds, scored=len(todo), decode_seconds=decode_s,
+        resumed_from=str(resume) if resume is not None and resumed else None, notes=notes,
+    )
+
+
+def _check_search_args(space: str, n: int, top_k: int, start: int, chunk: int) -> str:
+    """Refuse a space that is not registered, counts that are not integers in range and a policy the space
+    cannot make, before any image is read; returns the space's description."""
     from ..augment import search_policy
     from ..plugins import get_search_spaces
 
@@ -268,74 +317,38 @@ def search_augmentations(
             raise ConfigError(f"{label} must be an integer ≥ {least}, got {v!r}")
     if top_k > n:
         raise ConfigError(f"top_k ({top_k}) cannot exceed the number of policies n ({n}); lower --top-k or raise --n.")
-    args = resolve_args(teacher, "none", metric, metric_params, batch_size=batch_size, repeats=repeats,
-                         device=device, workers=workers, normalize=normalize)
-    names = _policy_names(space, start, n)
-    search_policy(names[0])  # a broken space fails here, before any image is decoded
-    t0 = time.perf_counter()
-    notes: list[str] = []
-    with teacher_ready(teacher, args.device, notes):
-        rd = prepare_data(data, teacher, num_classes=num_classes, per_class=per_class, seed=seed, device=args.device,
-                          normalize=args.normalize, workers=args.workers)
-        x, y = dataset_tensors(rd.dataset, num_classes=rd.num_classes, index=rd.index, workers=args.workers,
-                               batch_size=batch_size, desc="decode the sample")
-        decode_s = time.perf_counter() - t0
-        base = resolve_base(base_augment, rd.image_shape)
-        base_name = base.name if base is not None else "none"
-        settings = {"space": space, "metric": args.metric.name, "metric_params": dict(args.params), "seed": seed,
-                    "repeats": repeats, "per_class": per_class, "batch_size": batch_size,
-                    "base_augment": base_name, "data": rd.name, "samples": len(rd),
-                    "num_classes": rd.num_classes}
-        store = _ResumeFile(Path(resume) if resume is not None else None, settings,
-                            write=distributed.current().is_main)
-        resumed = sum(1 for nm in names if nm in store.entries)
+    search_policy(f"{SEARCH_PREFIX}{space}:{start}")  # a broken space fails here
+    return spaces[space].description or space
 
-        def score(batch: list[str]) -> list[RankEntry]:
-            rk = rank_augmentations(teacher, (x, y), batch, args.metric, metric_params=args.params,
-                                    batch_size=batch_size, seed=seed, repeats=repeats, device=args.device,
-                                    num_classes=rd.num_classes, progress=False, workers=args.workers,
-                                    normalize=args.normalize, base_augment=base)
-            got = [rk[nm] for nm in batch]
-            for e in got:  # what the policy does, not only "base ∘ name"
-                if e.name.startswith(SEARCH_PREFIX):
-                    what = search_policy(e.name).description
-                    e.description = f"{base_name} ∘ {what}" if base is not None else what
-            store.add(got)
-            return got
 
-        todo = [nm for nm in names if nm not in store.entries]
-        bar = _bar(len(names), resumed, space, args.metric.name, progress and distributed.current().is_main)
-        try:
-            for i in range(0, len(todo), chunk):
-                part = todo[i:i + chunk]
-                score(part)
-                bar(len(part))
-        finally:
-            bar(0, close=True)
-        lib = args.metric.lower_is_better
-        ranking = Ranking(metric=args.metric.name, entries=[store.entries[nm] for nm in names], lower_is_better=lib,
-                          seed=seed, repeats=repeats, per_class=per_class, batch_size=batch_size,
-                          num_classes=rd.num_classes, num_samples=len(rd), data=rd.name, device=str(args.device),
-                          metric_params=dict(args.params), notes=list(notes) + list(rd.notes), workers=args.workers,
-                          base_augment=base_name, world_size=distributed.current().world_size)
-        top = ranking.names[:top_k]
-        seeds = [parse_search_name(nm)[1][0] for nm in top]  # type: ignore[index]  # single-seed names
-        combined = f"{SEARCH_PREFIX}{space}:{'-'.join(str(s) for s in seeds)}"
-        extra = [nm for nm in ("none", combined) if nm not in store.entries and not (nm == combined and top_k == 1)]
-        if extra:
-            score(extra)
-    seconds = time.perf_counter() - t0
-    ranking.seconds = seconds
-    scored = len(todo)
-    if x.shape[0] < 50 * rd.num_classes:
-        notes.append(f"the sample has {x.shape[0]} images; scores on fewer than ~50 per class are noisy (raise --per-class)")
-    return SearchResult(
-        space=space, space_description=spaces[space].description or space, ranking=ranking, top=top,
-        combined=combined if top_k > 1 else top[0], reference=store.entries.get("none"),
-        combined_entry=store.entries.get(combined if top_k > 1 else top[0]), start=start, n=n, seconds=seconds,
-        scored=scored, decode_seconds=decode_s,
-        resumed_from=str(resume) if resume is not None and resumed else None, notes=notes,
-    )
+class _Scorer:
+    """The sample decoded once into memory (``x``, ``y``) and the base resolved once; :meth:`score` ranks a chunk
+    of names on them (the ranking's own seeding: a score does not depend on the chunk)."""
+
+    def __init__(self, teacher: nn.Module, rd: Any, args: Any, base_augment: Any, *, seed: int, repeats: int,
+                 batch_size: int) -> None:
+        self.teacher, self.rd, self.args = teacher, rd, args
+        self.seed, self.repeats, self.batch_size = seed, repeats, batch_size
+        self.x, self.y = dataset_tensors(rd.dataset, num_classes=rd.num_classes, index=rd.index, workers=args.workers,
+                                         batch_size=batch_size, desc="decode the sample")
+        self.base = resolve_base(base_augment, rd.image_shape)
+        self.base_name = self.base.name if self.base is not None else "none"
+
+    def score(self, names: list[str]) -> list[RankEntry]:
+        """Each name's entry, its description saying what the policy does (not only ``base ∘ name``)."""
+        from ..augment import search_policy
+
+        a = self.args
+        rk = rank_augmentations(self.teacher, (self.x, self.y), names, a.metric, metric_params=a.params,
+                                batch_size=self.batch_size, seed=self.seed, repeats=self.repeats, device=a.device,
+                                num_classes=self.rd.num_classes, progress=False, workers=a.workers,
+                                normalize=a.normalize, base_augment=self.base)
+        got = [rk[nm] for nm in names]
+        for e in got:
+            if e.name.startswith(SEARCH_PREFIX):
+                what = search_policy(e.name).description
+                e.description = f"{self.base_name} ∘ {what}" if self.base is not None else what
+        return got
 
 
 def _bar(total: int, done: int, space: str, metric: str, show: bool) -> Callable[..., None]:
