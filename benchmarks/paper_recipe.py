@@ -380,7 +380,7 @@ def run_students(a: argparse.Namespace, data: dict[str, torch.Tensor], res: Resu
                     key = f"{kind}/{regime}/{cfg}/{cand}/{seed}"
                     if key in res.done or job % nshards != shard:
                         continue
-                    slug = key.replace("/", "_").replace("+", "-")
+                    slug = key.replace("/", "_").replace("+", "-").replace(":", "-")  # no ":" (Windows checkouts)
                     r = train_student(a, data, teacher, cand, wb, ab, seed, per_class, epochs,
                                       a.out.parent / "ckpt" / f"{slug}.pt", a.out.parent / "students" / f"{slug}.pt.xz")
                     row = {"kind": kind, "key": key, "phase": phase, "candidate": cand, "seed": seed,

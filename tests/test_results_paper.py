@@ -35,10 +35,18 @@ def test_the_rows_are_the_recipe_the_section_describes() -> None:
     assert len(teacher) == 1 and teacher[0]["arch"] == "cifar_resnet20" and teacher[0]["train_images"] == 50_000
     assert teacher[0]["augment"] == "crop-flip" and teacher[0]["epochs"] == 15
     assert all(r["base_augment"] == "crop-flip" for r in rows if r["kind"] in ("ranking", "student"))
-    students = [r for r in rows if r["kind"] == "student"]
+    students = [r for r in rows if r["kind"] in ("student", "search_student")]
     assert all(r["backend"] == "brevitas" and r["compact_max_logit_diff"] == 0.0 for r in students)
+    assert all(r["base_augment"] == "crop-flip" for r in students)
     assert {r["regime"] for r in students} <= {"100x5", "100x15", "100x50"}
-    # every student at the one learning rate the section states; the probe rows show why that one
-    assert all(r["lr"] == 1e-4 for r in students)
+    # every student at the learning rate the section states for its bit widths; the probe rows show why
+    assert all(r["lr"] == {"W4A4": 1e-4, "W2A4": 3e-4}[r["config"]] for r in students)
     probes = {(r["config"], r["lr"]): r["accuracy"] for r in rows if r["kind"] == "lr_probe"}
     assert probes[("W4A4", 1e-3)] < 0.5 < probes[("W4A4", 1e-4)]
+    assert probes[("W2A4", 3e-4)] == max(v for (c, _), v in probes.items() if c == "W2A4")
+    # the searched combinations trained on the ranking test's regime and seeds, one search per metric
+    searches = [r for r in rows if r["kind"] == "search"]
+    assert {r["metric"] for r in searches} <= {"teacher-ce", "cmi"} and all(r["n"] == 100 for r in searches)
+    for srch in searches:
+        mine = [r for r in students if r["candidate"] == srch["combined"]]
+        assert sorted(r["seed"] for r in mine) == list(range(5)) and {r["regime"] for r in mine} == {"100x5"}
