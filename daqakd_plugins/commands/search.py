@@ -39,15 +39,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import distributed, progress
-    from ..augment import search_policy
     from ..checks import check_output_file
     from ..ranking import search_augmentations
+    from ..ranking.search import check_search_args
 
     params = parse_metric_params(args.metric_param)
     check_output_file(args.json, flag="--json")  # before the search, not after it
     if args.markdown is not None:
         check_output_file(args.markdown, flag="--markdown")
-    search_policy(f"search:{args.space}:{args.start}")  # an unknown space fails before the data is read
+    check_search_args(args.space, args.n, args.top_k, args.start, args.chunk)  # before the data is read
     bundle, teacher, normalize = teacher_and_data(args, "search")
     progress.doing(f"scoring {args.n} policies of {args.space} with the teacher")
     result = search_augmentations(

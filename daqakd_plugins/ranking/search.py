@@ -257,7 +257,7 @@ def search_augmentations(
     """
     from .. import distributed
 
-    description = _check_search_args(space, n, top_k, start, chunk)
+    description = check_search_args(space, n, top_k, start, chunk)
     args = resolve_args(teacher, "none", metric, metric_params, batch_size=batch_size, repeats=repeats,
                         device=device, workers=workers, normalize=normalize)
     names = _policy_names(space, start, n)
@@ -303,7 +303,7 @@ def search_augmentations(
     )
 
 
-def _check_search_args(space: str, n: int, top_k: int, start: int, chunk: int) -> str:
+def check_search_args(space: str, n: int, top_k: int, start: int, chunk: int) -> str:
     """Refuse a space that is not registered, counts that are not integers in range and a policy the space
     cannot make, before any image is read; returns the space's description."""
     from ..augment import search_policy
