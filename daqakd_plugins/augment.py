@@ -317,8 +317,8 @@ def resolve_augmentation(spec: str | Augmentation | Callable[..., Any]) -> Augme
         raise UnknownNameError(
             "augmentation", name, list(regs),
             "Append +cutmix or +mixup to any of them, pass a group (paper, kornia, torchvision, all), a searched "
-            "policy search:<space>:<seed> (daqakd search), a callable fn(images) -> images or fn(images, targets) -> (images, targets), or register one with the "
-            "daqakd_register_augmentations hook.",
+            "policy search:<space>:<seed> (daqakd search), a callable fn(images) -> images or "
+            "fn(images, targets) -> (images, targets), or register one with the daqakd_register_augmentations hook.",
         )
     if callable(spec):
         return _from_callable(spec)

@@ -107,7 +107,7 @@ class DistillConfig:
     metric: str = DEFAULT_METRIC
     rank_per_class: int | None = None
     rank_repeats: int = 1
-    #: ``augment="search:<space>"``: policies to score and how many of the best to combine (docs/ranking.md#search)
+    #: ``augment="search:<space>"``: policies to score and how many of the best to combine (docs/ranking.md, section 10)
     search_n: int = 100
     search_top_k: int = 5
     train_per_class: int | None = None

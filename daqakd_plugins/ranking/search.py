@@ -1,5 +1,5 @@
 """``search_augmentations``: score hundreds of policies drawn from a search space with the teacher, keep the
-top k, and combine them (docs/ranking.md#search).
+top k, and combine them (docs/ranking.md, section 10).
 
 Because the scores need only the teacher, a policy costs one teacher pass over the sample — far less than one
 student. Policy ``s`` of space ``S`` is named ``search:S:s`` and re-created from that name alone
