@@ -46,14 +46,3 @@ def digits_teacher(digits):
         p.requires_grad_(False)
     return model, meta
 
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The end-to-end cases (``slow``, then the ``conformance`` kit) first, in their files' order: with two
-    pytest-xdist workers a long case started last ran alone while the other worker idled; started first, the
-    short ones fill in around them. (The kit's test files mark their cases at collection time.)"""
-    def weight(item: pytest.Item) -> int:
-        if item.get_closest_marker("slow") is not None:
-            return 0
-        return 1 if item.get_closest_marker("conformance") is not None or "conformance" in item.nodeid else 2
-
-    items.sort(key=weight)  # stable: the order within each group stays
