@@ -187,10 +187,12 @@ class _ResumeFile:
                 if row.get("kind") == "entry":
                     e = RankEntry.from_dict(row["entry"])
                     self.entries[e.name] = e
-        if write:  # the settings line first (also after a kill while writing it), whole lines only
+        if write and not rows:  # the settings line first (also after a kill while writing it)
             path.parent.mkdir(parents=True, exist_ok=True)
             head = json.dumps({"kind": "search-settings", "version": SEARCH_FILE_VERSION, **settings}, default=str)
-            path.write_text(text if rows else head + "\n")
+            path.write_text(head + "\n")
+        elif write and path.exists() and text != path.read_text():
+            path.write_text(text)  # drop the cut line, so the next entry starts on a line of its own
 
     @staticmethod
     def _check(path: Path, head: dict[str, Any], settings: dict[str, Any]) -> None:

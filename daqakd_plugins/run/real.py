@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -84,7 +85,7 @@ class RealData(SourceDefaults):
         holds the top k, the combination and ``none``, best first; ``search`` in it the search's summary."""
         from .. import progress
         from ..augment import parse_search_name
-        from ..ranking import Ranking, search_augmentations
+        from ..ranking import search_augmentations
 
         cfg = ctx.cfg
         space = parse_search_name(cfg.augment)[0]
@@ -97,13 +98,9 @@ class RealData(SourceDefaults):
         )
         shown = [res.ranking[n] for n in res.top]
         shown += [e for e in (res.combined_entry, res.reference) if e is not None and e.name not in res.top]
-        r = res.ranking
-        table = Ranking(metric=r.metric, entries=shown, lower_is_better=r.lower_is_better, seed=r.seed,
-                        repeats=r.repeats, per_class=r.per_class, batch_size=r.batch_size, num_classes=r.num_classes,
-                        num_samples=r.num_samples, data=r.data, device=r.device, metric_params=r.metric_params,
-                        seconds=res.seconds, workers=r.workers, base_augment=r.base_augment,
-                        notes=r.notes + [f"searched {res.n} policies of {space}: the top {len(res.top)} are shown with "
-                                         f"their combination {res.combined} (trained with) and `none`"])
+        table = replace(res.ranking, entries=shown, seconds=res.seconds,
+                        notes=res.ranking.notes + [f"searched {res.n} policies of {space}: the top {len(res.top)} are "
+                                                   f"shown with their combination {res.combined} (trained with) and `none`"])
         detail = table.to_dict()
         summary = {k: v for k, v in res.to_dict().items() if k not in ("ranking", "reference", "combined_entry")}
         detail["search"] = summary
