@@ -98,7 +98,14 @@ def test_mse_calibration_is_better_at_4_bits_and_recalibrates(students, digits, 
 
     s = _q(digits_teacher[0], digits, 4, 4, algorithm="mse")
     acc = evaluate(s, digits.test_x, digits.test_y)
-    assert acc > evaluate(students[(4, 4)], digits.test_x, digits.test_y)
+    # what MSE calibration is for: outputs closer to the teacher's (logit MSE 0.34 vs 0.44-0.46 on one or two
+    # threads). Top-1 on 450 digits ties on one thread (98.44 % both; 98.89 vs 98.00 on two), so it only may
+    # not be worse: a strict top-1 comparison passed or failed with the thread count the teacher trained on
+    zt = _logits(digits_teacher[0], digits.test_x)
+    err_mse = float(((_logits(s, digits.test_x) - zt) ** 2).mean())
+    err_max = float(((_logits(students[(4, 4)], digits.test_x) - zt) ** 2).mean())
+    assert err_mse < 0.9 * err_max
+    assert acc >= evaluate(students[(4, 4)], digits.test_x, digits.test_y)
     o1 = _logits(s, digits.test_x)
     backends.calibrate(s, "modelopt", digits.train_x[:512] * 3)  # mse again (read from the modelopt state)
     backends.calibrate(s, "modelopt", digits.train_x[:512])
