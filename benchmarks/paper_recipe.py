@@ -96,10 +96,12 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bs: int =
     from daqakd_plugins.models import as_tensor
 
     model.eval()
+    dev = next(model.parameters()).device  # the batches go where the model is (--device)
     hits = 0
     with torch.no_grad():
         for i in range(0, len(x), bs):
-            hits += int((as_tensor(model(x[i:i + bs].float().div(255))).argmax(1) == y[i:i + bs]).sum())
+            z = as_tensor(model(x[i:i + bs].to(dev).float().div(255))).argmax(1).cpu()
+            hits += int((z == y[i:i + bs]).sum())
     return hits / len(x)
 
 
@@ -241,7 +243,7 @@ def train_student(a: argparse.Namespace, data: dict[str, torch.Tensor], teacher:
              "epochs": epochs, "lr": a.lr, "student_batch_size": a.student_batch_size, "backend": a.backend,
              "base_augment": a.base_augment}
     if ck_path.exists():
-        ck = torch.load(ck_path, weights_only=True)
+        ck = torch.load(ck_path, weights_only=True, map_location="cpu")
         check_setup(ck_path, ck.get("setup"), setup)
         student = backends.restore_student(copy.deepcopy(teacher), a.backend, cfg, ck["student"],
                                            example_input=calib[0][:2])
@@ -249,11 +251,13 @@ def train_student(a: argparse.Namespace, data: dict[str, torch.Tensor], teacher:
     else:
         student = backends.quantize(copy.deepcopy(teacher), a.backend, cfg, example_input=calib[0][:2], calib_data=calib)
         backends.calibrate(student, a.backend, calib)
-        before, start, seconds, resumed = evaluate(student, data["test_x"], data["test_y"]), 0, 0.0, False
+        before, start, seconds, resumed = evaluate(student.to(a.device), data["test_x"], data["test_y"]), 0, 0.0, False
         ck = None
     for q in student.parameters():
         q.requires_grad_(True)
-    kd = Distiller(teacher, student, loss="paper", augment=resolve_augmentation(cand), base_augment=a.base_augment)
+    # on --device cuda the Distiller moves teacher and student there and augments each batch there
+    kd = Distiller(teacher, student, loss="paper", augment=resolve_augmentation(cand), base_augment=a.base_augment,
+                   device=a.device)
     opt = torch.optim.Adam([*student.parameters(), *kd.parameters()], lr=a.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps)
     if ck is not None:
@@ -285,6 +289,8 @@ def train_student(a: argparse.Namespace, data: dict[str, torch.Tensor], teacher:
     kd.remove_hooks()
     acc = evaluate(student, data["test_x"], data["test_y"])
     train_acc = evaluate(student, x_all[:2000], y_all[:2000])
+    student.cpu()
+    teacher.cpu()  # the next student is quantized from it on the CPU
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     packed = compact_student(student)
     save_compact(packed, weights_path)  # integer weights, xz-compressed: re-scored later on other images
@@ -387,6 +393,8 @@ def run_students(a: argparse.Namespace, data: dict[str, torch.Tensor], res: Resu
                            "config": cfg, "regime": regime, "per_class": per_class, "epochs": epochs,
                            "train_samples": per_class * 10, "images_seen": per_class * 10 * epochs,
                            "backend": a.backend, "base_augment": a.base_augment, "lr": a.lr, **r}
+                    if a.device != "cpu":  # rows without it ran on one CPU core
+                        row.update(device=a.device, student_batch_size=a.student_batch_size)
                     res.add(row)
                     print(f"{key}: acc {r['accuracy']:.4f} (train {r['train_accuracy']:.4f}, PTQ {r['ptq_accuracy']:.4f}) "
                           f"{r['seconds']:.0f}s", flush=True)
@@ -467,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--student-batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--backend", default="brevitas")
+    p.add_argument("--device", default="cpu", help="where students train (cuda: benchmarks/paper_recipe_device.py)")
     p.add_argument("--lr", type=float, default=1e-4, help="student learning rate (Adam, cosine). 1e-4: at 1e-3 "
                    "the W4A4 ResNet-20 student fell from 66 %% (PTQ) to 23 %% in 80 steps (lr_probe rows)")
     p.add_argument("--configs", default=None, help="student bit widths (default W4A4; W2A4 ResNet-20 students "

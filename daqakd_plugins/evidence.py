@@ -226,39 +226,47 @@ def ranking_regime(rows: Iterable[dict[str, Any]]) -> str | None:
 
 
 def crossover(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Where does augmentation start to beat ``none``? Per (regime, config): each candidate's accuracy over
-    the seeds every candidate of that cell has finished, and its difference to ``none`` paired by seed.
+    """Where does augmentation start to beat ``none``? Per (regime, config): each candidate's accuracy and its
+    difference to ``none``, both over the seeds that candidate and ``none`` have finished (paired by seed: a
+    cell where two candidates ran more seeds compares those two on all of them).
 
     Student rows of ``benchmarks/paper_recipe.py`` carry ``regime`` (``"<images per class>x<epochs>"``) and
     ``images_seen``; the crossover candidates are those of ``phase == "crossover"`` rows (the ranking phase
     adds others at one regime). Cells are ordered by images seen: the table reads as a schedule getting
-    longer."""
+    longer. A cell says where its students trained (``device``: rows without one ran on a CPU)."""
     rows = list(rows)
     names = {r["candidate"] for r in rows if r.get("kind") == "student" and r.get("phase") == "crossover"}
     acc: dict[tuple[str, str], dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     seen: dict[str, int] = {}
+    devices: dict[tuple[str, str], set[str]] = defaultdict(set)
     for r in rows:
         if r.get("kind") == "student" and r.get("regime") is not None and r["candidate"] in names:
             acc[(r["regime"], r["config"])][r["candidate"]][int(r["seed"])] = float(r["accuracy"])
+            devices[(r["regime"], r["config"])].add("GPU" if str(r.get("device", "cpu")).startswith("cuda") else "CPU")
             seen[r["regime"]] = int(r.get("images_seen", 0))
     cells = []
     for (regime, cfg), per in sorted(acc.items(), key=lambda kv: (seen[kv[0][0]], kv[0][1])):
         if "none" not in per:
             continue
-        seeds = sorted(set.intersection(*(set(v) for v in per.values())))
-        if not seeds:
-            continue
         cands = {}
         for c, v in per.items():
+            seeds = sorted(set(v) & set(per["none"]))
+            if not seeds:
+                continue
             a = np.array([v[s] for s in seeds])
             d = a - np.array([per["none"][s] for s in seeds])
-            cands[c] = {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+            cands[c] = {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "seeds": seeds,
                         "per_seed": a.tolist(), "minus_none": float(d.mean()), "minus_none_per_seed": d.tolist(),
                         "wins": int((d > 0).sum())}
-        best = max(cands, key=lambda c: cands[c]["mean"])
+        if len(cands) < 2:
+            continue
+        seeds = sorted(set(per["none"]))
+        best = max(cands, key=lambda c: (cands[c]["minus_none"], c == "none"))  # none (0) wins a tie at 0
+        top = cands[best]
         cells.append({"regime": regime, "config": cfg, "images_seen": seen[regime], "seeds": seeds,
-                      "candidates": cands, "best": best,
-                      "augmentation_helps": best != "none" and cands[best]["wins"] == len(seeds) and len(seeds) >= 3})
+                      "trained_on": " + ".join(sorted(devices[(regime, cfg)])), "candidates": cands, "best": best,
+                      "augmentation_helps": (best != "none" and top["minus_none"] > 0 and top["wins"] == len(top["seeds"])
+                                             and len(top["seeds"]) >= 3)})
     return {"cells": cells}
 
 
@@ -297,9 +305,9 @@ def _crossover_markdown(c: dict[str, Any]) -> str:
     names = sorted({n for cell in c["cells"] for n in cell["candidates"]}, key=lambda n: (n != "none", n))
     lines = ["## Crossover: when does augmentation beat `none` (= the base alone)?", "",
              "Accuracy % (mean ± std over seeds); below it the difference to `none` in points, paired by seed, "
-             "and in how many seeds the candidate won.", "",
-             "| regime (images/class × epochs) | images seen | config | seeds | " + " | ".join(f"`{n}`" for n in names)
-             + " | helps? |", "|---|---:|---|---:|" + "---|" * len(names) + "---|"]
+             "and in how many of the seeds both ran the candidate won (`seeds`: `none`'s).", "",
+             "| regime (images/class × epochs) | images seen | config | trained on | seeds | "
+             + " | ".join(f"`{n}`" for n in names) + " | helps? |", "|---|---:|---|---|---:|" + "---|" * len(names) + "---|"]
     for cell in c["cells"]:
         row = []
         for n in names:
@@ -310,10 +318,13 @@ def _crossover_markdown(c: dict[str, Any]) -> str:
                 row.append(f"{100 * v['mean']:.2f} ± {100 * v['std']:.2f}")
             else:
                 row.append(f"{100 * v['mean']:.2f} ± {100 * v['std']:.2f}<br>{100 * v['minus_none']:+.2f} "
-                           f"({v['wins']}/{len(cell['seeds'])})")
-        lines.append(f"| {cell['regime']} | {cell['images_seen']:,} | {cell['config']} | {len(cell['seeds'])} | "
+                           f"({v['wins']}/{len(v['seeds'])})")
+        lines.append(f"| {cell['regime']} | {cell['images_seen']:,} | {cell['config']} | {cell['trained_on']} | "
+                     f"{len(cell['seeds'])} | "
                      + " | ".join(row) + f" | {'yes: ' + cell['best'] if cell['augmentation_helps'] else 'no'} |")
-    lines += ["", "helps? = the best candidate is not `none` and beat it in every seed (≥ 3 seeds).", ""]
+    lines += ["", "helps? = the best candidate is not `none` and beat it in every seed (≥ 3 seeds). trained on: CPU = "
+              "one core, one torch thread; GPU = one of several students at once on one GPU "
+              "(`benchmarks/paper_recipe_device.py`), the same code and images.", ""]
     return "\n".join(lines)
 
 

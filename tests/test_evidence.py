@@ -122,3 +122,43 @@ def test_the_search_table_pairs_the_combination_with_none_and_the_best_fixed_can
     md = write_report(path, tmp_path / "out", n_boot=10)["md"].read_text()
     assert "## Policy search" in md and "`search:taw2:4-7`" in md and "+1.67 (2/3)" in md
     assert "`search:taw2:4` (Equalize → Identity)" in md
+
+
+def test_the_crossover_says_where_each_cell_trained() -> None:
+    """A cell trained on the GPU machine (benchmarks/paper_recipe_device.py) is marked as such: its numbers
+    are the same code on the same images, but not bit-for-bit what one CPU core gives."""
+    from daqakd_plugins.evidence import _crossover_markdown, crossover
+
+    def row(regime: str, cand: str, seed: int, acc: float, **kw: object) -> dict:
+        return {"kind": "student", "phase": "crossover", "regime": regime, "images_seen": int(regime.split("x")[1]),
+                "candidate": cand, "seed": seed, "config": "W2A4", "accuracy": acc, **kw}
+
+    rows = [row("100x5", c, s, 0.3 - 0.01 * (c == "aa")) for c in ("none", "aa") for s in range(3)]
+    rows += [row("100x50", c, s, 0.6 + 0.01 * (c == "aa"), device="cuda") for c in ("none", "aa") for s in range(3)]
+    cells = {c["regime"]: c for c in crossover(rows)["cells"]}
+    assert cells["100x5"]["trained_on"] == "CPU" and cells["100x50"]["trained_on"] == "GPU"
+    assert cells["100x50"]["augmentation_helps"] and not cells["100x5"]["augmentation_helps"]
+    md = _crossover_markdown(crossover(rows + [row("100x5", "aa", 3, 0.3, device="cuda"), row("100x5", "none", 3, 0.3)]))
+    assert "| 100x5 | 5 | W2A4 | CPU + GPU | 4 |" in md and "| 100x50 | 50 | W2A4 | GPU | 3 |" in md
+
+
+def test_a_crossover_cell_pairs_each_candidate_with_none_on_the_seeds_both_ran() -> None:
+    """The W2A4 100x50 cell ran `none` and AutoAugment on 6 seeds and the others on 3: AutoAugment is compared on
+    all 6 (its 3-seed lead was gone at 6), the others on their 3."""
+    from daqakd_plugins.evidence import _crossover_markdown, crossover
+
+    def row(cand: str, seed: int, acc: float) -> dict:
+        return {"kind": "student", "phase": "crossover", "regime": "100x50", "images_seen": 50000, "candidate": cand,
+                "seed": seed, "config": "W2A4", "accuracy": acc}
+
+    rows = [row("none", s, 0.60) for s in range(6)] + [row("cutmix", s, 0.50) for s in range(3)]
+    rows += [row("aa", s, 0.61 if s < 3 else 0.58) for s in range(6)]
+    cell = crossover(rows)["cells"][0]
+    aa, cm = cell["candidates"]["aa"], cell["candidates"]["cutmix"]
+    assert aa["seeds"] == list(range(6)) and aa["wins"] == 3 and abs(aa["minus_none"] + 0.005) < 1e-9
+    assert cm["seeds"] == [0, 1, 2] and cm["wins"] == 0 and cell["seeds"] == list(range(6))
+    assert cell["best"] == "none" and not cell["augmentation_helps"]
+    md = _crossover_markdown(crossover(rows))
+    assert "-0.50 (3/6)" in md and "-10.00 (0/3)" in md
+    rows = [r for r in rows if r["seed"] < 3]  # on the first 3 seeds alone AutoAugment won every seed
+    assert crossover(rows)["cells"][0]["augmentation_helps"]

@@ -87,6 +87,26 @@ def test_paper_recipe_phases_resume_and_report(tmp_path: Path) -> None:
 
     rep = subprocess.run([sys.executable, "-m", "daqakd_plugins", "report", str(out), "--bootstrap", "20"],
                          check=True, capture_output=True, text=True)
-    assert "Crossover" in rep.stdout and "| 3x2 | 60 | W4A4 | 2 |" in rep.stdout
+    assert "Crossover" in rep.stdout and "| 3x2 | 60 | W4A4 | CPU | 2 |" in rep.stdout
     assert "## Policy search" in rep.stdout and f"`{search['combined']}`" in rep.stdout
     assert (out.parent / "crossover.png").stat().st_size > 10_000
+
+
+def test_the_device_pack_unpacks_to_the_same_files_and_pixels(tmp_path: Path) -> None:
+    """benchmarks/paper_recipe_device.py carries the JPEGs to the GPU machine in one file (tar's per-file padding
+    would not fit its 64 MiB limit) with the checksum of the pixels they decode to here; the machine compares."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from paper_recipe import load_cifar
+    from paper_recipe_device import main, pixels_sha256, unpack
+
+    src = _cifar_like(tmp_path / "src")
+    assert main(["pack", "--data", str(src), "--pack", str(tmp_path / "p.npz"), "--cache", str(tmp_path / "c1.npz")]) == 0
+    want = unpack(tmp_path / "p.npz", tmp_path / "dst")
+    files = sorted(p.relative_to(src) for p in src.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "dst") for p in (tmp_path / "dst").rglob("*") if p.is_file())
+    assert all((src / f).read_bytes() == (tmp_path / "dst" / f).read_bytes() for f in files)
+    load_cifar(tmp_path / "dst", tmp_path / "c2.npz")
+    assert pixels_sha256(tmp_path / "c2.npz") == want == pixels_sha256(tmp_path / "c1.npz")
+    (tmp_path / "dst" / files[0]).write_bytes((tmp_path / "dst" / files[1]).read_bytes())  # one image swapped
+    load_cifar(tmp_path / "dst", tmp_path / "c3.npz")
+    assert pixels_sha256(tmp_path / "c3.npz") != want

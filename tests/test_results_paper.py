@@ -39,6 +39,13 @@ def test_the_rows_are_the_recipe_the_section_describes() -> None:
     assert all(r["backend"] == "brevitas" and r["compact_max_logit_diff"] == 0.0 for r in students)
     assert all(r["base_augment"] == "crop-flip" for r in students)
     assert {r["regime"] for r in students} <= {"100x5", "100x15", "100x50"}
+    # the GPU machine's students (benchmarks/paper_recipe_device.py): the W2A4 50-epoch cell only, trained on
+    # the pixels one CPU decode gives (the checksum the device run compared), the student batch of the CPU rows
+    gpu = [r for r in students if r.get("device", "cpu") != "cpu"]
+    assert {(r["config"], r["regime"]) for r in gpu} == {("W2A4", "100x50")}
+    assert all(r["student_batch_size"] == 64 and r["device"] == "cuda" for r in gpu)
+    runs = [r for r in rows if r["kind"] == "device_run"]
+    assert runs and all(r["pixels_match"] for r in runs) and sum(r["procs"] for r in runs) == 18
     # every student at the learning rate the section states for its bit widths; the probe rows show why
     assert all(r["lr"] == {"W4A4": 1e-4, "W2A4": 3e-4}[r["config"]] for r in students)
     probes = {(r["config"], r["lr"]): r["accuracy"] for r in rows if r["kind"] == "lr_probe"}
