@@ -249,14 +249,15 @@ def test_generator_and_student_each_get_gradients_only_from_their_own_step(digit
 
 
 # ------------------------------------------------------------------------------------------ end to end
-def test_cli_data_free_run_never_reads_the_training_split(guarded_data, teacher_file, tmp_path, capsys):
+@pytest.mark.parametrize("generator", ["dcgan", "bnbank"])
+def test_cli_data_free_run_never_reads_the_training_split(guarded_data, teacher_file, tmp_path, capsys, generator):
     """`daqakd distill --data-free` with Brevitas: ranking on generated images, calibration, alternating
     training, student file and the report stating that no real training sample was used, while the data
-    bundle raises on every access to the training split."""
+    bundle raises on every access to the training split. Both built-in generators."""
     from daqakd_plugins.cli import main
 
     out = tmp_path / "run"
-    opts = [f"--generator-option={k}={v}" for k, v in TINY.items()]
+    opts = [f"--generator-option={k}={v}" for k, v in {**TINY, "name": generator}.items()]
     rc = main(["distill", "--data-free", "--backend", "brevitas", "--bits", "4", "--data", "digits", "--teacher",
                str(teacher_file), "--epochs", "1", "--batch-size", "16", "--calib-batches", "2", "--augment", "auto",
                "--candidates", "none,randomerasing", "--out", str(out), *opts])
@@ -283,14 +284,21 @@ def test_cli_data_free_run_never_reads_the_training_split(guarded_data, teacher_
     printed = capsys.readouterr().out
     assert "No real training sample was used" in printed  # the statement, and the data-free baselines
     assert "PTQ on random noise" in printed and "student after data-free KD" in printed
+    assert report["generator"]["name"] == generator
+    if generator == "bnbank":  # produced once in the warm-up, then frozen: its defaults, under the user's options
+        assert report["generator"]["g_steps"] == 0 and report["generator"]["g_lr"] == 0.05
+        assert report["generator"]["warmup_steps"] == TINY["warmup_steps"] and report["history"][0]["generator_loss"] is None
+        assert "| 1 |" in (out / "report.md").read_text() and "frozen" in (out / "report.md").read_text()
 
 
+@pytest.mark.parametrize("generator", ["dcgan", "bnbank-refreshed"])
 def test_resume_restores_the_generator_and_matches_an_uninterrupted_run(guarded_data, teacher_file, tmp_path,
-                                                                         monkeypatch):
+                                                                         monkeypatch, generator):
     from daqakd_plugins.cli import main
     from daqakd_plugins.distill import checkpoint, run_distill
 
-    full = run_distill(_config(tmp_path / "full", teacher_file))
+    gopts = {**TINY, "name": "bnbank", "g_steps": 1} if generator == "bnbank-refreshed" else dict(TINY)
+    full = run_distill(_config(tmp_path / "full", teacher_file, generator_options=gopts))
 
     real_save = checkpoint.atomic_save
 
@@ -302,7 +310,7 @@ def test_resume_restores_the_generator_and_matches_an_uninterrupted_run(guarded_
 
     monkeypatch.setattr(checkpoint, "atomic_save", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        run_distill(_config(tmp_path / "cut", teacher_file))
+        run_distill(_config(tmp_path / "cut", teacher_file, generator_options=gopts))
     monkeypatch.setattr(checkpoint, "atomic_save", real_save)
     assert not (tmp_path / "cut" / "report.json").exists()
 
@@ -392,3 +400,54 @@ def test_normalisation_comes_from_the_flags_or_the_teacher_file_and_reaches_ever
     # ranking: the teacher agrees with its own labels of the clean generated images (0.69 here; 1.56 unnormalised)
     none = next(e for e in report["ranking"] if e["name"] == "none")
     assert none["components"]["CE"] < 1.2, none
+
+
+def test_the_image_bank_learns_the_teachers_statistics_and_classes(digits_teacher):
+    """`bnbank` (issue 26): the warm-up's steps lower the BatchNorm-statistics distance and the class term on
+    the bank's images until the teacher reads most images as their assigned class; a draw is a function of z;
+    the user's options win over the generator's defaults."""
+    from daqakd_plugins.datafree.loop import _Trainer, build_generator
+
+    opts = resolve_generator_options({"name": "bnbank", "bank_size": 40})
+    assert (opts.g_lr, opts.warmup_steps, opts.g_steps) == (0.05, 500, 0)  # the bank's own defaults
+    assert resolve_generator_options({"name": "bnbank", "g_lr": 0.01}).g_lr == 0.01
+    assert resolve_generator_options({}).g_lr == 1e-3  # dcgan keeps the core's
+    teacher = copy.deepcopy(digits_teacher[0]).eval()
+    torch.manual_seed(0)
+    bank = build_generator(opts, (1, 8, 8), 10)
+    z = torch.randn(64, opts.latent_dim)
+    with torch.no_grad():
+        assert torch.equal(bank(z), bank(z)) and float(bank(z).min()) >= 0 and float(bank(z).max()) <= 1
+    tr = _Trainer(teacher, None, bank, opts, batch_size=40, device="cpu")
+
+    def state() -> tuple[float, float, float]:
+        with torch.no_grad():
+            images = torch.sigmoid(bank.pixels)
+            with tr.bn:
+                logits = teacher(images)
+            bn = float(tr.bn.loss)
+            tr.bn.clear()
+            ce = float(torch.nn.functional.cross_entropy(logits, bank.labels))
+            return bn, ce, float((logits.argmax(1) == bank.labels).float().mean())
+
+    bn0, ce0, agree0 = state()
+    first = tr.generator_step(adversarial=False)
+    assert {"bn", "balance", "class_ce", "tv", "total"} <= set(first)
+    for _ in range(60):
+        tr.generator_step(adversarial=False)
+    bn1, ce1, agree1 = state()
+    assert bn1 < 0.7 * bn0 and ce1 < 0.5 * ce0 and agree1 >= 0.8 > agree0, (bn0, bn1, ce0, ce1, agree0, agree1)
+    tr.remove()
+
+
+def test_a_generators_defaults_must_be_known_options(fresh_plugins):
+    from daqakd_plugins.datafree.generators import _build_bank
+
+    class P:
+        @hookimpl
+        def daqakd_register_generators(self, register):
+            register(ImageGenerator(name="typo", build=_build_bank, defaults={"g_rate": 0.1}))
+
+    plugins.register_plugin(P(), name="p")
+    with pytest.raises(ConfigError, match=r"generator 'typo' declares defaults for unknown option\(s\) \['g_rate'\]"):
+        resolve_generator_options({"name": "typo"})

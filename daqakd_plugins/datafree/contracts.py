@@ -36,8 +36,14 @@ class ImageGenerator:
 
     ``build(request)`` returns a fresh, randomly initialised ``nn.Module`` mapping ``z [B, latent_dim]`` to
     images ``[B, *request.image_shape]`` in ``[0, 1]``; the core checks the shape and range on one batch
-    before training and names the generator when they are wrong."""
+    before training and names the generator when they are wrong.
+
+    ``defaults``: the generator options (``--generator-option`` keys) this generator starts from where the
+    user set none, e.g. a bank of images optimised pixel by pixel wants a far larger ``g_lr`` than a network.
+    The module may define ``prior_loss(images, teacher_logits) -> dict[str, Tensor]``: weighted terms the
+    generator's step adds to its loss (on the images in ``[0, 1]``, before normalisation), reported by name."""
 
     name: str
     build: Callable[[GeneratorRequest], nn.Module]
     description: str = ""
+    defaults: Mapping[str, Any] = field(default_factory=dict)

@@ -49,8 +49,9 @@ def build_generator(opts: GeneratorOptions, image_shape: tuple[int, int, int], n
     from .contracts import GeneratorRequest
 
     spec = get_generators()[opts.name]
+    params = {"width": opts.width, "bank_size": opts.bank_size, "ce_weight": opts.ce_weight, "tv_weight": opts.tv_weight}
     gen = spec.build(GeneratorRequest(latent_dim=opts.latent_dim, image_shape=tuple(image_shape),  # type: ignore[arg-type]
-                                      num_classes=num_classes, params={"width": opts.width}))
+                                      num_classes=num_classes, params=params))
     if not isinstance(gen, nn.Module):
         raise ModelError(f"generator {opts.name!r} built a {type(gen).__name__}, not a torch.nn.Module; its "
                          "build(request) must return the module.")
@@ -146,7 +147,8 @@ class _Trainer:
         if student is not None:
             student.eval()
         try:
-            x = self.norm(self.gen(self.z()))  # what the models see
+            raw = self.gen(self.z())
+            x = self.norm(raw)  # what the models see
             if self.bn is not None:
                 with self.bn:
                     z_t = as_tensor(self.teacher(x))
@@ -162,6 +164,11 @@ class _Trainer:
         o = self.opts
         terms = generator_loss(z_t, z_s, bn_loss, adv_weight=o.adv_weight, bn_weight=o.bn_weight,
                                balance_weight=o.balance_weight)
+        prior = getattr(self.gen, "prior_loss", None)
+        if callable(prior):  # the generator's own terms (the image bank's class CE and image prior)
+            for k, v in prior(raw, z_t).items():
+                terms[k] = v
+                terms["total"] = terms["total"] + v
         total = terms["total"]
         if not bool(torch.isfinite(total.detach())):
             vals = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
@@ -371,6 +378,8 @@ class GeneratorSource(SourceDefaults):
 
     def epoch_summary(self) -> dict[str, Any]:
         o = self.opts
+        if not o.g_steps:  # frozen after the warm-up: no generator step this epoch
+            return {"generator_loss": None, "generator_terms": {}}
         return {"generator_loss": self.g_tot / (o.iterations * o.g_steps), "generator_terms": self.g_terms}
 
     def close(self) -> None:

@@ -27,7 +27,11 @@ class GeneratorOptions:
     student minimises the run's KD loss chain (``--loss``) on the generated batch, the teacher's soft
     prediction as the target. ``warmup_steps`` generator updates without the adversarial term come
     first: the student is still the teacher's quantized copy, and calibrating it (and ranking the
-    augmentations) on the generator's first, random output would calibrate on noise.
+    augmentations) on the generator's first, random output would calibrate on noise. ``g_steps=0``: the
+    generator is frozen after the warm-up (a bank of images produced once, as ZeroQ/IntraQ do).
+
+    ``bank_size``, ``ce_weight``, ``tv_weight``: the ``bnbank`` generator's (images in the bank; the weight of
+    the teacher's cross-entropy to each image's assigned class; of the total-variation image prior).
     """
 
     name: str = "dcgan"
@@ -42,12 +46,15 @@ class GeneratorOptions:
     balance_weight: float = 1.0
     warmup_steps: int = 200
     rank_samples: int = 1024
+    bank_size: int = 512
+    ce_weight: float = 1.0
+    tv_weight: float = 1.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if f.type in ("int", int):
-                lo = 0 if f.name in ("warmup_steps",) else 1
+                lo = 0 if f.name in ("warmup_steps", "g_steps") else 1
                 if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                     raise ConfigError(f"generator option {f.name} must be an integer ≥ {lo}, got {v!r} "
                                       f"(e.g. --generator-option {f.name}={f.default}).")
@@ -91,4 +98,11 @@ def resolve_generator_options(options: Mapping[str, Any] | GeneratorOptions | No
     if unknown:
         listed = ", ".join(f"{f.name} (default {f.default!r})" for f in dataclasses.fields(GeneratorOptions))
         raise ConfigError(f"unknown generator option(s) {unknown}; known: {listed}. See docs/datafree.md.")
-    return GeneratorOptions(**raw)
+    from ..plugins import get_generators
+
+    spec = get_generators().get(str(raw.get("name", GeneratorOptions.name)))
+    own = dict(spec.defaults) if spec is not None else {}
+    if sorted(k for k in own if k not in defaults or k == "name"):
+        raise ConfigError(f"generator {spec.name!r} declares defaults for unknown option(s) "  # type: ignore[union-attr]
+                          f"{sorted(k for k in own if k not in defaults or k == 'name')}; known: {known_options()}.")
+    return GeneratorOptions(**{**own, **raw})  # the user's options over the generator's own defaults

@@ -176,7 +176,10 @@ def _epochs(history: list[dict[str, Any]]) -> list[str]:
     gen = any("generator_loss" in h for h in history)
     if gen:
         lines = ["## Epochs", "", "| epoch | student loss | generator loss | test accuracy |", "|---|---|---|---|"]
-        return lines + [f"| {h['epoch']} | {h['loss']:.4f} | {h['generator_loss']:.4f} | {h['test_accuracy']:.4f} |"
+        def g(v: Any) -> str:
+            return "frozen" if v is None else f"{v:.4f}"  # g_steps=0: the generator stopped after its warm-up
+
+        return lines + [f"| {h['epoch']} | {h['loss']:.4f} | {g(h['generator_loss'])} | {h['test_accuracy']:.4f} |"
                         for h in history]
     lines = ["## Epochs", "", "| epoch | loss | test accuracy |", "|---|---|---|"]
     return lines + [f"| {h['epoch']} | {h['loss']:.4f} | {h['test_accuracy']:.4f} |" for h in history]
