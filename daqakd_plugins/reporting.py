@@ -40,8 +40,15 @@ def report_figure(report: dict[str, Any]) -> Any:
     import matplotlib.pyplot as plt
 
     ranking = [e for e in report.get("ranking") or [] if isinstance(e, dict) and "score" in e]
-    panels = 3 if ranking else 2
+    samples = (report.get("files") or {}).get("generated_images")  # data-free: what the student was taught with
+    samples = samples if samples and Path(samples).exists() else None
+    panels = (3 if ranking else 2) + (1 if samples else 0)
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.2))
+    if samples:
+        axes[-1].imshow(plt.imread(samples), cmap="gray")
+        axes[-1].set_axis_off()
+        axes[-1].set_title(f"generated images ({(report.get('generator') or {}).get('name', 'generator')})")
+        axes = axes[:-1]
     ax = axes[0]
     if ranking:
         names = [e["name"] for e in ranking][::-1]

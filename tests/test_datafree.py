@@ -285,6 +285,18 @@ def test_cli_data_free_run_never_reads_the_training_split(guarded_data, teacher_
     assert "No real training sample was used" in printed  # the statement, and the data-free baselines
     assert "PTQ on random noise" in printed and "student after data-free KD" in printed
     assert report["generator"]["name"] == generator
+    # what the student was taught with: a 4 x 8 grid of the final generator's images (8x8 digits scaled to 32 px),
+    # also a panel of report.png
+    from PIL import Image
+
+    from daqakd_plugins.reporting import report_figure
+
+    assert report["files"]["generated_images"] == str(out / "generated.png")
+    grid = Image.open(out / "generated.png")
+    assert grid.size == (8 * 34 + 2, 4 * 34 + 2) and len(set(grid.getdata())) > 10  # not one flat colour
+    with_grid = len(report_figure(report).axes)
+    (out / "generated.png").unlink()
+    assert len(report_figure(report).axes) == with_grid - 1
     if generator == "bnbank":  # produced once in the warm-up, then frozen: its defaults, under the user's options
         assert report["generator"]["g_steps"] == 0 and report["generator"]["g_lr"] == 0.05
         assert report["generator"]["warmup_steps"] == TINY["warmup_steps"] and report["history"][0]["generator_loss"] is None

@@ -392,6 +392,7 @@ class GeneratorSource(SourceDefaults):
         cfg, b, o = ctx.cfg, ctx.bundle, self.opts
         path = ctx.out / GENERATOR_NAME
         torch.save(self._trainer().gen.state_dict(), path)
+        grid = save_sample_grid(self._trainer(), ctx.out / SAMPLES_NAME, seed=cfg.seed)
         norm = ctx.norm.to_dict()
         section = {
             "no_real_training_sample_used": True, "statement": NO_TRAINING_DATA, "augmentation_choice": self.choice,
@@ -416,9 +417,32 @@ class GeneratorSource(SourceDefaults):
                                     "on the warmed-up generator's images (the student training starts from)"}
         data = {"name": b.name, "test": int(len(b.test_labels)), "classes": b.num_classes,
                 "image_shape": list(b.image_shape), "train_used": 0}
-        return Finish(files={"generator": str(path)}, data=data, calibration=calibration, section=section,
+        return Finish(files={"generator": str(path), "generated_images": str(grid)}, data=data,
+                      calibration=calibration, section=section,
                       student_meta={"data_free": True, "normalize": norm},
                       accuracy={**self.baselines, "ptq_generated": ctx.student_before})
+
+
+#: the grid of generated images next to the report (and in its PNG): what the student was taught with
+SAMPLES_NAME = "generated.png"
+
+
+def save_sample_grid(tr: _Trainer, path: Any, *, seed: int, rows: int = 4, cols: int = 8) -> Any:
+    """``rows × cols`` images of the final generator (drawn with their own seeded ``z``, so the run's random
+    state is untouched), each labelled in file order, as a PNG scaled up to ~32 px per image."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    with torch.no_grad():
+        z = torch.randn(rows * cols, tr.opts.latent_dim, generator=torch.Generator().manual_seed(seed)).to(tr.device)
+        x = tr.gen(z).detach().float().cpu().clamp(0, 1)
+    if x.shape[1] not in (1, 3):
+        x = x[:, :1]
+    scale = max(1, 32 // max(1, x.shape[-1]))
+    x = F.interpolate(x, scale_factor=scale, mode="nearest") if scale > 1 else x
+    img = make_grid(x, nrow=cols, padding=2, pad_value=1.0).mul(255).round().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).save(path)
+    return path
 
 
 def _bar(iterable: Any, *, desc: str, enabled: bool, **kw: Any) -> Any:
