@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,50 @@ def _row(arm: str, seed: int, a: argparse.Namespace, rep: dict[str, Any], wall: 
     return row
 
 
+def _cell(vals: list[float], scale: float = 100.0, digits: int = 2) -> str:
+    if not vals:
+        return "–"
+    mean = round(statistics.mean(vals) * scale, digits) or 0.0  # no "-0.00"
+    return f"{mean:.{digits}f} ± {statistics.stdev(vals) * scale:.{digits}f}" if len(vals) > 1 else f"{mean:.{digits}f}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """docs/results.md's CIFAR-10 data-free tables, one per (backend, bits), from the JSONL rows (mean ± sample
+    std over seeds; tests/test_results_datafree.py checks the doc's block is exactly this)."""
+    out: list[str] = []
+    for key in sorted({(r["backend"], r["bits"], r["act_bits"]) for r in rows}):
+        out += _one_table([r for r in rows if (r["backend"], r["bits"], r["act_bits"]) == key], *key)
+    return "\n".join(out)
+
+
+def _one_table(mine: list[dict[str, Any]], backend: str, bits: int, act: int) -> list[str]:
+    by = {arm: [r for r in mine if r["arm"] == arm] for arm in ARMS}
+    seeds = sorted({r["seed"] for r in mine})
+    real = {r["seed"]: r["student_after"] for r in by["data-driven"]}
+
+    def gap(arm: str) -> str:
+        d = [r["student_after"] - real[r["seed"]] for r in by[arm] if r["seed"] in real]
+        return _cell(d) if d else "–"
+
+    def f(arm: str, key: str, scale: float = 100.0, digits: int = 2) -> str:
+        return _cell([float(r[key]) for r in by[arm] if r.get(key) is not None], scale, digits)
+
+    teacher = mine[0]["teacher_fp"]
+    return [f"**{backend} W{bits}A{act}** (teacher {100 * teacher:.2f} %; seeds {', '.join(map(str, seeds))}; "
+            f"{mine[0]['student_steps']} student steps of {mine[0]['batch_size']} images)", "",
+            "| | `bnbank` (data-free) | `dcgan` (data-free) | real images (data-driven) |", "|---|---:|---:|---:|",
+            f"| PTQ calibrated on uniform noise | {f('datafree-bnbank', 'ptq_noise')} | {f('datafree-dcgan', 'ptq_noise')} | – |",
+            f"| PTQ calibrated on generated / real images | {f('datafree-bnbank', 'ptq_generated')} | "
+            f"{f('datafree-dcgan', 'ptq_generated')} | {f('data-driven', 'ptq_real')} |",
+            f"| **DA-QAKD student** | **{f('datafree-bnbank', 'student_after')}** | **{f('datafree-dcgan', 'student_after')}** "
+            f"| **{f('data-driven', 'student_after')}** |",
+            f"| student − data-driven student (points, paired by seed) | {gap('datafree-bnbank')} | {gap('datafree-dcgan')} | – |",
+            f"| generator warm-up (s) | {f('datafree-bnbank', 'warmup_seconds', 1, 0)} | "
+            f"{f('datafree-dcgan', 'warmup_seconds', 1, 0)} | – |",
+            f"| whole run (s) | {f('datafree-bnbank', 'wall_seconds', 1, 0)} | {f('datafree-dcgan', 'wall_seconds', 1, 0)} "
+            f"| {f('data-driven', 'wall_seconds', 1, 0)} |", ""]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="the CIFAR-10 ImageFolder (train/, test/)")
@@ -94,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=40, help="data-free iterations (x s_steps 5 student steps)")
     p.add_argument("--lr", type=float, default=1e-4, help="student lr (1e-3 broke the W4A4 ResNet-20: results.md)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--table-only", action="store_true", help="print docs/results.md's tables from --jsonl and exit")
     a = p.parse_args(argv)
+    if a.table_only:
+        print(table([json.loads(x) for x in Path(a.jsonl).read_text().splitlines() if x.strip()]))
+        return 0
     os.environ.setdefault("TQDM_DISABLE", "1")
     import torch
 

@@ -381,11 +381,12 @@ def test_every_backend_adapter_runs_data_free(guarded_data, teacher_file, tmp_pa
     assert (tmp_path / "run" / "student.pt").exists()
 
 
+@pytest.mark.parametrize("generator", ["dcgan", "bnbank"])
 def test_normalisation_comes_from_the_flags_or_the_teacher_file_and_reaches_every_model_call(guarded_data, tmp_path,
-                                                                                              digits):
+                                                                                              digits, generator):
     """A teacher trained on normalised digits (its file records ``normalize``): the data-free run must normalise
     the generated images before the teacher, the student, calibration, ranking and evaluation, or the
-    teacher's and the student's accuracies collapse."""
+    teacher's and the student's accuracies collapse. Both generators (the bank's own terms see [0, 1] images)."""
     from types import SimpleNamespace
 
     from daqakd_plugins.datafree.loop import normalization
@@ -404,8 +405,10 @@ def test_normalisation_comes_from_the_flags_or_the_teacher_file_and_reaches_ever
     model, meta = train_teacher(digits, epochs=8, seed=0, normalize=([0.8], [0.1]), progress=False)
     assert meta["normalize"] == {"mean": [0.8], "std": [0.1]}
     teacher = save_model(tmp_path / "teacher-norm.pt", model, meta["arch"], meta)
+    gopts = {**TINY, "iterations": 10} if generator == "dcgan" else {**TINY, "iterations": 10, "name": "bnbank",
+                                                                       "warmup_steps": 60, "bank_size": 64}
     report = run_distill(_config(tmp_path / "run", teacher, epochs=1, augment="auto", candidates="none,randomerasing",
-                                 generator_options={**TINY, "iterations": 10}))
+                                 generator_options=gopts))
     assert report["normalize"] == {"mean": [0.8], "std": [0.1]}
     acc = report["accuracy"]
     assert acc["teacher_fp"] > 0.9 and acc["ptq_generated"] > 0.8 and acc["student_after"] > 0.9, acc

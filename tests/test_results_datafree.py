@@ -164,3 +164,31 @@ def test_the_ablation_table_is_recomputed_from_its_evidence():
         _check(delta.replace("+", ""), (r["student_after"] - base) * 100, f"ablation {variant} delta")
         assert aug.strip("`") == r["augmentation"], variant
         _check(secs, r["seconds"], f"ablation {variant} seconds")
+
+
+def test_the_cifar_data_free_block_is_what_the_committed_rows_give() -> None:
+    """docs/results.md's CIFAR-10 data-free tables (issue 26) are exactly what benchmarks/datafree_cifar.py's
+    ``table`` writes for the committed docs/evidence/datafree-cifar.jsonl, and the rows are the recipe the
+    section states: the paper-recipe teacher, the same student steps in every arm, the training split never
+    read by a data-free run, every arm on every seed of its setting."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from datafree_cifar import ARMS, table
+    finally:
+        sys.path.pop(0)
+    data = ROOT / "docs" / "evidence" / "datafree-cifar.jsonl"
+    rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
+    m = re.search(r"<!-- datafree-cifar:begin[^>]*-->\n(.*?)<!-- datafree-cifar:end -->", DOC.read_text(), re.S)
+    assert m, "docs/results.md lost its datafree-cifar markers"
+    assert m.group(1).strip() == table(rows).strip(), (
+        "regenerate: python benchmarks/datafree_cifar.py --data X --table-only, pasted between the markers")
+    assert {r["student_steps"] for r in rows} == {200} and {r["batch_size"] for r in rows} == {64}
+    assert {round(r["teacher_fp"], 4) for r in rows} == {0.8475}  # the paper-recipe teacher on the 2,000 test images
+    assert all(r["train_used"] == 0 for r in rows if r["arm"].startswith("datafree"))
+    assert all(r["generator"]["name"] == r["arm"].split("-")[1] for r in rows if r["arm"].startswith("datafree"))
+    for key in {(r["backend"], r["bits"], r["act_bits"]) for r in rows}:
+        mine = [r for r in rows if (r["backend"], r["bits"], r["act_bits"]) == key]
+        seeds = {r["seed"] for r in mine}
+        assert len(seeds) >= 3 and all({r["seed"] for r in mine if r["arm"] == arm} == seeds for arm in ARMS), key

@@ -403,9 +403,11 @@ class GeneratorSource(SourceDefaults):
             "notes": [
                 f"generator: `{o.name}` (latent {o.latent_dim}, width {o.width}, lr {o.g_lr:g}); {o.warmup_steps} "
                 f"warm-up steps, then per iteration {o.g_steps} generator : {o.s_steps} student steps, "
-                f"{o.iterations} iterations per epoch",
+                f"{o.iterations} iterations per epoch" + (" (the generator frozen after its warm-up)" if not o.g_steps else ""),
                 f"generator objective: minimise −{o.adv_weight:g}·KL(p_T‖p_S) + {o.bn_weight:g}·L_BN + "
-                f"{o.balance_weight:g}·(−H(mean p_T)); the student's target: the teacher's soft prediction",
+                f"{o.balance_weight:g}·(−H(mean p_T))" + (f" + {o.ce_weight:g}·CE(assigned class) + {o.tv_weight:g}·TV"
+                                                       if o.name == "bnbank" else "")
+                + "; the student's target: the teacher's soft prediction",
                 "normalisation: " + (f"mean {norm['mean']}, std {norm['std']} (after augmenting)" if norm
                                      else "none (the models see [0, 1] images)"),
             ],
@@ -429,7 +431,7 @@ SAMPLES_NAME = "generated.png"
 
 def save_sample_grid(tr: _Trainer, path: Any, *, seed: int, rows: int = 4, cols: int = 8) -> Any:
     """``rows × cols`` images of the final generator (drawn with their own seeded ``z``, so the run's random
-    state is untouched), each labelled in file order, as a PNG scaled up to ~32 px per image."""
+    state is untouched) as a PNG, small images scaled up to ~32 px (nearest neighbour)."""
     from PIL import Image
     from torchvision.utils import make_grid
 

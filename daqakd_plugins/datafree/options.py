@@ -100,9 +100,10 @@ def resolve_generator_options(options: Mapping[str, Any] | GeneratorOptions | No
         raise ConfigError(f"unknown generator option(s) {unknown}; known: {listed}. See docs/datafree.md.")
     from ..plugins import get_generators
 
-    spec = get_generators().get(str(raw.get("name", GeneratorOptions.name)))
+    name = str(raw.get("name", GeneratorOptions.name))
+    spec = get_generators().get(name)  # an unknown name is refused by GeneratorOptions, listing the known ones
     own = dict(spec.defaults) if spec is not None else {}
-    if sorted(k for k in own if k not in defaults or k == "name"):
-        raise ConfigError(f"generator {spec.name!r} declares defaults for unknown option(s) "  # type: ignore[union-attr]
-                          f"{sorted(k for k in own if k not in defaults or k == 'name')}; known: {known_options()}.")
+    bad = sorted(k for k in own if k not in defaults or k == "name")
+    if bad:
+        raise ConfigError(f"generator {name!r} declares defaults for unknown option(s) {bad}; known: {known_options()}.")
     return GeneratorOptions(**{**own, **raw})  # the user's options over the generator's own defaults
