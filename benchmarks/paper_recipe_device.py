@@ -156,9 +156,7 @@ def run(a: argparse.Namespace) -> int:
     epochs_c = max(0, min(epochs_c, a.max_epochs))
     meta.update(rate_a=rate, overhead_a=overhead, seconds_left_b=left, epochs_c=epochs_c)
     steps = []
-    if a.first_only:
-        pass
-    elif cost_b < left:
+    if cost_b < left and not a.first_only:
         steps.append(student_args(cfg_b, reg_b, a, lr_b))
     if epochs_c >= 2 and not a.first_only:
         steps.append(student_args(cfg_c, f"{per_class_c}x{epochs_c}", a, lr_c))

@@ -394,6 +394,7 @@ class GeneratorSource(SourceDefaults):
         torch.save(self._trainer().gen.state_dict(), path)
         grid = save_sample_grid(self._trainer(), ctx.out / SAMPLES_NAME, seed=cfg.seed)
         norm = ctx.norm.to_dict()
+        own_terms = [k for k in self._trainer().last if k not in ("adv", "bn", "balance", "total")]  # prior_loss's
         section = {
             "no_real_training_sample_used": True, "statement": NO_TRAINING_DATA, "augmentation_choice": self.choice,
             "generator": {**o.to_dict(), "file": str(path), "objective": OBJECTIVE},
@@ -405,8 +406,7 @@ class GeneratorSource(SourceDefaults):
                 f"warm-up steps, then per iteration {o.g_steps} generator : {o.s_steps} student steps, "
                 f"{o.iterations} iterations per epoch" + (" (the generator frozen after its warm-up)" if not o.g_steps else ""),
                 f"generator objective: minimise −{o.adv_weight:g}·KL(p_T‖p_S) + {o.bn_weight:g}·L_BN + "
-                f"{o.balance_weight:g}·(−H(mean p_T))" + (f" + {o.ce_weight:g}·CE(assigned class) + {o.tv_weight:g}·TV"
-                                                       if o.name == "bnbank" else "")
+                f"{o.balance_weight:g}·(−H(mean p_T))" + "".join(f" + {k}" for k in own_terms)
                 + "; the student's target: the teacher's soft prediction",
                 "normalisation: " + (f"mean {norm['mean']}, std {norm['std']} (after augmenting)" if norm
                                      else "none (the models see [0, 1] images)"),
