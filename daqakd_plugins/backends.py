@@ -33,7 +33,8 @@ from .plugins import backend_hook, backend_status, get_backend, get_plugin_manag
 
 __all__ = [
     "quantize", "calibrate", "export", "save_student", "restore_student", "describe_quantizers",
-    "count_quantizers", "unwrap_output", "resolve_options", "check_bits", "require_backend",
+    "count_quantizers", "unwrap_output", "resolve_options", "check_bits", "require_backend", "resolve_plan", "check_plan",
+    "plan_config",
 ]
 
 
@@ -115,6 +116,57 @@ def _prepare(name: str, cfg: QuantConfig) -> Any:
     return resolve_options(name, cfg.options)
 
 
+def plan_config(name: str, cfg: QuantConfig) -> QuantConfig:
+    """``cfg`` as backend ``name`` applies it: an adapter that takes no bit plans gets no ``first_last``
+    (the convention applies "where the backend can"); explicit ``layer_bits`` are refused there."""
+    info = get_backend(name)
+    if info.bit_plans:
+        return cfg
+    if cfg.layer_bits:
+        raise ConfigError(
+            f"backend {name!r} does not take per-layer bit widths (its adapter does not declare bit_plans); drop "
+            f"layer_bits / --layer-bits {', '.join(cfg.layer_bits)} or use a backend that does (see `daqakd plugins`).")
+    return dataclasses.replace(cfg, first_last=None) if cfg.first_last else cfg
+
+
+def resolve_plan(model: nn.Module, backend: str, config: QuantConfig, *,
+                 example_input: torch.Tensor | None = None) -> dict[str, dict[str, int]]:
+    """The bit plan backend ``backend`` is asked to honour for ``model`` under ``config``
+    (:func:`daqakd_plugins.bitplan.resolve_plan` with the backend's capabilities), checked against the widths
+    the backend can set per layer; a layer it cannot do is refused, named, with the backend's limits."""
+    from .bitplan import resolve_plan as _resolve
+
+    info = get_backend(backend)
+    cfg = plan_config(backend, config)
+    plan = _resolve(model, cfg, example_input, layer_acts=info.layer_act_bits)
+    check_plan(backend, plan, cfg)
+    return plan
+
+
+def check_plan(backend: str, plan: Mapping[str, Mapping[str, int]], cfg: QuantConfig) -> None:
+    """Refuse the plan's layers backend ``backend`` cannot quantize at their widths, naming them."""
+    info = get_backend(backend)
+    lo, hi = info.weight_bits
+    allowed = tuple(info.layer_weight_bits) or tuple(range(lo, hi + 1))
+    note = f" {info.bits_note}" if info.bits_note else ""
+    bad_w = [f"{n} (W{e['weight']})" for n, e in plan.items() if e["weight"] != cfg.weight_bits and e["weight"] not in allowed]
+    if bad_w:
+        raise ConfigError(
+            f"backend {backend!r} sets a layer's weights to {', '.join(map(str, allowed))} bits, not: "
+            f"{', '.join(bad_w[:8])}{' ...' if len(bad_w) > 8 else ''}.{note} Change those --layer-bits.")
+    odd_a = [n for n, e in plan.items() if e["act"] != cfg.act_bits]
+    if odd_a and not info.layer_act_bits:
+        raise ConfigError(
+            f"backend {backend!r} quantizes activations where they are produced, not per weight layer, so per-layer "
+            f"activation bits cannot be honoured for: {', '.join(odd_a[:8])}{' ...' if len(odd_a) > 8 else ''}. "
+            "Give weight bits only there (--layer-bits PATTERN=8 or W8), or use pytorch-quantization / modelopt, "
+            "whose layers quantize their own inputs.")
+    alo, ahi = info.act_bits
+    bad_a = [f"{n} (A{e['act']})" for n, e in plan.items() if not alo <= e["act"] <= ahi]
+    if bad_a:
+        raise ConfigError(f"backend {backend!r} quantizes activations at {alo}..{ahi} bits, not: {', '.join(bad_a[:8])}.{note}")
+
+
 def quantize(
     model: nn.Module,
     backend: str,
@@ -126,9 +178,10 @@ def quantize(
     """Build a QAT student of ``model`` with ``backend`` (the FP model is left untouched)."""
     config = config or QuantConfig()
     options = _prepare(backend, config)
+    plan = resolve_plan(model, backend, config, example_input=example_input)
     res = backend_hook(backend, "daqakd_quantize")(request=QuantizeRequest(
-        backend=backend, model=model, config=config, example_input=example_input, calib_data=calib_data,
-        options=options))
+        backend=backend, model=model, config=plan_config(backend, config), example_input=example_input,
+        calib_data=calib_data, options=options, layer_bits=plan))
     if res is None:
         raise BackendError(f"no plugin implements quantization for backend {backend!r} yet; see `daqakd plugins`.")
     if count_quantizers(res) == 0:
@@ -194,8 +247,10 @@ def restore_student(model: nn.Module, backend: str, config: QuantConfig, payload
     The adapter's ``daqakd_restore_student`` when it has one, else quantize ``model`` and load the
     saved ``state_dict``."""
     options = _prepare(backend, config)
+    plan = resolve_plan(model, backend, config, example_input=example_input)
     res = backend_hook(backend, "daqakd_restore_student")(request=RestoreRequest(
-        backend=backend, model=model, config=config, payload=payload, example_input=example_input, options=options))
+        backend=backend, model=model, config=plan_config(backend, config), payload=payload,
+        example_input=example_input, options=options, layer_bits=plan))
     if res is None:
         if "state_dict" not in payload:
             raise BackendError(

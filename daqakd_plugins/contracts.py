@@ -492,6 +492,12 @@ class BackendInfo:
     ddp_note: str = ""
     #: DDP's ``find_unused_parameters``: the student has parameters some steps do not use
     ddp_find_unused: bool = False
+    #: the adapter honours a bit plan (``QuantizeRequest.layer_bits``/``RestoreRequest.layer_bits``): per-layer
+    #: weight widths from ``layer_weight_bits`` (empty: any in ``weight_bits``), and per-layer input-activation
+    #: widths when ``layer_act_bits``. An adapter without it gets uniform plans only (the core refuses others).
+    bit_plans: bool = False
+    layer_weight_bits: tuple[int, ...] = ()
+    layer_act_bits: bool = False
     #: which backend runs when none is named (``--backend``, ``DistillConfig.backend``): of the implemented
     #: backends, the one with the highest priority (ties: by name); :func:`daqakd_plugins.plugins.default_backend`
     default_priority: int = 0
@@ -508,6 +514,10 @@ class QuantizerInfo:
     name: str
     role: str
     bits: int
+    #: the module path of the weight layer it belongs to (its weights; or its input, where a backend quantizes
+    #: each layer's input), as the float model names it; ``""``: none (a ReLU's output, an edge quantizer).
+    #: The conformance kit compares these against a bit plan.
+    layer: str = ""
 
 
 @dataclass(kw_only=True)
@@ -523,6 +533,10 @@ class QuantizeRequest:
     example_input: torch.Tensor
     calib_data: Iterable[Any] | None = None
     options: Any = None
+    #: the resolved bit plan, ``{module path: {"weight": w, "act": a}}`` for every weight layer
+    #: (:func:`daqakd_plugins.bitplan.resolve_plan`); the adapter sets the layers whose widths differ from
+    #: ``config``'s uniform ones (:func:`daqakd_plugins.bitplan.plan_differences`)
+    layer_bits: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -580,6 +594,7 @@ class RestoreRequest:
     payload: Mapping[str, Any]
     example_input: torch.Tensor
     options: Any = None
+    layer_bits: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # as in QuantizeRequest
 
 
 @dataclass(kw_only=True)

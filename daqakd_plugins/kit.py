@@ -21,6 +21,7 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from .bitplan import format_plan, plan_differences
 from .config import QuantConfig
 from .contracts import (
     Augmentation,
@@ -75,7 +76,7 @@ __all__ = [
     "prepare_for_onnxruntime", "preparation_notes", "fold_weight_quantizers", "write_exact_qdq", "QdqGraph",
     "u8s8_hazards", "drop_dead_nodes",
     "ort_predict", "image_batches", "describe_modules_from", "device_of",
-    "backend_imported", "resolve_loss", "resolve_augmentation", "one_hot",
+    "backend_imported", "resolve_loss", "resolve_augmentation", "one_hot", "plan_differences", "format_plan",
 ]
 
 
@@ -188,5 +189,7 @@ def describe_modules_from(model: nn.Module, module_prefix: str, name_contains: s
     for name, m in model.named_modules():
         cls = type(m)
         if cls.__module__.startswith(module_prefix) and name_contains in cls.__name__:
-            out.append(QuantizerInfo(name=name, role=_role(name), bits=_bits(m)))
+            role = _role(name)
+            out.append(QuantizerInfo(name=name, role=role, bits=_bits(m),
+                                     layer=name.rsplit(".", 1)[0] if role == "weight" and "." in name else ""))
     return out

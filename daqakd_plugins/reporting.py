@@ -16,6 +16,29 @@ def _exported_accuracies(export: dict[str, Any]) -> list[tuple[str, float]]:
     return out
 
 
+def _plan_panel(ax: Any, plan: dict[str, Any]) -> None:
+    """Planned weight bits per layer (bars, forward order) and, for a budgeted plan, each layer's sensitivity
+    at the lowest width (line, log axis)."""
+    bits = plan["layer_bits"]
+    names = list(bits)
+    ax.bar(range(len(names)), [bits[n]["weight"] for n in names], color="tab:blue", label="weight bits")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=90, fontsize=5)
+    ax.set_ylabel("weight bits")
+    title = f"bit plan: {plan.get('avg_weight_bits')} bits on average"
+    sens = plan.get("sensitivity") or {}
+    if sens.get("layers"):
+        low = str(min(sens["widths"]))
+        kl = {row["layer"]: row["kl"].get(low, 0.0) for row in sens["layers"]}
+        ax2 = ax.twinx()
+        ax2.plot(range(len(names)), [max(kl.get(n, 0.0), 1e-6) for n in names], "o-", color="tab:red",
+                 label=f"KL at W{low}")
+        ax2.set_yscale("log")
+        ax2.set_ylabel(f"sensitivity: KL to the teacher at W{low}")
+        title += f" (budget {plan.get('budget')})"
+    ax.set_title(title, fontsize=9)
+
+
 def draw_report_figure(report: dict[str, Any], path: str | Path) -> Path:
     """Draw ``report`` (as written by ``run_distill``) into a PNG at ``path``."""
     from . import progress
@@ -42,8 +65,13 @@ def report_figure(report: dict[str, Any]) -> Any:
     ranking = [e for e in report.get("ranking") or [] if isinstance(e, dict) and "score" in e]
     samples = (report.get("files") or {}).get("generated_images")  # data-free: what the student was taught with
     samples = samples if samples and Path(samples).exists() else None
-    panels = (3 if ranking else 2) + (1 if samples else 0)
+    plan = report.get("bit_plan") or {}
+    planned = bool(plan.get("sensitivity")) or len({e["weight"] for e in (plan.get("layer_bits") or {}).values()}) > 1
+    panels = (3 if ranking else 2) + (1 if samples else 0) + (1 if planned else 0)
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.2))
+    if planned:
+        _plan_panel(axes[-1], plan)
+        axes = axes[:-1]
     if samples:
         axes[-1].imshow(plt.imread(samples), cmap="gray")
         axes[-1].set_axis_off()

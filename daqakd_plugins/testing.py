@@ -15,7 +15,8 @@ Like scikit-learn's ``parametrize_with_checks``, it turns into pytest parameters
 Every check runs the real backend on the embedded digits set (1,797 8x8 images) with a small
 SmallResNet teacher trained once per process (about 2 s), and takes seconds. What they prove is the
 contract in docs/adapters.md: quantize leaves the float model untouched and every quantizer has the
-requested bits; calibration sets ranges and is repeatable; a short KD fine-tune moves the student and
+requested bits and a bit plan (first/last at 8, a per-layer override) shows in them, through calibration and
+save → restore; calibration sets ranges and is repeatable; a short KD fine-tune moves the student and
 does not diverge; save → restore gives identical outputs (on SmallResNet and on torchvision's
 ShuffleNet-V2 and MobileNetV2); SIGKILL mid-run + resume equals an uninterrupted run bitwise, and so does
 training k steps, checkpointing, restoring in a fresh process and training k more (an ImageFolder read
@@ -91,11 +92,11 @@ def _config(bits: tuple[int, int], **kw: Any) -> Any:
     return QuantConfig(weight_bits=bits[0], act_bits=bits[1], **kw)
 
 
-def _student(backend: str, bits: tuple[int, int], *, calibrate: bool = True) -> nn.Module:
+def _student(backend: str, bits: tuple[int, int], *, calibrate: bool = True, config: Any = None) -> nn.Module:
     from . import backends
 
     d = digits()
-    return backends.quantize(copy.deepcopy(d.teacher), backend, _config(bits), example_input=d.train_x[:8],
+    return backends.quantize(copy.deepcopy(d.teacher), backend, config or _config(bits), example_input=d.train_x[:8],
                              calib_data=d.train_x[:512] if calibrate else None)
 
 
@@ -126,7 +127,8 @@ def check_quantize(backend: str, bits: tuple[int, int]) -> None:
     fp = copy.deepcopy(d.teacher)
     before = {k: v.clone() for k, v in fp.state_dict().items()}
     grads = [p.requires_grad for p in fp.parameters()]
-    student = backends.quantize(fp, backend, _config(bits), example_input=d.train_x[:8], calib_data=d.train_x[:512])
+    student = backends.quantize(fp, backend, _config(bits, first_last=None), example_input=d.train_x[:8],
+                                calib_data=d.train_x[:512])  # uniform: check_bit_plan covers per-layer widths
     assert student is not fp, "quantize must return a new model, not the float one"
     after = fp.state_dict()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
@@ -597,7 +599,67 @@ def check_paper_architecture(backend: str, bits: tuple[int, int]) -> None:
 
 
 #: every check, in the order a newcomer meets the contract
-CHECKS: tuple[Check, ...] = (check_quantize, check_calibration, check_kd_finetune, check_save_restore,
+def _plan_width(backend: str, bits: tuple[int, int]) -> int:
+    """A per-layer weight width the backend can set that differs from ``bits``' (8, else its lowest)."""
+    from .plugins import get_backend
+
+    info = get_backend(backend)
+    allowed = info.layer_weight_bits or tuple(range(max(2, info.weight_bits[0]), info.weight_bits[1] + 1))
+    return 8 if bits[0] != 8 and 8 in allowed else min(b for b in allowed if b != bits[0])
+
+
+def _planned_bits(backend: str, model: nn.Module) -> dict[tuple[str, str], set[int]]:
+    """``{(layer, role): bits}`` of the described quantizers that name their layer."""
+    from .backends import describe_quantizers
+
+    out: dict[tuple[str, str], set[int]] = {}
+    for q in describe_quantizers(model):
+        if q.layer and q.role in ("weight", "activation"):
+            out.setdefault((q.layer, q.role), set()).add(q.bits)
+    return out
+
+
+def check_bit_plan(backend: str, bits: tuple[int, int]) -> None:
+    """A bit plan is honoured: the default convention (first and last weight layer at 8 bits) plus an
+    explicit ``layer_bits`` on an inner layer show in the described quantizers of every planned layer; the
+    plan survives calibration and save → restore (identical outputs and widths). A backend whose adapter
+    takes no plans must refuse ``layer_bits`` and quantize uniformly by default."""
+    from . import backends
+    from .errors import ConfigError
+    from .plugins import get_backend
+
+    d = digits()
+    x = d.train_x[:8]
+    if not get_backend(backend).bit_plans:
+        try:
+            backends.quantize(copy.deepcopy(d.teacher), backend, _config(bits, layer_bits={"fc": 8}), example_input=x)
+        except ConfigError:
+            return
+        raise AssertionError(f"{backend} declares no bit_plans, yet quantize accepted layer_bits")
+    from .bitplan import weight_layers
+
+    layers = weight_layers(d.teacher, x)
+    inner = layers[len(layers) // 2]
+    wide = _plan_width(backend, bits)
+    cfg = _config(bits, layer_bits={inner: wide})
+    plan = backends.resolve_plan(d.teacher, backend, cfg, example_input=x)
+    assert plan[inner]["weight"] == wide and plan[layers[0]]["weight"] == 8 and plan[layers[-1]]["weight"] == 8, plan
+    s = _student(backend, bits, config=cfg)
+    backends.calibrate(s, backend, d.train_x[:256], num_batches=4, config=cfg)
+    seen = _planned_bits(backend, s)
+    wrong = {n: (e["weight"], seen.get((n, "weight"))) for n, e in plan.items() if seen.get((n, "weight")) != {e["weight"]}}
+    assert not wrong, f"{backend}: planned vs described weight bits differ (layer: (plan, described)): {wrong}"
+    acts = {n: (e["act"], seen[(n, "activation")]) for n, e in plan.items()
+            if (n, "activation") in seen and seen[(n, "activation")] != {e["act"]}}
+    assert not acts, f"{backend}: planned vs described input-activation bits differ: {acts}"
+    payload = backends.save_student(s, backend, cfg)
+    r = backends.restore_student(copy.deepcopy(d.teacher), backend, cfg, payload, example_input=x)
+    assert _planned_bits(backend, r) == seen, f"{backend}: the restored student lost the plan"
+    a, b = _outputs(s, d.test_x), _outputs(r, d.test_x)
+    assert torch.equal(a, b), f"{backend}: restored planned student differs (max diff {float((a - b).abs().max()):.3g})"
+
+
+CHECKS: tuple[Check, ...] = (check_quantize, check_bit_plan, check_calibration, check_kd_finetune, check_save_restore,
                              check_save_restore_shufflenet, check_save_restore_mobilenet, check_exports,
                              check_resume, check_resume_steps, check_bad_bits, check_missing_backend,
                              check_paper_architecture)

@@ -22,7 +22,7 @@ import copy
 import logging
 import sys
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -145,6 +145,11 @@ def daqakd_register_backends(register: Callable[[BackendInfo], None]) -> None:
             options_type=BrevitasOptions,
             description="AMD/Xilinx Brevitas low-bit QAT for FPGA (FINN) flows",
             implemented=True,
+            # per-layer weight widths 2..8 (1 bit is a different quantizer: uniform only); activations are
+            # quantized where they are produced (QuantReLU, QuantIdentity), not per weight layer
+            bit_plans=True,
+            layer_weight_bits=tuple(range(2, BITS[1] + 1)),
+            layer_act_bits=False,
         )
     )
 
@@ -179,7 +184,8 @@ def _describe(model: nn.Module) -> list[QuantizerInfo]:
         bits = 0
         with contextlib.suppress(Exception):
             bits = int(m.bit_width())
-        out.append(QuantizerInfo(name=name, role=role, bits=bits))
+        layer = name.rsplit(".", 1)[0] if role == "weight" and "." in name else ""
+        out.append(QuantizerInfo(name=name, role=role, bits=bits, layer=layer))
     return out
 
 
@@ -450,7 +456,7 @@ def _model_weight_bits(model: nn.Module, *, acts: bool = False) -> set[int]:
 @hookimpl
 def daqakd_quantize(request: QuantizeRequest) -> nn.Module | None:
     return _quantize(request.model, request.config, request.options or BrevitasOptions(),
-                     request.example_input, request.calib_data)
+                     request.example_input, request.calib_data, request.layer_bits)
 
 
 def _quant_tensor_chunk(self: Any, chunks: int, dim: int = 0) -> tuple[Any, ...]:
@@ -478,8 +484,27 @@ def _complete_quant_tensor() -> None:
         IntQuantTensor.chunk = _quant_tensor_chunk
 
 
+def _apply_plan(student: nn.Module, plan: Mapping[str, Mapping[str, int]], cfg: QuantConfig,
+                opts: BrevitasOptions) -> None:
+    """Re-inject the weight quantizer of every planned layer whose width differs from the uniform one (the
+    graph-mode maps are per layer type, so a plan is applied after them)."""
+    for path, bits in kit.plan_differences(plan, cfg, "weight").items():
+        try:
+            layer: Any = student.get_submodule(path)
+        except AttributeError:
+            raise BackendError(f"the bit plan names {path!r}, which the Brevitas student does not have (graph mode "
+                               "renamed or fused it); plan it by the name the float model gives it.") from None
+        proxy = getattr(layer, "weight_quant", None)
+        if proxy is None or cfg.weight_bits == 1:
+            raise BackendError(f"Brevitas put no settable weight quantizer on {path!r} (uniform 1-bit students use a "
+                               "binary quantizer); a plan there is not possible.")
+        stored = 7 if opts.reduce_range and bits == 8 else bits
+        proxy.quant_injector = proxy.quant_injector.let(bit_width=stored)
+        proxy.init_tensor_quant()
+
+
 def _quantize(model: nn.Module, cfg: QuantConfig, opts: BrevitasOptions, x: torch.Tensor,
-              calib_data: Any) -> nn.Module:
+              calib_data: Any, plan: Mapping[str, Mapping[str, int]] | None = None) -> nn.Module:
     import torch
 
     _complete_quant_tensor()
@@ -498,6 +523,7 @@ def _quantize(model: nn.Module, cfg: QuantConfig, opts: BrevitasOptions, x: torc
                 )
         else:
             student = _graph_quantize(model, cfg, opts)
+            _apply_plan(student, plan or {}, cfg, opts)
         student.train(model.training)
         try:
             was = student.training
@@ -787,7 +813,7 @@ def daqakd_restore_student(request: RestoreRequest) -> nn.Module | None:
     """Quantize the fresh FP model the same way (no calibration: the scales are in the state), then load
     the saved state keeping shared quantizers shared, and set the saved observer-only flags again."""
     student = _quantize(request.model, request.config, request.options or BrevitasOptions(),
-                        request.example_input, None)
+                        request.example_input, None, request.layer_bits)
     with _quiet():
         load_state_keep_aliases(student, request.payload["state_dict"])
     for name in request.payload.get("observer_only", ()):

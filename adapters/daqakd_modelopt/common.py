@@ -32,7 +32,8 @@ def describe(model: nn.Module) -> list[QuantizerInfo]:
             continue
         leaf = name.rsplit(".", 1)[-1]
         role = "weight" if "weight" in leaf else "activation" if ("input" in leaf or "output" in leaf) else "other"
-        out.append(QuantizerInfo(name=name, role=role, bits=_bits(getattr(m, "num_bits", 0))))
+        out.append(QuantizerInfo(name=name, role=role, bits=_bits(getattr(m, "num_bits", 0)),
+                                 layer=name.rsplit(".", 1)[0] if role != "other" and "." in name else ""))
     return out
 
 

@@ -30,7 +30,7 @@ import copy
 import io
 import logging
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -134,6 +134,8 @@ def daqakd_register_backends(register: Callable[[BackendInfo], None]) -> None:
             options_type=ModeloptOptions,
             description="NVIDIA Model Optimizer (successor of pytorch-quantization), the TensorRT QAT path",
             implemented=True,
+            bit_plans=True,  # a quant_cfg entry per planned layer's weight_quantizer / input_quantizer
+            layer_act_bits=True,
         )
     )
 
@@ -165,10 +167,12 @@ logging.getLogger("torch.utils.cpp_extension").addFilter(_DropCpuCudaHomeNotice(
 # --------------------------------------------------------------------------------------------------
 # configuration
 # --------------------------------------------------------------------------------------------------
-def quant_cfg(cfg: QuantConfig, opts: ModeloptOptions) -> dict[str, Any]:
+def quant_cfg(cfg: QuantConfig, opts: ModeloptOptions, plan: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
     """The ``mtq.quantize`` config for ``cfg``: a deep copy of modelopt's preset (its module-level
     dicts are shared by every caller in the process, so they are never mutated) with our bit widths,
-    weight axis and calibration algorithm, plus a disabling entry per ``float_layers`` item."""
+    weight axis and calibration algorithm, a disabling entry per ``float_layers`` item, and an entry per
+    layer of the bit ``plan`` whose widths differ from the uniform ones (after the wildcards: the last
+    matching entry wins)."""
     import modelopt.torch.quantization as mtq
 
     preset = {"int": "INT8_DEFAULT_CFG", "fp8": "FP8_DEFAULT_CFG", "nvfp4": "NVFP4_DEFAULT_CFG"}[opts.format]
@@ -185,18 +189,33 @@ def quant_cfg(cfg: QuantConfig, opts: ModeloptOptions) -> dict[str, Any]:
         elif name.endswith("input_quantizer"):
             entry_cfg["num_bits"] = cfg.act_bits
 
+    layer = _plan_entries(cfg, opts, plan or {})
     if isinstance(entries, dict):  # the dict-style quant_cfg of older modelopt releases
         for name, entry_cfg in entries.items():
             if isinstance(entry_cfg, dict) and "num_bits" in entry_cfg:
                 set_bits(entry_cfg, name)
+        entries.update(layer)
         for pattern in opts.float_layers:
             entries[_pattern(pattern)] = {"enable": False}
     else:
         for entry in entries:
             if isinstance(entry.get("cfg"), dict) and "num_bits" in entry["cfg"]:
                 set_bits(entry["cfg"], str(entry.get("quantizer_name", "")))
+        entries.extend({"quantizer_name": k, "cfg": v} for k, v in layer.items())
         for pattern in opts.float_layers:
             entries.append({"quantizer_name": _pattern(pattern), "enable": False})
+    return out
+
+
+def _plan_entries(cfg: QuantConfig, opts: ModeloptOptions, plan: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
+    """``{quantizer name: cfg}`` for the planned layers whose widths differ (integer format only)."""
+    w, a = kit.plan_differences(plan, cfg, "weight"), kit.plan_differences(plan, cfg, "act")
+    if (w or a) and opts.format != "int":
+        raise ConfigError(f"a bit plan sets per-layer integer widths, but options['format']={opts.format!r} has one "
+                          f"width; use format='int', or drop --layer-bits / pass first_last=None (--first-last-bits 0).")
+    out: dict[str, Any] = {f"{n}.weight_quantizer": {"num_bits": b, "axis": 0 if cfg.per_channel else None}
+                           for n, b in w.items()}
+    out.update({f"{n}.input_quantizer": {"num_bits": b, "axis": None} for n, b in a.items()})
     return out
 
 
@@ -268,10 +287,11 @@ def _reset_calibrators(model: nn.Module) -> None:
 @hookimpl
 def daqakd_quantize(request: QuantizeRequest) -> nn.Module | None:
     return _quantize(request.model, request.config, request.options or ModeloptOptions(), request.example_input,
-                     request.calib_data)
+                     request.calib_data, request.layer_bits)
 
 
-def _quantize(model: nn.Module, cfg: QuantConfig, opts: ModeloptOptions, x: torch.Tensor, calib_data: Any) -> nn.Module:
+def _quantize(model: nn.Module, cfg: QuantConfig, opts: ModeloptOptions, x: torch.Tensor, calib_data: Any,
+              plan: Mapping[str, Mapping[str, int]] | None = None) -> nn.Module:
     device = kit.device_of(model)
     _check_format(cfg, opts, device)
     if describe(model):
@@ -291,7 +311,7 @@ def _quantize(model: nn.Module, cfg: QuantConfig, opts: ModeloptOptions, x: torc
         data = calib_data if calib_data is not None else x
         loop, seen = _forward_loop(data, cfg.calib_batches, device)
         try:
-            student = mtq.quantize(student, quant_cfg(cfg, opts), loop)
+            student = mtq.quantize(student, quant_cfg(cfg, opts, plan), loop)
         except DataError:
             raise
         except Exception as exc:  # noqa: BLE001 - modelopt and the model's forward fail in many ways

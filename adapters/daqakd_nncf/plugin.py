@@ -32,7 +32,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,6 +118,10 @@ def daqakd_register_backends(register: Callable[[BackendInfo], None]) -> None:
             options_type=NNCFOptions,
             description="OpenVINO NNCF 3.x quantization-aware training, deployed with OpenVINO",
             implemented=True,
+            # a layer's weight quantizer and the activation quantizer on its input, at 4 or 8 bits each
+            bit_plans=True,
+            layer_weight_bits=(4, 8),
+            layer_act_bits=True,
         )
     )
 
@@ -157,8 +161,19 @@ def daqakd_describe_quantizers(model: nn.Module) -> list[QuantizerInfo] | None:
     for name, m in model.named_modules():
         if isinstance(m, layers.BaseQuantizer):
             role = getattr(m, "_daqakd_role", None) or _role_from_hook_name(name)
-            out.append(QuantizerInfo(name=name, role=role, bits=int(m.num_bits)))
+            out.append(QuantizerInfo(name=name, role=role, bits=int(m.num_bits),
+                                     layer=_layer_of_hook(name) if role == "weight" else ""))
     return out
+
+
+def _layer_of_hook(name: str) -> str:
+    """``__nncf_hooks.pre_hooks.layers/0/conv1/conv2d/0__1.0`` → ``layers.0.conv1`` (a weight quantizer's
+    layer, as the float model names it: the Sequential wrapper's prefix dropped)."""
+    from ._wrap import WRAPPED_PREFIX
+
+    op = name.split("pre_hooks.", 1)[-1].rsplit("__", 1)[0]
+    layer = _module_of(op)
+    return layer.removeprefix(WRAPPED_PREFIX + ".") if layer != WRAPPED_PREFIX else ""
 
 
 def _role_from_hook_name(name: str) -> str:
@@ -487,6 +502,9 @@ class _Plan:
     per_channel: bool
     options: NNCFOptions
     wrapped: bool
+    #: per-layer ``{module path: (weight bits | None, input-activation bits | None)}``: the request's bit plan
+    #: where it differs from the uniform widths, then ``options['layer_bits']`` (both widths)
+    layer_bits: Mapping[str, tuple[int | None, int | None]] = field(default_factory=dict)
 
 
 _WARNED: set[str] = set()
@@ -571,7 +589,7 @@ def _nncf_quantize(fp: nn.Module, batches: list[torch.Tensor], plan: _Plan, x: t
             f"{len(auto)} operation(s), left in float (a quantizer after each still feeds the next layer); name "
             f"them in options['ignored_scope'] to silence this:{listed}"
         )
-    _apply_layer_bits(q, graph, opts.layer_bits, plan.wrapped)
+    _apply_layer_bits(q, graph, plan.layer_bits, plan.wrapped)
     _finish(q, graph)
     return q
 
@@ -625,15 +643,29 @@ def _input_activation_hooks(node: Any, graph: Any, hooks: dict[str, nn.Module]) 
     return []
 
 
-def _apply_layer_bits(q: nn.Module, graph: Any, layer_bits: Mapping[str, int], wrapped: bool) -> None:
+def _layer_overrides(plan: Mapping[str, Mapping[str, int]], cfg: QuantConfig,
+                     opts: NNCFOptions) -> dict[str, tuple[int | None, int | None]]:
+    """The request's plan differences and ``options['layer_bits']`` as ``{path: (weight, act)}``."""
+    w, a = kit.plan_differences(plan, cfg, "weight"), kit.plan_differences(plan, cfg, "act")
+    out: dict[str, tuple[int | None, int | None]] = {n: (w.get(n), a.get(n)) for n in [*w, *(k for k in a if k not in w)]}
+    bad = [f"{n} (A{b})" for n, b in a.items() if b not in (4, 8)]
+    if bad:
+        raise ConfigError(f"NNCF quantizes a layer's input at 4 or 8 bits, not: {', '.join(bad[:8])}; change those "
+                          "--layer-bits.")
+    out.update({n: (b, b) for n, b in opts.layer_bits.items()})
+    return out
+
+
+def _apply_layer_bits(q: nn.Module, graph: Any, layer_bits: Mapping[str, tuple[int | None, int | None]],
+                      wrapped: bool) -> None:
     """Per-layer overrides: the layer's weight quantizer and the activation quantizer on its input get the
-    given bits. NNCF's symmetric/asymmetric quantizers store ranges (not steps), so the calibrated range
-    stays right when the number of levels changes."""
+    given bits (``None``: left as they are). NNCF's symmetric/asymmetric quantizers store ranges (not steps),
+    so the calibrated range stays right when the number of levels changes."""
     if not layer_bits:
         return
     hooks = _hooks(q)
     weighted = {n.node_name: n for n in graph.get_all_nodes() if _is_weighted(n, graph)}
-    for path, bits in layer_bits.items():
+    for path, (wbits, abits) in layer_bits.items():
         target = _scope_prefix(path, wrapped).replace("/", ".")
         nodes = [n for name, n in weighted.items() if _module_of(name) == target]
         if not nodes:
@@ -644,15 +676,19 @@ def _apply_layer_bits(q: nn.Module, graph: Any, layer_bits: Mapping[str, int], w
                               f"layers with weights: {', '.join(known)}.")
         for node in nodes:
             key = node.node_name.replace(".", ":")
-            names = [h for h in hooks if (h.startswith(f"pre_hooks.{key}__") and _weight_hook(h, graph))]
-            names += _input_activation_hooks(node, graph, hooks)
-            if not names:
-                raise ConfigError(f"options['layer_bits'] names {path!r}, but NNCF put no quantizer on it (is it in "
+            wnames = [h for h in hooks if (h.startswith(f"pre_hooks.{key}__") and _weight_hook(h, graph))]
+            anames = _input_activation_hooks(node, graph, hooks)
+            if not wnames + anames:
+                raise ConfigError(f"the bit plan names {path!r}, but NNCF put no quantizer on it (is it in "
                                   "the ignored scope?).")
-            for h in names:
-                mod: Any = hooks[h]
-                mod.num_bits = bits
-                mod._qspec.num_bits = bits  # noqa: SLF001 - what nncf.torch.get_config saves
+            for names, bits in ((wnames, wbits), (anames, abits)):
+                for h in names if bits is not None else ():
+                    _set_bits(hooks[h], bits)
+
+
+def _set_bits(mod: Any, bits: int) -> None:
+    mod.num_bits = bits
+    mod._qspec.num_bits = bits  # noqa: SLF001 - what nncf.torch.get_config saves
 
 
 def _finish(q: nn.Module, graph: Any) -> None:
@@ -714,7 +750,7 @@ def daqakd_quantize(request: QuantizeRequest) -> nn.Module | None:
     x = request.example_input
     fp, wrapped = _prepare_fp(request.model)
     plan = _Plan(weight_bits=cfg.weight_bits, act_bits=cfg.act_bits, per_channel=cfg.per_channel, options=opts,
-                 wrapped=wrapped)
+                 wrapped=wrapped, layer_bits=_layer_overrides(request.layer_bits, cfg, opts))
     if request.calib_data is not None:
         batches = list(kit.image_batches(request.calib_data, cfg.calib_batches))
         if not batches:
@@ -773,6 +809,9 @@ def _calibrate(model: nn.Module, data: Any, num_batches: int, plan_cfg: QuantCon
         )
     import torch
 
+    for name, mod in mine.items():  # the student's own widths (its bit plan), not the uniform ones
+        if int(theirs[name].num_bits) != int(mod.num_bits):
+            _set_bits(theirs[name], int(mod.num_bits))
     with torch.no_grad():  # in place: an optimizer holding the student's parameters keeps working
         model.load_state_dict(fresh.state_dict())
     return model

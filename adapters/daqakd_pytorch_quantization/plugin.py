@@ -30,7 +30,7 @@ import logging
 import math
 import types
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -181,6 +181,8 @@ def daqakd_register_backends(register: Callable[[BackendInfo], None]) -> None:
             options_type=PytorchQuantizationOptions,
             description="NVIDIA pytorch-quantization 2.1 (TensorRT QAT: Q/DQ ONNX for TensorRT and onnxruntime)",
             implemented=True,
+            bit_plans=True,  # each Quant* layer has its own weight and input quantizer
+            layer_act_bits=True,
         )
     )
 
@@ -191,7 +193,8 @@ def daqakd_describe_quantizers(model: nn.Module) -> list[QuantizerInfo] | None:
     activation (NVIDIA places quantizers on the inputs of the layers it replaces)."""
     if not kit.backend_imported(MODULE):
         return None
-    return [QuantizerInfo(name=n, role=_role(n), bits=int(q.num_bits)) for n, q in _quantizers(model)]
+    return [QuantizerInfo(name=n, role=_role(n), bits=int(q.num_bits), layer=n.rsplit(".", 1)[0] if "." in n else "")
+            for n, q in _quantizers(model)]
 
 
 def _role(name: str) -> str:
@@ -427,11 +430,29 @@ def _swap_layers(model: nn.Module, cfg: QuantConfig, opts: PytorchQuantizationOp
 @hookimpl
 def daqakd_quantize(request: QuantizeRequest) -> nn.Module | None:
     return _quantize(request.model, request.config, request.options or PytorchQuantizationOptions(),
-                     request.example_input, request.calib_data)
+                     request.example_input, request.calib_data, request.layer_bits)
+
+
+def apply_plan(student: nn.Module, plan: Mapping[str, Mapping[str, int]], cfg: QuantConfig,
+               weight_attr: str = "_weight_quantizer", input_attr: str = "_input_quantizer") -> None:
+    """Set the widths of the planned layers whose bits differ from the uniform ones on their own weight and
+    input quantizers (before calibration: an MSE range depends on the width). Model Optimizer's layers name
+    them ``weight_quantizer`` / ``input_quantizer``."""
+    for role, attr in (("weight", weight_attr), ("act", input_attr)):
+        for path, bits in kit.plan_differences(plan, cfg, role).items():
+            try:
+                q: Any = getattr(student.get_submodule(path), attr)
+            except AttributeError:
+                raise BackendError(f"the bit plan names {path!r}, but the student has no {attr} there (is it in "
+                                   "float_module_list / float_layers?); drop it from --layer-bits.") from None
+            q.num_bits = bits
+            cal = getattr(q, "_calibrator", None)
+            if cal is not None and hasattr(cal, "_num_bits"):
+                cal._num_bits = bits
 
 
 def _quantize(model: nn.Module, cfg: QuantConfig, opts: PytorchQuantizationOptions, x: torch.Tensor,
-              calib_data: Any) -> nn.Module:
+              calib_data: Any, plan: Mapping[str, Mapping[str, int]] | None = None) -> nn.Module:
     import torch
 
     _import()
@@ -449,6 +470,7 @@ def _quantize(model: nn.Module, cfg: QuantConfig, opts: PytorchQuantizationOptio
                 p.requires_grad_(True)
         else:
             student = _swap_layers(model, cfg, opts)
+            apply_plan(student, plan or {}, cfg)
         student.train(model.training)
         was = student.training
         try:
@@ -846,7 +868,7 @@ def daqakd_restore_student(request: RestoreRequest) -> nn.Module | None:
     """Quantize the fresh FP model the same way (no calibration: the ranges are in the state), register
     the ``_amax`` buffers (CPU-safe), then load the saved state."""
     student = _quantize(request.model, request.config, request.options or PytorchQuantizationOptions(),
-                        request.example_input, None)
+                        request.example_input, None, request.layer_bits)
     state = request.payload["state_dict"]
     with _quiet():
         register_amax_buffers(student, state)

@@ -197,3 +197,18 @@ def teacher_and_data(args: argparse.Namespace, command: str) -> tuple[DataBundle
     rec = meta.get("normalize") or {}
     normalize = (mean, std) if mean is not None and std is not None else ((rec["mean"], rec["std"]) if rec.get("mean") is not None else None)
     return bundle, teacher, normalize
+
+
+def add_plan_args(p: argparse.ArgumentParser) -> None:
+    """The bit-plan flags (docs/models.md, "Bit plans")."""
+    a = p.add_argument
+    a("--layer-bits", action="append", default=None, metavar="PATTERN=BITS",
+      help="per-layer width (repeatable): a module path or glob and 8 (weights), W8A8 or A8, e.g. --layer-bits fc=8 "
+      "--layer-bits 'layer1.*=W2'; later ones win")
+    a("--first-last-bits", type=int, default=None, metavar="N",
+      help="weight bits of the first and last weight layer (default 8, the low-bit convention; 0: like the others)")
+    a("--bits-budget", type=float, default=None, metavar="AVG",
+      help="let the teacher choose per-layer weight bits: measure each layer's sensitivity on the calibration "
+      "images and pick the plan with the least summed sensitivity at this average of weight bits (weighted by "
+      "parameters, first/last and --layer-bits pinned); e.g. 3.0")
+

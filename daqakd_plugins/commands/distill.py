@@ -16,6 +16,7 @@ from ._common import (
     add_backend_option_arg,
     add_data_args,
     add_export_args,
+    add_plan_args,
     export_failed,
     parse_backend_options,
 )
@@ -32,7 +33,7 @@ _DEFAULTS: dict[str, Any] = {
     "arch": None, "num_classes": None, "small_input": False, "backend_options": {},
     "workers": None, "image_size": None, "mean": None, "std": None, "train_crop": "center", "data_free": False,
     "generator_options": {}, "base_augment": "auto", "export_bound_pp": 0.5,
-    "export_formats": None,
+    "export_formats": None, "layer_bits": {}, "first_last_bits": 8, "bits_budget": None,
 }
 
 
@@ -87,6 +88,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
       "test split is read, to report accuracy")
     a("--generator-option", action="append", default=None, metavar="KEY=VALUE",
       help="a data-free generator option (repeatable), see docs/datafree.md")
+    add_plan_args(p)
     add_arch_args(p)
     add_backend_option_arg(p)
     add_data_args(p)

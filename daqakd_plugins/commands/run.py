@@ -14,6 +14,7 @@ from ._common import (
     add_backend_option_arg,
     add_data_args,
     add_export_args,
+    add_plan_args,
     export_failed,
     parse_backend_options,
 )
@@ -38,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="--augment search:<space>: how many of the best to combine (default 5)")
     p.add_argument("--loss", default="paper", help="loss preset (default 'paper': 1*CE + 2*tau^2*KL, tau=4)")
     p.add_argument("--seed", type=int, default=0)
+    add_plan_args(p)
     add_arch_args(p)
     add_backend_option_arg(p)
     add_data_args(p)
@@ -45,6 +47,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fresh", action="store_true",
                    help="start over: delete OUT's earlier checkpoint, student, report and export first")
     p.set_defaults(func=run)
+
+
+def _first_last(args: argparse.Namespace, resume: str | None) -> int | None:
+    """``--first-last-bits``, else what the resumed run used (a run from before the convention: none), else 8."""
+    if args.first_last_bits is not None:
+        return int(args.first_last_bits)
+    if resume is not None:
+        from ..distill import load_checkpoint
+        from ..distill.config import LEGACY_DEFAULTS
+
+        return {**LEGACY_DEFAULTS, **json.loads(load_checkpoint(resume)["config"])}.get("first_last_bits")
+    return 8
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size, mean=args.mean, std=args.std, train_crop=args.train_crop or "center",
         base_augment=args.base_augment or "auto", search_n=args.search_n, search_top_k=args.search_top_k,
         export_bound_pp=0.5 if args.export_bound_pp is None else args.export_bound_pp,
-        export_formats=args.export_formats,
+        export_formats=args.export_formats, layer_bits=args.layer_bits or {}, bits_budget=args.bits_budget,
+        first_last_bits=_first_last(args, resume),
     )
     report = run_distill(cfg)
     from .. import distributed

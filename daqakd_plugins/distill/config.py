@@ -23,10 +23,11 @@ TRAJECTORY = (
     "optimizer", "weight_decay", "candidates", "metric", "rank_per_class", "rank_repeats",
     "train_per_class", "teacher_epochs", "calib_batches", "calib_images", "per_channel", "backend_options",
     "arch", "num_classes", "small_input", "image_size", "mean", "std", "train_crop", "data_free", "generator_options",
-    "base_augment", "search_n", "search_top_k",
+    "base_augment", "search_n", "search_top_k", "layer_bits", "first_last_bits", "bits_budget",
 )
 #: What a checkpoint written before a field existed means by it (those runs ran without it).
-LEGACY_DEFAULTS: dict[str, Any] = {"base_augment": "none", "search_n": 100, "search_top_k": 5}
+LEGACY_DEFAULTS: dict[str, Any] = {"base_augment": "none", "search_n": 100, "search_top_k": 5,
+                                   "first_last_bits": None}
 
 
 def _default_backend() -> str:
@@ -119,6 +120,12 @@ class DistillConfig:
     calib_batches: int | None = None
     calib_images: int | None = None
     per_channel: bool = True
+    #: a bit plan (docs/models.md, "Bit plans"): per-layer overrides (module-path glob → bits, or the CLI's
+    #: ``"PATTERN=BITS"`` strings), the first/last layers' width (8; ``None`` or 0: like the others), and
+    #: ``bits_budget``: an average of weight bits (parameter-weighted) the teacher's sensitivity pass plans to
+    layer_bits: Any = field(default_factory=dict)
+    first_last_bits: int | None = 8
+    bits_budget: float | None = None
     backend_options: dict[str, Any] = field(default_factory=dict)
     arch: str | None = None
     num_classes: int | None = None
@@ -199,8 +206,28 @@ class DistillConfig:
         from ..backends import check_bits, resolve_options
 
         check_bits(self.backend, QuantConfig(weight_bits=self.bits, act_bits=self.weight_act_bits))  # bit_pairs
+        self._check_plan()
 
         resolve_options(self.backend, self.backend_options)  # unknown or bad options, before any work
+
+    def _check_plan(self) -> None:
+        """The bit plan's patterns, widths and budget, before any work (patterns meet the model later)."""
+        from ..bitplan import normalize_layer_bits
+
+        object.__setattr__(self, "layer_bits", normalize_layer_bits(self.layer_bits))
+        if self.first_last_bits == 0:
+            object.__setattr__(self, "first_last_bits", None)
+        from ..backends import plan_config
+
+        plan_config(self.backend, self.quant_config())  # QuantConfig's checks; a backend without plans refuses
+        b = self.bits_budget
+        if b is None:
+            return
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or not 1 <= b <= 16:
+            raise ConfigError(f"bits_budget (--bits-budget) must be an average number of weight bits, e.g. 3.0, got {b!r}")
+        if self.data_free:
+            raise ConfigError("--bits-budget plans from the teacher's sensitivity on real calibration images; a "
+                              "data-free run has none. Give the plan yourself with --layer-bits PATTERN=BITS.")
 
     def _check_data(self) -> None:
         """Workers, image size, normalisation, crop and (data-free) generator options."""
@@ -264,7 +291,8 @@ class DistillConfig:
         n, _ = self.calibration_size()
         return QuantConfig(weight_bits=self.bits, act_bits=self.weight_act_bits, per_channel=self.per_channel,
                            calib_batches=self.calib_batches or max(1, math.ceil(n / self.batch_size)),
-                           options=dict(self.backend_options))
+                           options=dict(self.backend_options), layer_bits=self.layer_bits,
+                           first_last=self.first_last_bits)
 
     def calibration_size(self) -> tuple[int, str]:
         """How many real training images calibrate the student, and which option said so."""

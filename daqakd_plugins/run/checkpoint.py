@@ -50,6 +50,8 @@ class Checkpoint:
     student_before: float
     seconds: float
     world_size: int = 1
+    #: the bit plan the student was built with (:func:`daqakd_plugins.run.plan.choose`); ``{}`` before plans
+    bit_plan: dict[str, Any] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)  # the batch source's state, its own keys
     version: int = VERSION
 
@@ -59,7 +61,8 @@ class Checkpoint:
                              "rng": self.rng, "augmentation": self.augmentation, "ranking": json.dumps(self.ranking),
                              "history": json.dumps(self.history), "config": json.dumps(self.config),
                              "teacher_path": self.teacher_path, "student_before": self.student_before,
-                             "seconds": self.seconds, "world_size": self.world_size}
+                             "seconds": self.seconds, "world_size": self.world_size,
+                             "bit_plan": json.dumps(self.bit_plan)}
         clash = set(d) & set(self.source)
         if clash:
             raise CheckpointError(f"the batch source's state uses the engine's checkpoint keys {sorted(clash)}")
@@ -83,7 +86,7 @@ class Checkpoint:
                 augmentation=str(d["augmentation"]), ranking=json.loads(d["ranking"]),
                 history=json.loads(d["history"]), teacher_path=str(d["teacher_path"]),
                 student_before=float(d["student_before"]), seconds=float(d["seconds"]),
-                world_size=int(d.get("world_size", 1)), source={k: v for k, v in d.items() if k not in names},
+                world_size=int(d.get("world_size", 1)), bit_plan=json.loads(d.get("bit_plan") or "{}"), source={k: v for k, v in d.items() if k not in names},
                 version=version,
             )
         except KeyError as exc:

@@ -33,6 +33,7 @@ from ..distill.student_file import STUDENT_NAME, save_student_file
 from ..errors import ConfigError, DaqakdError, NonFiniteError
 from ..streams import Normalizer, eval_loader, resolve_workers
 from ..train import evaluate_counts, seed_everything
+from . import plan as bit_plan
 from .checkpoint import Checkpoint
 from .report import Report, export_bound_warnings, flag_export_bound, training_warnings
 from .rundir import RunLock, check_resume, claim_run_dir
@@ -210,16 +211,21 @@ def _student(ctx: RunContext, source: BatchSource, ck: Checkpoint | None) -> tup
     source.start(ctx, fresh=ck is None)
     if ck is not None:
         progress.doing(f"restoring the {cfg.backend} student from the checkpoint")
-        student = backends.restore_student(_fp_copy(ctx.teacher), cfg.backend, cfg.quant_config(), ck.student,
+        ctx.quant, ctx.plan = bit_plan.from_record(cfg, ck.bit_plan), ck.bit_plan or None
+        student = backends.restore_student(_fp_copy(ctx.teacher), cfg.backend, ctx.quant, ck.student,
                                            example_input=example)
         student = _trainable(student, cfg.device)
         source.attach(student)
         return student, ck.student_before
-    say(cfg, f"quantizing a copy of the teacher with {cfg.backend} W{cfg.bits}A{cfg.weight_act_bits} ...")
     t0 = time.perf_counter()
-    student = quantized_copy(cfg, ctx.teacher, example)
-    calib = source.calibration_batches(ctx)
-    student = backends.calibrate(student, cfg.backend, calib, num_batches=len(calib), config=cfg.quant_config())
+    calib = source.calibration_batches(ctx) if cfg.bits_budget is not None else None  # the sensitivity pass reads it
+    choice = bit_plan.choose(cfg, ctx.teacher, example, calib, say=lambda m: say(cfg, m))
+    ctx.quant, ctx.plan = choice.quant, choice.record
+    say(cfg, f"quantizing a copy of the teacher with {cfg.backend} W{cfg.bits}A{cfg.weight_act_bits} (bit plan: "
+             f"{choice.record['summary']}; {choice.record['avg_weight_bits']} weight bits on average) ...")
+    student = backends.quantize(_fp_copy(ctx.teacher), cfg.backend, ctx.quant, example_input=example)
+    calib = calib if calib is not None else source.calibration_batches(ctx)
+    student = backends.calibrate(student, cfg.backend, calib, num_batches=len(calib), config=ctx.quant)
     student = _trainable(student, cfg.device)
     source.attach(student)
     say(cfg, f"quantized and calibrated in {time.perf_counter() - t0:.0f} s; evaluating the calibrated (PTQ) student "
@@ -325,7 +331,7 @@ def _run(cfg: Any, source: BatchSource, d: Any, lock: RunLock) -> Report:
         return distributed.broadcast_object(None)
     fin = source.finish(ctx)
     student_path = save_student_file(
-        out / STUDENT_NAME, student, backend=cfg.backend, config=cfg.quant_config(), arch=tmeta.get("arch"),
+        out / STUDENT_NAME, student, backend=cfg.backend, config=ctx.quant, arch=tmeta.get("arch"),
         input_shape=list(bundle.image_shape),
         meta={"accuracy": student_after, "augmentation": tr.augmentation, "loss": cfg.loss, "seed": cfg.seed,
               **fin.student_meta},
@@ -356,7 +362,7 @@ def _run(cfg: Any, source: BatchSource, d: Any, lock: RunLock) -> Report:
         distributed={"backend": d.backend or None, "rank_samples_per_epoch": rank_samples,
                      "student": "DistributedDataParallel" if d.active else None, "replicas_in_sync": in_sync,
                      "batch_size": "per rank" if d.active else "per step"},
-        section=fin.section,
+        section=fin.section, bit_plan=ctx.plan,
     )
     _write_report(out, report)
     for line in training_warnings(report.to_dict()):
@@ -464,12 +470,12 @@ def _train(ctx: RunContext, source: BatchSource, tr: _Training) -> float:
         seconds = tr.prior_seconds + (time.perf_counter() - t_train)
         if d.is_main:
             Checkpoint(epoch=epoch + 1, mode=source.mode, config=cfg.to_dict(),
-                       student=backends.save_student(tr.student, cfg.backend, cfg.quant_config()),
+                       student=backends.save_student(tr.student, cfg.backend, ctx.quant),
                        distiller=tr.kd.state_dict(), optimizer=tr.opt.state_dict(), scheduler=tr.sched.state_dict(),
                        rng=store.capture_rng(), augmentation=tr.augmentation, ranking=tr.ranking,
                        history=tr.history, teacher_path=ctx.teacher_path,
                        student_before=tr.student_before, seconds=seconds, world_size=d.world_size,
-                       source=source.state()).save(ck_path)
+                       bit_plan=ctx.plan or {}, source=source.state()).save(ck_path)
         distributed.barrier()  # nobody runs ahead of the checkpoint rank 0 is writing
     return tr.prior_seconds + (time.perf_counter() - t_train)
 

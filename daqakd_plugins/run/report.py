@@ -65,6 +65,8 @@ class Report:
     world_size: int
     distributed: dict[str, Any]
     section: dict[str, Any] = field(default_factory=dict)
+    #: the student's bit plan (:func:`daqakd_plugins.run.plan.choose`): ``layer_bits`` for every quantized layer
+    bit_plan: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         pick = pick_summary(self.ranking_detail)
@@ -80,6 +82,7 @@ class Report:
             "history": self.history, "resumed_from_epoch": self.resumed_from_epoch, "export": self.export,
             "files": self.files, "environment": {"torch": torch.__version__, "python": platform.python_version()},
             "config": self.config, "world_size": self.world_size, "distributed": self.distributed,
+            "bit_plan": self.bit_plan, "layer_bits": (self.bit_plan or {}).get("layer_bits"),
         }
         out = {**common, **self.section}
         out["training_warnings"] = training_warnings(out)
@@ -131,8 +134,26 @@ def render_markdown(r: dict[str, Any]) -> str:
             lines.append(f"| {label} | {acc[key]:.4f} |")
     warns = training_warnings(r)
     lines += [""] + [f"**WARNING:** {w}" for w in warns] + ([""] if warns else [])
-    lines += _ranking(r) + _epochs(r["history"]) + _export(r.get("export") or {})
+    lines += _ranking(r) + _bit_plan(r.get("bit_plan")) + _epochs(r["history"]) + _export(r.get("export") or {})
     return "\n".join(lines) + "\n"
+
+
+def _bit_plan(bp: dict[str, Any] | None) -> list[str]:
+    """The bit plan: its summary and convention, and (a budgeted plan) the sensitivity table."""
+    if not bp or not bp.get("layer_bits"):
+        return []
+    budget = f" under --bits-budget {bp['budget']:g}" if bp.get("budget") is not None else ""
+    lines = ["## Bit plan", "", f"- {len(bp['layer_bits'])} quantized weight layers, {bp.get('avg_weight_bits')} weight "
+             f"bits on average (weighted by their {bp.get('weight_params')} weights){budget}: {bp.get('summary')}",
+             f"- {bp.get('convention')}", ""]
+    if bp.get("sensitivity"):
+        from ..sensitivity import sensitivity_markdown
+
+        lines += sensitivity_markdown(bp["sensitivity"], bp["layer_bits"]) + [""]
+    else:
+        lines += ["| layer | weight bits | input-activation bits |", "|---|---:|---:|"]
+        lines += [f"| `{n}` | {e['weight']} | {e['act']} |" for n, e in bp["layer_bits"].items()] + [""]
+    return lines
 
 
 def _calibration(cal: dict[str, Any]) -> list[str]:

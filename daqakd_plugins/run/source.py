@@ -62,6 +62,9 @@ class RunContext:
     evaluate: Callable[[nn.Module], float]
     example: torch.Tensor | None = None
     student_before: float = float("nan")  # the student's accuracy after calibration (the PTQ baseline)
+    #: the QuantConfig the student is built with, its ``layer_bits`` the explicit bit plan (:mod:`.plan`)
+    quant: Any = None
+    plan: dict[str, Any] | None = None  # the plan's record for the report and the checkpoint
 
 
 @dataclass
