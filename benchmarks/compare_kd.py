@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                     backend=a.backend, bits=a.bits, act_bits=a.act_bits, data=a.data, teacher=str(teacher_path),
                     epochs=a.epochs, out=str(run_dir), augment=best if spec["augment"] == "RANKED" else spec["augment"],
                     loss=spec["loss"], lr=a.lr, batch_size=a.batch_size, seed=seed, train_per_class=a.train_per_class,
-                    export=False, progress=True,
+                    export=False, progress=True, first_last_bits=None,  # uniform, as the committed evidence
                     resume=str(run_dir) if (run_dir / "checkpoint.pt").exists() else None,
                 )
                 rep = run_distill(cfg)

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     done = {json.loads(x)["variant"] for x in jsonl.read_text().splitlines() if x.strip()} if jsonl.exists() else set()
     common = dict(backend="brevitas", bits=args.bits, act_bits=args.act_bits, data="digits", teacher=args.teacher,
                   seed=args.seed, export=False, fresh=True, progress=False,
+                  first_last_bits=None,  # every layer at --bits, as when the committed table was measured
                   metric="cmi")  # --augment auto's score when the committed table was measured (teacher-ce since)
     d = GeneratorOptions()
     steps = args.epochs * d.iterations * d.s_steps

@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = a.iterations * 5
     per_class = steps * a.batch_size // 10 // 4  # 4 epochs of real images = the same number of student steps
     common = dict(backend=a.backend, bits=a.bits, act_bits=a.act_bits, data=a.data, teacher=a.teacher,
-                  augment="none", export=False, fresh=True, progress=False, batch_size=a.batch_size, lr=a.lr)
+                  augment="none", export=False, fresh=True, progress=False, batch_size=a.batch_size, lr=a.lr,
+                  first_last_bits=None)  # every layer at --bits, as the committed evidence was measured
     for seed in [int(s) for s in a.seeds.split(",")]:
         for arm in a.arms.split(","):
             done = _done(jsonl)  # read again: another process (--seeds of its own) may have finished it

@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     gopts = parse_backend_options(args.generator_option, flag="--generator-option")
     done = _done(jsonl)
     common = dict(backend=args.backend, bits=args.bits, act_bits=args.act_bits, data="digits", teacher=str(teacher),
-                  epochs=args.epochs, augment=args.augment, metric=args.metric, export=False, fresh=True, progress=False)
+                  epochs=args.epochs, augment=args.augment, metric=args.metric, export=False, fresh=True, progress=False,
+                  first_last_bits=None)  # every layer at --bits, as the committed evidence was measured
     for seed in [int(s) for s in args.seeds.split(",")]:
         arms = [("datafree", True)] + ([] if args.no_reference else [("data-driven", False)])
         for arm, free in arms:

@@ -235,7 +235,7 @@ def train_student(a: argparse.Namespace, data: dict[str, torch.Tensor], teacher:
     x_all, y_all = data["train_x"][idx], data["train_y"][idx]
     n = len(idx)
     steps = math.ceil(n / a.student_batch_size)
-    cfg = QuantConfig(weight_bits=wb, act_bits=ab)
+    cfg = QuantConfig(weight_bits=wb, act_bits=ab, first_last=None)  # uniform, as the evidence was measured
     calib = [x_all[i:i + 128].float().div(255) for i in range(0, min(n, 1024), 128)]
     torch.manual_seed(seed)
     t0 = time.perf_counter()
@@ -364,7 +364,7 @@ def restore_compact(teacher: torch.nn.Module, packed: dict[str, Any], backend: s
     state = dict(packed["state"])
     for k, c in packed["codes"].items():
         state[k] = c.float() * packed["scales"][k]
-    cfg = QuantConfig(weight_bits=wb, act_bits=ab)
+    cfg = QuantConfig(weight_bits=wb, act_bits=ab, first_last=None)  # uniform, as the evidence was measured
     return backends.restore_student(copy.deepcopy(teacher), backend, cfg, {"state_dict": state},
                                     example_input=torch.rand(2, 3, 32, 32))
 
