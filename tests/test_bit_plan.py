@@ -207,3 +207,17 @@ def test_plan_flags_from_the_command_line(tmp_path, teacher_file):
     bad = subprocess.run(cmd[:-6] + ["--out", str(tmp_path / "bad"), "--bits-budget", "3", "--data-free"],
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "--layer-bits PATTERN=BITS" in bad.stderr
+
+
+@pytest.mark.parametrize(("backend", "fmt"), [("pytorch-quantization", "onnx-qdq-tensorrt"), ("modelopt", "onnx-trt")])
+def test_tensorrt_files_refuse_the_layers_a_plan_put_below_8_bits(backend, fmt, digits_teacher, digits, tmp_path):
+    from daqakd_plugins import backends
+    from daqakd_plugins.errors import ExportError
+
+    x = digits.train_x[:8]
+    cfg = QuantConfig(weight_bits=8, act_bits=8, layer_bits={"layers.0.conv1": "W4A4"})
+    s = backends.quantize(digits_teacher[0], backend, cfg, example_input=x, calib_data=digits.train_x[:256])
+    with pytest.raises(ExportError, match=r"layers\.0\.conv1"):
+        backends.export(s, backend, example_input=x, out_dir=tmp_path, formats=(fmt,))
+    (onnx,) = backends.export(s, backend, example_input=x, out_dir=tmp_path, formats=None)  # onnxruntime's file only
+    assert onnx.runtime == "onnxruntime"

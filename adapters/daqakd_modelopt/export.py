@@ -27,7 +27,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,7 +137,17 @@ def _student_kind(model: nn.Module) -> tuple[str, set[int]]:
     return (kinds.pop() if kinds else "int"), bits
 
 
-def _formats(requested: tuple[str, ...] | None, kind: str, bits: set[int]) -> tuple[str, ...]:
+def _low_layers(model: nn.Module) -> list[str]:
+    """The modules holding integer quantizers below 8 bits (what keeps a bit-planned student from TensorRT)."""
+    out = set()
+    for name, mod in model.named_modules():
+        m: Any = mod
+        if is_quantizer(m) and m.is_enabled and not isinstance(m.num_bits, (tuple, list)) and int(m.num_bits) < 8:
+            out.add(name.rsplit(".", 1)[0])
+    return sorted(out)
+
+
+def _formats(requested: tuple[str, ...] | None, kind: str, bits: set[int], low: Sequence[str] = ()) -> tuple[str, ...]:
     trt_ok = kind == "int" and bits == {8}
     if not requested:
         return FORMATS if trt_ok else ("onnx-qdq",)
@@ -150,7 +160,8 @@ def _formats(requested: tuple[str, ...] | None, kind: str, bits: set[int]) -> tu
                 "onnx-trt is Model Optimizer's own Q/DQ export for TensorRT)."
             )
         if key == "onnx-trt" and not trt_ok:
-            what = "FP8" if kind == "fp8" else f"{sorted(bits)}-bit integer"
+            what = "FP8" if kind == "fp8" else f"{sorted(bits)}-bit integer" + (
+                f" (below 8 bits in {', '.join(low[:6])}{', ...' if len(low) > 6 else ''})" if low else "")
             raise ExportError(
                 f"onnx-trt is written for INT8 students only; this one is {what}. TensorRT quantizes activations in "
                 "INT8, FP8 and FP4 only (INT4 is weight-only there, like Model Optimizer's INT4 presets), and Model "
@@ -296,7 +307,7 @@ def export(request: ExportRequest) -> list[ExportedModel]:
                 "NVFP4 students export only to TensorRT's custom NVFP4 ops (Model Optimizer's TRT exporter, on a "
                 "CUDA machine); onnxruntime has no FP4 kernels, so this adapter writes no NVFP4 ONNX."
             )
-        fmts = _formats(request.formats, kind, bits)
+        fmts = _formats(request.formats, kind, bits, _low_layers(model))
         x = request.example_input[:1].detach().cpu().float()
         out_dir = Path(request.out_dir)
         out: list[ExportedModel] = []

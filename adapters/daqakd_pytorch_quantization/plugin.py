@@ -30,7 +30,7 @@ import logging
 import math
 import types
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -610,7 +610,7 @@ def daqakd_calibrate(request: CalibrateRequest) -> nn.Module | None:
 # --------------------------------------------------------------------------------------------------
 # export
 # --------------------------------------------------------------------------------------------------
-def _formats(requested: tuple[str, ...] | None, min_bits: int) -> tuple[str, ...]:
+def _formats(requested: tuple[str, ...] | None, min_bits: int, low: Sequence[str] = ()) -> tuple[str, ...]:
     if not requested:
         if min_bits < 8:
             log.info("sub-8-bit student: writing %s only (TensorRT has no INT%d activations)", FMT_ORT, min_bits)
@@ -628,7 +628,8 @@ def _formats(requested: tuple[str, ...] | None, min_bits: int) -> tuple[str, ...
             out.append(key)
     if FMT_TRT in out and min_bits < 8:
         raise ExportError(
-            f"cannot write {FMT_TRT} for a {min_bits}-bit student: TensorRT runs INT8 Q/DQ only (its INT4 is "
+            f"cannot write {FMT_TRT} for a student with {min_bits}-bit quantizers"
+            f"{' (in ' + ', '.join(low[:6]) + (', ...' if len(low) > 6 else '') + ')' if low else ''}: TensorRT runs INT8 Q/DQ only (its INT4 is "
             "weight-only and block-quantized for GEMMs; there are no INT4 activations), and ONNX opset 13, "
             "NVIDIA's export, has no type below 8 bits, so no TensorRT engine could execute this file as "
             f"trained. Quantize with weight_bits=8 and act_bits=8 (--bits 8) for TensorRT, or export "
@@ -785,7 +786,8 @@ def _export(request: ExportRequest) -> list[ExportedModel]:
             "student, 'pytorch-quantization', images) (or quantize(..., calib_data=images))."
         )
     min_bits = min(int(q.num_bits) for _, q in qs)
-    fmts = _formats(request.formats, min_bits)
+    low = sorted({n.rsplit(".", 1)[0] for n, q in qs if int(q.num_bits) < 8})  # the layers a bit plan left below 8
+    fmts = _formats(request.formats, min_bits, low)
     out_dir = Path(request.out_dir)
     x = request.example_input[:1].detach().cpu().float()
     out: list[ExportedModel] = []
