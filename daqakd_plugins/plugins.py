@@ -467,4 +467,6 @@ def backend_status(info: BackendInfo) -> dict[str, Any]:
         "weight_bits": list(info.weight_bits),
         "act_bits": list(info.act_bits),
         "export_formats": list(info.export_formats),
+        "bit_plans": {"per_layer_weight_bits": list(info.layer_weight_bits or range(info.weight_bits[0], info.weight_bits[1] + 1)),
+                      "per_layer_act_bits": info.layer_act_bits} if info.bit_plans else None,
     }

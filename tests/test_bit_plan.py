@@ -221,3 +221,23 @@ def test_tensorrt_files_refuse_the_layers_a_plan_put_below_8_bits(backend, fmt, 
         backends.export(s, backend, example_input=x, out_dir=tmp_path, formats=(fmt,))
     (onnx,) = backends.export(s, backend, example_input=x, out_dir=tmp_path, formats=None)  # onnxruntime's file only
     assert onnx.runtime == "onnxruntime"
+
+
+@pytest.mark.parametrize(("backend", "bits", "budget"), [("brevitas", 2, 3.0), ("nncf", 4, 5.0),
+                                                         ("pytorch-quantization", 2, 3.0), ("modelopt", 4, 5.0)])
+def test_a_budgeted_run_on_every_backend_plans_within_its_widths(backend, bits, budget, tmp_path, teacher_file):
+    """run_distill with --bits-budget on each backend: the plan uses only the widths the backend sets per layer,
+    stays within the budget, and the saved student reloads with exactly those widths."""
+    from daqakd_plugins import backends
+    from daqakd_plugins.distill import load_student, run_distill
+    from daqakd_plugins.run.plan import plan_widths
+
+    rep = run_distill(_budget_cfg(teacher_file, tmp_path / backend, backend=backend, bits=bits, act_bits=bits,
+                                  epochs=1, bits_budget=budget))
+    plan = rep["layer_bits"]
+    widths = {e["weight"] for e in plan.values()}
+    assert widths <= set(plan_widths(backend)) and rep["bit_plan"]["avg_weight_bits"] <= budget
+    assert {plan["stem.0"]["weight"], plan["fc"]["weight"]} == {8}
+    student, _ = load_student(tmp_path / backend / "student.pt")
+    seen = {q.layer: q.bits for q in backends.describe_quantizers(student) if q.role == "weight" and q.layer}
+    assert seen == {n: e["weight"] for n, e in plan.items()}

@@ -79,9 +79,10 @@ def _torch_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float
 
 @pytest.fixture(scope="module")
 def qat_w4(digits_teacher, digits):
-    """A W4A4 (per-tensor) student: PTQ accuracy, then 2 epochs of QAT (used by several tests)."""
+    """A uniform W4A4 (per-tensor, first and last layer too) student: PTQ accuracy, then 2 epochs of QAT (used by
+    several tests)."""
     teacher, _ = digits_teacher
-    s = _quantize(teacher, digits, 4, 4, per_channel=False)
+    s = _quantize(teacher, digits, 4, 4, per_channel=False, first_last=None)
     ptq = evaluate(s, digits.test_x, digits.test_y)
     return _qat(s, digits), ptq
 
@@ -112,14 +113,15 @@ def test_plugin_load_and_count_do_not_import_brevitas() -> None:
 def test_graph_mode_quantize_sets_bits_and_leaves_fp_model_alone(digits_teacher, digits, w: int, a: int) -> None:
     teacher, meta = digits_teacher
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    s = _quantize(teacher, digits, w, a)
+    # SmallResNet(stages=1): stem conv, block conv1/conv2, fc; by default the first and last at 8 bits
+    assert _quant_bits(_quantize(teacher, digits, w, a))[0] == [8, w, w, 8]
+    s = _quantize(teacher, digits, w, a, first_last=None)  # uniform: every layer at w
     # the FP teacher is untouched (graph mode merges BN in place: it must work on a copy)
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
     assert all(not p.requires_grad for p in teacher.parameters())
     assert evaluate(teacher, digits.test_x, digits.test_y) == pytest.approx(meta["test_accuracy"])
     assert s is not teacher and all(p.requires_grad for p in s.parameters())
     wb, ab = _quant_bits(s)
-    # SmallResNet(stages=1): stem conv, block conv1/conv2, fc
     assert wb == [w] * 4
     assert ab.pop("x_quant.act_quant") == 8 and ab.pop("fc_output_quant.act_quant") == 8  # input, logits
     assert ab and set(ab.values()) == {a}
@@ -230,7 +232,7 @@ def test_export_matches_torch_at_other_bit_widths(digits_teacher, digits, tmp_pa
 def test_binary_weights_export_qonnx_only(digits_teacher, digits, tmp_path: Path) -> None:
     teacher, _ = digits_teacher
     s = _quantize(teacher, digits, 1, 4).eval()
-    assert _quant_bits(s)[0] == [1] * 4
+    assert _quant_bits(s)[0] == [8, 1, 1, 8]  # binary inner layers; first and last at 8 bits (the default)
     exported = backends.export(s, "brevitas", example_input=digits.test_x[:1], out_dir=tmp_path)
     assert [e.format for e in exported] == ["qonnx"]
     ref = _torch_accuracy(s, digits.test_x, digits.test_y)

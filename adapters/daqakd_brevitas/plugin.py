@@ -495,11 +495,14 @@ def _apply_plan(student: nn.Module, plan: Mapping[str, Mapping[str, int]], cfg: 
             raise BackendError(f"the bit plan names {path!r}, which the Brevitas student does not have (graph mode "
                                "renamed or fused it); plan it by the name the float model gives it.") from None
         proxy = getattr(layer, "weight_quant", None)
-        if proxy is None or cfg.weight_bits == 1:
-            raise BackendError(f"Brevitas put no settable weight quantizer on {path!r} (uniform 1-bit students use a "
-                               "binary quantizer); a plan there is not possible.")
+        if proxy is None:
+            raise BackendError(f"Brevitas put no weight quantizer on {path!r}; a plan there is not possible.")
         stored = 7 if opts.reduce_range and bits == 8 else bits
-        proxy.quant_injector = proxy.quant_injector.let(bit_width=stored)
+        if cfg.weight_bits == 1:  # the binary quantizer has no bit width to change: this layer gets the integer one
+            proxy.quant_injector = _weight_quant(bits, cfg.per_channel).let(proxy_module=proxy, bit_width=stored)
+            proxy.update_tracked_modules()
+        else:
+            proxy.quant_injector = proxy.quant_injector.let(bit_width=stored)
         proxy.init_tensor_quant()
 
 

@@ -63,6 +63,12 @@ def run(args: argparse.Namespace) -> int:
             state = f"NOT available -> {b['install']}"
         impl = "" if b["implemented"] else "  [adapter reports availability only]"
         print(f"  {b['backend']:<22} {state}{impl}")
+        plans = b.get("bit_plans")
+        ws = plans["per_layer_weight_bits"] if plans else []
+        print(f"      bits: W{b['weight_bits'][0]}-{b['weight_bits'][1]} A{b['act_bits'][0]}-{b['act_bits'][1]}; "
+              + (f"per layer (--layer-bits): weights {','.join(map(str, ws))}"
+                 + (", input activations" if plans["per_layer_act_bits"] else ", no per-layer activations")
+                 if plans else "no per-layer widths"))
     print(f"\nAugmentations ({len(info['augmentations'])}): {', '.join(info['augmentations'])}")
     print(f"Metrics: {', '.join(info['metrics']) or '(none)'}")
     print(f"Loss components: {', '.join(info['loss_components']) or '(none)'}")
