@@ -65,7 +65,12 @@ def test_ptq_accuracy_and_the_listed_quantizers(students, digits, digits_teacher
             "fc.weight_quantizer", "layers.0.conv1.weight_quantizer", "layers.0.conv2.weight_quantizer",
             "stem.0.weight_quantizer"]
         assert len([q for q in qs if q.role == "activation"]) == 5
-        assert {q.bits for q in qs if q.role == "weight"} == {w} and {q.bits for q in qs if q.role == "activation"} == {a}
+        # the first and last layers' weights and inputs at 8 bits (the default convention), the rest at W/A
+        edge = {"stem.0", "fc"}
+        assert {q.layer: q.bits for q in qs if q.role == "weight"} == {n: 8 if n in edge else w for n in (
+            "stem.0", "layers.0.conv1", "layers.0.conv2", "fc")}
+        assert {q.layer: q.bits for q in qs if q.role == "activation"} == {n: 8 if n in edge else a for n in (
+            "stem.0", "layers.0.conv1", "layers.0.conv2", "pool", "fc")}
         assert sum(1 for m in s.modules() if type(m).__name__ == "TensorQuantizer") == 20
 
 

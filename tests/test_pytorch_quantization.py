@@ -25,8 +25,9 @@ BACKEND = "pytorch-quantization"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _quantize(teacher: nn.Module, digits, w: int = 8, a: int = 8, calib: bool = True, **opts) -> nn.Module:
-    return backends.quantize(teacher, BACKEND, QuantConfig(weight_bits=w, act_bits=a, options=opts),
+def _quantize(teacher: nn.Module, digits, w: int = 8, a: int = 8, calib: bool = True, first_last: int | None = 8,
+              **opts) -> nn.Module:
+    return backends.quantize(teacher, BACKEND, QuantConfig(weight_bits=w, act_bits=a, options=opts, first_last=first_last),
                              example_input=digits.train_x[:4], calib_data=digits.train_x[:512] if calib else None)
 
 
@@ -134,7 +135,9 @@ def test_students_have_the_bits_per_channel_weights_and_float_pools(digits_teach
     assert type(s.stem[0]) is quant_nn.QuantConv2d and type(s.fc) is quant_nn.QuantLinear
     assert type(s.pool) is nn.AdaptiveAvgPool2d
     qs = describe_quantizers(s)
-    assert {q.bits for q in qs if q.role == "weight"} == {w} and {q.bits for q in qs if q.role == "activation"} == {a}
+    layers = ("stem.0", "layers.0.conv1", "layers.0.conv2", "fc")  # first and last at 8 bits, weights and inputs
+    assert {q.layer: q.bits for q in qs if q.role == "weight"} == {n: 8 if n in ("stem.0", "fc") else w for n in layers}
+    assert {q.layer: q.bits for q in qs if q.role == "activation"} == {n: 8 if n in ("stem.0", "fc") else a for n in layers}
     assert len(qs) == 8  # input + weight quantizer of 3 convs and the linear
     assert tuple(s.stem[0]._weight_quantizer.amax.shape) == (s.stem[0].out_channels, 1, 1, 1)  # per channel
     assert s.stem[0]._input_quantizer.amax.numel() == 1
@@ -337,7 +340,7 @@ def test_w4_exports_qcdq_for_onnxruntime_and_refuses_tensorrt(digits_teacher, di
 
     from daqakd_plugins.runtime import accuracy_of
 
-    s = _quantize(digits_teacher[0], digits, 4, 4).eval()
+    s = _quantize(digits_teacher[0], digits, 4, 4, first_last=None).eval()  # every quantizer at 4 bits
     files = backends.export(s, BACKEND, example_input=digits.test_x[:1], out_dir=tmp_path)
     assert [e.format for e in files] == ["onnx-qdq"]
     m = onnx.load(str(files[0].path))
@@ -347,13 +350,13 @@ def test_w4_exports_qcdq_for_onnxruntime_and_refuses_tensorrt(digits_teacher, di
     # max calibration: the input's amax is exactly 1, so the pixel 0.5 sits on a tie (3.5 levels); ONNX's
     # QuantizeLinear divides by amax/7 and rounds it down, the student multiplies by 7/amax and rounds it up.
     # The onnx-qdq file multiplies as the student does: its logits are the student's.
-    s_max = _quantize(digits_teacher[0], digits, 4, 4, calibrator="max").eval()
+    s_max = _quantize(digits_teacher[0], digits, 4, 4, first_last=None, calibrator="max").eval()
     assert float(s_max.stem[0]._input_quantizer.amax) == 1.0
     e = backends.export(s_max, BACKEND, example_input=digits.test_x[:1], out_dir=tmp_path / "max")[0]
     with torch.no_grad():
         t = s_max(digits.test_x).numpy()
     assert np.abs(e.predict(digits.test_x.numpy()) - t).max() < 1e-4
-    with pytest.raises(ExportError, match=r"TensorRT runs INT8 Q/DQ only.*--bits 8.*onnx-qdq"):
+    with pytest.raises(ExportError, match=r"4-bit quantizers \(in fc, layers.0.conv1, .*TensorRT runs INT8 Q/DQ only.*--bits 8.*onnx-qdq"):
         backends.export(s, BACKEND, example_input=digits.test_x[:1], out_dir=tmp_path, formats=("onnx-qdq-tensorrt",))
     with pytest.raises(ExportError, match="supported: onnx-qdq"):
         backends.export(s, BACKEND, example_input=digits.test_x[:1], out_dir=tmp_path, formats=("engine",))
