@@ -225,6 +225,11 @@ class DistillConfig:
             return
         if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or not 1 <= b <= 16:
             raise ConfigError(f"bits_budget (--bits-budget) must be an average number of weight bits, e.g. 3.0, got {b!r}")
+        from ..plugins import get_backend
+
+        if not get_backend(self.backend).bit_plans:
+            raise ConfigError(f"--bits-budget plans per-layer widths; backend {self.backend!r} takes none (its adapter "
+                              "does not declare bit_plans). Use a backend that does (see `daqakd plugins`).")
         if self.data_free:
             raise ConfigError("--bits-budget plans from the teacher's sensitivity on real calibration images; a "
                               "data-free run has none. Give the plan yourself with --layer-bits PATTERN=BITS.")

@@ -80,7 +80,8 @@ def choose(cfg: Any, teacher: nn.Module, example: torch.Tensor, calib: list[torc
         plan = {n: {"weight": bits[n], "act": plan[n]["act"]} for n in plan}
         backends.check_plan(cfg.backend, plan, qcfg)
         sens = s.to_dict()
-    quant = dataclasses.replace(qcfg, layer_bits=plan)
+    # an adapter without plans gets the uniform config (its plan is uniform: recorded, never passed as overrides)
+    quant = dataclasses.replace(qcfg, layer_bits=plan) if backends.get_backend(cfg.backend).bit_plans else qcfg
     return PlanChoice(quant=quant, record=_record(teacher, cfg.backend, qcfg, plan, sens, cfg.bits_budget, example))
 
 
@@ -103,4 +104,4 @@ def from_record(cfg: Any, record: dict[str, Any]) -> QuantConfig:
     plans existed has none: the settings' config, as it was."""
     qcfg = backends.plan_config(cfg.backend, cfg.quant_config())
     plan = record.get("layer_bits") if record else None
-    return dataclasses.replace(qcfg, layer_bits=plan) if plan else qcfg
+    return dataclasses.replace(qcfg, layer_bits=plan) if plan and backends.get_backend(cfg.backend).bit_plans else qcfg
