@@ -135,10 +135,11 @@ def weight_layers(model: nn.Module, example_input: torch.Tensor | None = None) -
     handles = [mods[n].register_forward_pre_hook(lambda _m, _i, n=n: order.append(n) if n not in order else None)
                for n in names]
     was = model.training
+    p = next(iter(model.parameters()), None)
     try:
         model.eval()
         with torch.no_grad():
-            model(example_input[:1])
+            model(example_input[:1].to(p.device) if p is not None else example_input[:1])
     except Exception:  # noqa: BLE001 - the model's own forward error is for the caller to report
         order = []
     finally:
