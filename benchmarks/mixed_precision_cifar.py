@@ -98,7 +98,11 @@ def table(rows: list[dict[str, Any]]) -> str:
     base = {r["seed"]: r["student_after"] for r in by["plan-w3a4"]}
 
     def gap(arm: str) -> str:
-        return _cell([base[r["seed"]] - r["student_after"] for r in by[arm] if r["seed"] in base]) if arm != "plan-w3a4" else "–"
+        if arm == "plan-w3a4":
+            return "–"
+        d = [base[r["seed"]] - r["student_after"] for r in by[arm] if r["seed"] in base]
+        cell = _cell(d)
+        return f"{'+' if not cell.startswith('-') else ''}{cell} ({sum(x > 0 for x in d)}/{len(d)} seeds)"
 
     def f(arm: str, key: str, scale: float = 100.0, digits: int = 2) -> str:
         return _cell([float(r[key]) for r in by[arm] if r.get(key) is not None], scale, digits)
@@ -107,7 +111,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     head = (f"Brevitas, paper-recipe ResNet-20 teacher ({100 * r0['teacher_fp']:.2f} %), seeds {', '.join(map(str, seeds))}; "
             f"{r0['epochs']} epochs × {r0['train_used']} images (crop + flip, `--augment none`), batch {r0['batch_size']}, "
             f"lr {r0['lr']:g}, one CPU thread per run.")
-    lines = [head, "", "| student | average weight bits | PTQ | DA-QAKD student | plan − this (points, paired) |",
+    lines = [head, "", "| student | average weight bits | PTQ | DA-QAKD student | plan − this (points, paired; seeds the plan won) |",
              "|---|---:|---:|---:|---:|"]
     for arm in ARMS:
         lines.append(f"| `{arm}` | {f(arm, 'avg_weight_bits', 1, 3)} | {f(arm, 'ptq')} | **{f(arm, 'student_after')}** "

@@ -53,6 +53,7 @@ def test_every_accuracy_in_the_table_is_recomputed_from_the_rows() -> None:
         if arm != "plan-w3a4":
             gap = [100 * (plan[r["seed"]] - r["student_after"]) for r in mine]
             assert abs(float(NUM.findall(cells[4])[0].replace("−", "-")) - statistics.mean(gap)) <= 0.005 + 1e-9
+            assert f"({sum(g > 0 for g in gap)}/{len(gap)} seeds)" in cells[4], cells[4]
 
 
 def test_the_rows_are_the_stated_comparison() -> None:
