@@ -39,7 +39,7 @@ class QuantConfig(Protocol):
     def layer_bits(self) -> Mapping[str, Any]: ...
 
 __all__ = ["FIRST_LAST_BITS", "normalize_layer_bits", "parse_layer_bits", "weight_layers", "resolve_plan",
-           "plan_param_bits", "layer_params", "plan_differences", "format_plan"]
+           "plan_param_bits", "layer_params", "plan_differences", "format_plan", "matching"]
 
 #: the default width of the first and last weight layers (the low-bit literature's convention)
 FIRST_LAST_BITS = 8
@@ -168,7 +168,7 @@ def resolve_plan(model: nn.Module, cfg: QuantConfig, example_input: torch.Tensor
             plan[n] = {"weight": cfg.first_last,
                        "act": max(cfg.act_bits, cfg.first_last) if layer_acts else cfg.act_bits}
     for pattern, entry in normalize_layer_bits(cfg.layer_bits).items():
-        hit = [n for n in layers if n == pattern or fnmatch.fnmatchcase(n, pattern)]
+        hit = matching(layers, pattern)
         if not hit:
             shown = ", ".join(layers[:12]) + (", ..." if len(layers) > 12 else "")
             raise ConfigError(f"layer_bits pattern {pattern!r} matches no weight layer of {type(model).__name__}; "
@@ -177,6 +177,11 @@ def resolve_plan(model: nn.Module, cfg: QuantConfig, example_input: torch.Tensor
             plan[n] = {"weight": entry["weight"] if entry["weight"] is not None else plan[n]["weight"],
                        "act": entry["act"] if entry["act"] is not None else plan[n]["act"]}
     return plan
+
+
+def matching(layers: Sequence[str], pattern: str) -> list[str]:
+    """The layers a ``layer_bits`` pattern names: the module path itself, or a glob over module paths."""
+    return [n for n in layers if n == pattern or fnmatch.fnmatchcase(n, pattern)]
 
 
 def plan_param_bits(plan: Mapping[str, Mapping[str, int]], params: Mapping[str, int]) -> float:

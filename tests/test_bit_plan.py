@@ -241,3 +241,16 @@ def test_a_budgeted_run_on_every_backend_plans_within_its_widths(backend, bits, 
     student, _ = load_student(tmp_path / backend / "student.pt")
     seen = {q.layer: q.bits for q in backends.describe_quantizers(student) if q.role == "weight" and q.layer}
     assert seen == {n: e["weight"] for n, e in plan.items()}
+
+
+def test_a_budget_keeps_the_layers_the_user_pinned(tmp_path, teacher_file, digits):
+    """``--layer-bits`` weights (and the first/last convention) are pinned: the budget plans the other layers."""
+    from daqakd_plugins.run.plan import choose
+
+    teacher = _load(teacher_file)
+    calib = [digits.train_x[:128]]
+    cfg = _budget_cfg(teacher_file, tmp_path / "p", layer_bits={"layers.0.conv1": 6}, bits_budget=4.5)
+    got = choose(cfg, teacher, digits.train_x[:2], calib).record["layer_bits"]
+    assert got["layers.0.conv1"]["weight"] == 6 and got["stem.0"]["weight"] == 8 and got["fc"]["weight"] == 8
+    free = choose(_budget_cfg(teacher_file, tmp_path / "q", bits_budget=4.5), teacher, digits.train_x[:2], calib)
+    assert free.record["layer_bits"]["layers.0.conv1"]["weight"] != 6  # unpinned, the plan chooses otherwise

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import backends
-from ..bitplan import format_plan, layer_params, plan_param_bits, weight_layers
+from ..bitplan import format_plan, layer_params, matching, plan_param_bits
 from ..config import QuantConfig
 
 if TYPE_CHECKING:
@@ -50,13 +50,12 @@ def plan_widths(backend: str) -> list[int]:
 
 
 def _record(model: nn.Module, backend: str, cfg: QuantConfig, plan: dict[str, dict[str, int]],
-            sens: dict[str, Any] | None, budget: float | None, example: torch.Tensor) -> dict[str, Any]:
+            sens: dict[str, Any] | None, budget: float | None) -> dict[str, Any]:
     params = layer_params(model, list(plan))
     return {"layer_bits": plan, "first_last": cfg.first_last, "budget": budget,
             "avg_weight_bits": round(plan_param_bits(plan, params), 4) if plan else None,
             "weight_params": sum(params.values()), "summary": format_plan(plan),
-            "convention": convention_note(backend, cfg.first_last), "sensitivity": sens,
-            "layer_order": weight_layers(model, example)}
+            "convention": convention_note(backend, cfg.first_last), "sensitivity": sens}
 
 
 def choose(cfg: Any, teacher: nn.Module, example: torch.Tensor, calib: list[torch.Tensor] | None,
@@ -75,27 +74,23 @@ def choose(cfg: Any, teacher: nn.Module, example: torch.Tensor, calib: list[torc
             say(f"measuring each of {len(plan)} layers' sensitivity at {widths} bits on {sum(len(x) for x in calib)} "
                 "calibration images (the teacher, one layer quantized at a time) ...")
         s = layer_sensitivity(teacher, calib, list(plan), widths, per_channel=qcfg.per_channel)
-        pinned = _pinned(teacher, cfg, qcfg, example)
+        pinned = _pinned(list(plan), qcfg)  # the plan's keys: the weight layers in forward order
         bits = choose_plan(s, float(cfg.bits_budget), pinned={n: plan[n]["weight"] for n in pinned})
         plan = {n: {"weight": bits[n], "act": plan[n]["act"]} for n in plan}
         backends.check_plan(cfg.backend, plan, qcfg)
         sens = s.to_dict()
     # an adapter without plans gets the uniform config (its plan is uniform: recorded, never passed as overrides)
     quant = dataclasses.replace(qcfg, layer_bits=plan) if backends.get_backend(cfg.backend).bit_plans else qcfg
-    return PlanChoice(quant=quant, record=_record(teacher, cfg.backend, qcfg, plan, sens, cfg.bits_budget, example))
+    return PlanChoice(quant=quant, record=_record(teacher, cfg.backend, qcfg, plan, sens, cfg.bits_budget))
 
 
-def _pinned(teacher: nn.Module, cfg: Any, qcfg: QuantConfig, example: torch.Tensor) -> set[str]:
-    """The layers a budgeted plan must not change: first/last (the convention) and the user's patterns."""
-    from ..bitplan import resolve_plan
-
-    layers = weight_layers(teacher, example)
+def _pinned(layers: list[str], qcfg: QuantConfig) -> set[str]:
+    """The layers a budgeted plan must not change: first/last (the convention) and those a ``--layer-bits``
+    pattern gives weight bits."""
     out = {layers[0], layers[-1]} if qcfg.first_last and layers else set()
-    if qcfg.layer_bits:
-        bare = dataclasses.replace(qcfg, first_last=None)
-        uniform = resolve_plan(teacher, dataclasses.replace(bare, layer_bits={}), example)
-        mine = resolve_plan(teacher, bare, example)
-        out |= {n for n in layers if mine[n] != uniform[n]}
+    for pattern, entry in qcfg.layer_bits.items():
+        if entry.get("weight") is not None:
+            out |= set(matching(layers, pattern))
     return out
 
 
