@@ -186,6 +186,10 @@ def test_a_budgeted_plan_survives_resume_and_load_student(tmp_path, teacher_file
     assert meta["quant_config"]["layer_bits"] == bp["layer_bits"]
     md = (tmp_path / "whole" / "report.md").read_text()
     assert "## Bit plan" in md and "| `fc` |" in md and "KL × 1000" in md
+    from daqakd_plugins.reporting import report_figure
+
+    titles = [ax.get_title() for ax in report_figure(whole).axes]
+    assert any(t.startswith("bit plan: ") and "budget 3.5" in t for t in titles), titles
 
 
 def _load(path: Path) -> nn.Module:
