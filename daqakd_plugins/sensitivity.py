@@ -123,7 +123,8 @@ def choose_plan(sens: Sensitivity, budget: float, *, pinned: Mapping[str, int] |
     lowest = sum(sens.params[n] * widths[0] for n in free)
     if cap < lowest:
         least = (fixed + lowest) / total if total else 0.0
-        raise ConfigError(f"--bits-budget {budget:g} is below the least average this plan can reach ({least:.3f} "
+        raise ConfigError(f"the budget ({budget:.3f} weight bits on average; --bits-budget / --size-budget-kb) is below "
+                          f"the least average this plan can reach ({least:.3f} "
                           f"bits: every free layer at {widths[0]} bits, pinned layers as pinned); raise it, or pin "
                           "fewer layers at 8 bits (--first-last-bits 0).")
     front: list[tuple[int, float, tuple[int, ...]]] = [(0, 0.0, ())]  # (cost, summed KL, widths so far)

@@ -258,3 +258,20 @@ def test_a_budget_keeps_the_layers_the_user_pinned(tmp_path, teacher_file, digit
     assert got["layers.0.conv1"]["weight"] == 6 and got["stem.0"]["weight"] == 8 and got["fc"]["weight"] == 8
     free = choose(_budget_cfg(teacher_file, tmp_path / "q", bits_budget=4.5), teacher, digits.train_x[:2], calib)
     assert free.record["layer_bits"]["layers.0.conv1"]["weight"] != 6  # unpinned, the plan chooses otherwise
+
+
+def test_a_size_budget_is_the_same_plan_in_kib(tmp_path, teacher_file, digits):
+    """``--size-budget-kb`` is ``--bits-budget`` stated as weight storage: the same plan at the equivalent
+    average, never above the size; both at once are refused."""
+    from daqakd_plugins.run.plan import choose
+
+    teacher = _load(teacher_file)
+    calib, x = [digits.train_x[:128]], digits.train_x[:2]
+    params = sum(m.weight.numel() for m in teacher.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    kb = 3.5 * params / 8192
+    sized = choose(_budget_cfg(teacher_file, tmp_path / "s", bits_budget=None, size_budget_kb=kb), teacher, x, calib)
+    avg = choose(_budget_cfg(teacher_file, tmp_path / "a", bits_budget=3.5), teacher, x, calib)
+    assert sized.record["layer_bits"] == avg.record["layer_bits"] and sized.record["weight_kb"] <= kb + 1e-9
+    assert abs(sized.record["budget"] - 3.5) < 1e-9 and sized.record["size_budget_kb"] == kb
+    with pytest.raises(ConfigError, match="pass one"):
+        _budget_cfg(teacher_file, tmp_path / "b", size_budget_kb=kb)

@@ -211,4 +211,7 @@ def add_plan_args(p: argparse.ArgumentParser) -> None:
       help="let the teacher choose per-layer weight bits: measure each layer's sensitivity on the calibration "
       "images and pick the plan with the least summed sensitivity at this average of weight bits (weighted by "
       "parameters, first/last and --layer-bits pinned); e.g. 3.0")
+    a("--size-budget-kb", type=float, default=None, metavar="KIB",
+      help="instead of --bits-budget: the same plan under a weight-storage budget (quantized layers' weights × bits, "
+      "in KiB)")
 

@@ -34,6 +34,7 @@ _DEFAULTS: dict[str, Any] = {
     "workers": None, "image_size": None, "mean": None, "std": None, "train_crop": "center", "data_free": False,
     "generator_options": {}, "base_augment": "auto", "export_bound_pp": 0.5,
     "export_formats": None, "layer_bits": {}, "first_last_bits": 8, "bits_budget": None,
+    "size_budget_kb": None,
 }
 
 

@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         base_augment=args.base_augment or "auto", search_n=args.search_n, search_top_k=args.search_top_k,
         export_bound_pp=0.5 if args.export_bound_pp is None else args.export_bound_pp,
         export_formats=args.export_formats, layer_bits=args.layer_bits or {}, bits_budget=args.bits_budget,
+        size_budget_kb=args.size_budget_kb,
         first_last_bits=_first_last(args, resume),
     )
     report = run_distill(cfg)

@@ -23,7 +23,7 @@ TRAJECTORY = (
     "optimizer", "weight_decay", "candidates", "metric", "rank_per_class", "rank_repeats",
     "train_per_class", "teacher_epochs", "calib_batches", "calib_images", "per_channel", "backend_options",
     "arch", "num_classes", "small_input", "image_size", "mean", "std", "train_crop", "data_free", "generator_options",
-    "base_augment", "search_n", "search_top_k", "layer_bits", "first_last_bits", "bits_budget",
+    "base_augment", "search_n", "search_top_k", "layer_bits", "first_last_bits", "bits_budget", "size_budget_kb",
 )
 #: What a checkpoint written before a field existed means by it (those runs ran without it).
 LEGACY_DEFAULTS: dict[str, Any] = {"base_augment": "none", "search_n": 100, "search_top_k": 5,
@@ -122,10 +122,12 @@ class DistillConfig:
     per_channel: bool = True
     #: a bit plan (docs/models.md, "Bit plans"): per-layer overrides (module-path glob → bits, or the CLI's
     #: ``"PATTERN=BITS"`` strings), the first/last layers' width (8; ``None`` or 0: like the others), and
-    #: ``bits_budget``: an average of weight bits (parameter-weighted) the teacher's sensitivity pass plans to
+    #: ``bits_budget``: an average of weight bits (parameter-weighted) the teacher's sensitivity pass plans to,
+    #: or ``size_budget_kb``: the same as the quantized layers' weight storage in KiB (weights × bits / 8)
     layer_bits: Any = field(default_factory=dict)
     first_last_bits: int | None = 8
     bits_budget: float | None = None
+    size_budget_kb: float | None = None
     backend_options: dict[str, Any] = field(default_factory=dict)
     arch: str | None = None
     num_classes: int | None = None
@@ -220,18 +222,25 @@ class DistillConfig:
         from ..backends import plan_config
 
         plan_config(self.backend, self.quant_config())  # QuantConfig's checks; a backend without plans refuses
-        b = self.bits_budget
-        if b is None:
+        b, kb = self.bits_budget, self.size_budget_kb
+        if b is None and kb is None:
             return
-        if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or not 1 <= b <= 16:
+        if b is not None and kb is not None:
+            raise ConfigError("bits_budget (--bits-budget) and size_budget_kb (--size-budget-kb) both set the plan's "
+                              "budget; pass one.")
+        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b)
+                              or not 1 <= b <= 16):
             raise ConfigError(f"bits_budget (--bits-budget) must be an average number of weight bits, e.g. 3.0, got {b!r}")
+        if kb is not None and (isinstance(kb, bool) or not isinstance(kb, (int, float)) or not math.isfinite(kb)
+                               or kb <= 0):
+            raise ConfigError(f"size_budget_kb (--size-budget-kb) must be a positive number of KiB, got {kb!r}")
         from ..plugins import get_backend
 
         if not get_backend(self.backend).bit_plans:
-            raise ConfigError(f"--bits-budget plans per-layer widths; backend {self.backend!r} takes none (its adapter "
+            raise ConfigError(f"--bits-budget / --size-budget-kb plan per-layer widths; backend {self.backend!r} takes none (its adapter "
                               "does not declare bit_plans). Use a backend that does (see `daqakd plugins`).")
         if self.data_free:
-            raise ConfigError("--bits-budget plans from the teacher's sensitivity on real calibration images; a "
+            raise ConfigError("--bits-budget / --size-budget-kb plan from the teacher's sensitivity on real calibration images; a "
                               "data-free run has none. Give the plan yourself with --layer-bits PATTERN=BITS.")
 
     def _check_data(self) -> None:

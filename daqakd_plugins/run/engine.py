@@ -218,7 +218,8 @@ def _student(ctx: RunContext, source: BatchSource, ck: Checkpoint | None) -> tup
         source.attach(student)
         return student, ck.student_before
     t0 = time.perf_counter()
-    calib = source.calibration_batches(ctx) if cfg.bits_budget is not None else None  # the sensitivity pass reads it
+    budgeted = cfg.bits_budget is not None or cfg.size_budget_kb is not None
+    calib = source.calibration_batches(ctx) if budgeted else None  # the sensitivity pass reads it
     choice = bit_plan.choose(cfg, ctx.teacher, example, calib, say=lambda m: say(cfg, m))
     ctx.quant, ctx.plan = choice.quant, choice.record
     say(cfg, f"quantizing a copy of the teacher with {cfg.backend} W{cfg.bits}A{cfg.weight_act_bits} (bit plan: "

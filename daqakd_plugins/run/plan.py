@@ -54,6 +54,7 @@ def _record(model: nn.Module, backend: str, cfg: QuantConfig, plan: dict[str, di
     params = layer_params(model, list(plan))
     return {"layer_bits": plan, "first_last": cfg.first_last, "budget": budget,
             "avg_weight_bits": round(plan_param_bits(plan, params), 4) if plan else None,
+            "weight_kb": round(sum(params[n] * e["weight"] for n, e in plan.items()) / 8192, 3),
             "weight_params": sum(params.values()), "summary": format_plan(plan),
             "convention": convention_note(backend, cfg.first_last), "sensitivity": sens}
 
@@ -67,7 +68,10 @@ def choose(cfg: Any, teacher: nn.Module, example: torch.Tensor, calib: list[torc
     qcfg = backends.plan_config(cfg.backend, cfg.quant_config())
     plan = backends.resolve_plan(teacher, cfg.backend, qcfg, example_input=example)
     sens = None
-    if cfg.bits_budget is not None:
+    budget = cfg.bits_budget
+    if cfg.size_budget_kb is not None:  # weight storage in KiB as an average over the planned layers' weights
+        budget = float(cfg.size_budget_kb) * 8192 / max(1, sum(layer_params(teacher, list(plan)).values()))
+    if budget is not None:
         assert calib is not None
         widths = plan_widths(cfg.backend)
         if say is not None:
@@ -75,13 +79,15 @@ def choose(cfg: Any, teacher: nn.Module, example: torch.Tensor, calib: list[torc
                 "calibration images (the teacher, one layer quantized at a time) ...")
         s = layer_sensitivity(teacher, calib, list(plan), widths, per_channel=qcfg.per_channel)
         pinned = _pinned(list(plan), qcfg)  # the plan's keys: the weight layers in forward order
-        bits = choose_plan(s, float(cfg.bits_budget), pinned={n: plan[n]["weight"] for n in pinned})
+        bits = choose_plan(s, float(budget), pinned={n: plan[n]["weight"] for n in pinned})
         plan = {n: {"weight": bits[n], "act": plan[n]["act"]} for n in plan}
         backends.check_plan(cfg.backend, plan, qcfg)
         sens = s.to_dict()
     # an adapter without plans gets the uniform config (its plan is uniform: recorded, never passed as overrides)
     quant = dataclasses.replace(qcfg, layer_bits=plan) if backends.get_backend(cfg.backend).bit_plans else qcfg
-    return PlanChoice(quant=quant, record=_record(teacher, cfg.backend, qcfg, plan, sens, cfg.bits_budget))
+    record = _record(teacher, cfg.backend, qcfg, plan, sens, budget)
+    record["size_budget_kb"] = cfg.size_budget_kb
+    return PlanChoice(quant=quant, record=record)
 
 
 def _pinned(layers: list[str], qcfg: QuantConfig) -> set[str]:

@@ -143,8 +143,11 @@ def _bit_plan(bp: dict[str, Any] | None) -> list[str]:
     if not bp or not bp.get("layer_bits"):
         return []
     budget = f" under --bits-budget {bp['budget']:g}" if bp.get("budget") is not None else ""
+    if bp.get("size_budget_kb") is not None:
+        budget = f" under --size-budget-kb {bp['size_budget_kb']:g} ({bp['budget']:.3f} bits on average)"
     lines = ["## Bit plan", "", f"- {len(bp['layer_bits'])} quantized weight layers, {bp.get('avg_weight_bits')} weight "
-             f"bits on average (weighted by their {bp.get('weight_params')} weights){budget}: {bp.get('summary')}",
+             f"bits on average (weighted by their {bp.get('weight_params')} weights, {bp.get('weight_kb')} KiB){budget}: "
+             f"{bp.get('summary')}",
              f"- {bp.get('convention')}", ""]
     if bp.get("sensitivity"):
         from ..sensitivity import sensitivity_markdown
