@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jsonl", default="docs/evidence/mixed-precision-cifar.jsonl")
     p.add_argument("--teacher", default=str(TEACHER))
     p.add_argument("--backend", default="brevitas")
-    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--arms", default=",".join(ARMS))
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--train-per-class", type=int, default=2000, help="images per class per epoch (2000: 20,000)")
