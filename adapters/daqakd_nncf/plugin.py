@@ -682,8 +682,9 @@ def _apply_layer_bits(q: nn.Module, graph: Any, layer_bits: Mapping[str, tuple[i
                 raise ConfigError(f"the bit plan names {path!r}, but NNCF put no quantizer on it (is it in "
                                   "the ignored scope?).")
             for names, bits in ((wnames, wbits), (anames, abits)):
-                for h in names if bits is not None else ():
-                    _set_bits(hooks[h], bits)
+                if bits is not None:
+                    for h in names:
+                        _set_bits(hooks[h], bits)
 
 
 def _set_bits(mod: Any, bits: int) -> None:
@@ -810,8 +811,10 @@ def _calibrate(model: nn.Module, data: Any, num_batches: int, plan_cfg: QuantCon
     import torch
 
     for name, mod in mine.items():  # the student's own widths (its bit plan), not the uniform ones
-        if int(theirs[name].num_bits) != int(mod.num_bits):
-            _set_bits(theirs[name], int(mod.num_bits))
+        q: Any = mod  # an NNCF quantizer: attributes mypy cannot see through nn.Module
+        fresh_q: Any = theirs[name]
+        if int(fresh_q.num_bits) != int(q.num_bits):
+            _set_bits(fresh_q, int(q.num_bits))
     with torch.no_grad():  # in place: an optimizer holding the student's parameters keeps working
         model.load_state_dict(fresh.state_dict())
     return model
