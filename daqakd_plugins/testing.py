@@ -631,6 +631,8 @@ def check_bit_plan(backend: str, bits: tuple[int, int]) -> None:
     d = digits()
     x = d.train_x[:8]
     if not get_backend(backend).bit_plans:
+        wq = [q for q in backends.describe_quantizers(_student(backend, bits)) if q.role == "weight"]
+        assert {q.bits for q in wq} == {bits[0]}, f"{backend} takes no plans, yet its default student is not uniform"
         try:
             backends.quantize(copy.deepcopy(d.teacher), backend, _config(bits, layer_bits={"fc": 8}), example_input=x)
         except ConfigError:
