@@ -69,8 +69,7 @@ def _log_probs(model: nn.Module, batches: Sequence[torch.Tensor]) -> list[torch.
 
 
 def layer_sensitivity(teacher: nn.Module, images: Iterable[torch.Tensor], layers: Sequence[str],
-                      widths: Sequence[int], *, per_channel: bool = True,
-                      progress: Any = None) -> Sensitivity:
+                      widths: Sequence[int], *, per_channel: bool = True) -> Sensitivity:
     """KL to the teacher with one layer's weights at each width, the others full precision (the teacher's
     weights are restored after each pass; it is left as it was)."""
     import torch
@@ -87,7 +86,7 @@ def layer_sensitivity(teacher: nn.Module, images: Iterable[torch.Tensor], layers
     n = sum(len(x) for x in batches)
     kl: dict[str, dict[int, float]] = {}
     try:
-        for i, name in enumerate(layers):
+        for name in layers:
             weight = getattr(mods[name], "weight")  # noqa: B009 - a Module attribute
             orig = weight.detach().clone()
             kl[name] = {}
@@ -99,8 +98,6 @@ def layer_sensitivity(teacher: nn.Module, images: Iterable[torch.Tensor], layers
                 kl[name][b] = max(0.0, total / n)
             with torch.no_grad():
                 weight.copy_(orig)
-            if progress is not None:
-                progress(i + 1, len(layers), name)
     finally:
         teacher.train(was)
     params = {name: int(getattr(mods[name], "weight").numel()) for name in layers}  # noqa: B009

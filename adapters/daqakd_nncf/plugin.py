@@ -647,7 +647,7 @@ def _layer_overrides(plan: Mapping[str, Mapping[str, int]], cfg: QuantConfig,
                      opts: NNCFOptions) -> dict[str, tuple[int | None, int | None]]:
     """The request's plan differences and ``options['layer_bits']`` as ``{path: (weight, act)}``."""
     w, a = kit.plan_differences(plan, cfg, "weight"), kit.plan_differences(plan, cfg, "act")
-    out: dict[str, tuple[int | None, int | None]] = {n: (w.get(n), a.get(n)) for n in [*w, *(k for k in a if k not in w)]}
+    out: dict[str, tuple[int | None, int | None]] = {n: (w.get(n), a.get(n)) for n in dict.fromkeys([*w, *a])}
     bad = [f"{n} (A{b})" for n, b in a.items() if b not in (4, 8)]
     if bad:
         raise ConfigError(f"NNCF quantizes a layer's input at 4 or 8 bits, not: {', '.join(bad[:8])}; change those "

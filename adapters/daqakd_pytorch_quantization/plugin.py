@@ -433,12 +433,10 @@ def daqakd_quantize(request: QuantizeRequest) -> nn.Module | None:
                      request.example_input, request.calib_data, request.layer_bits)
 
 
-def apply_plan(student: nn.Module, plan: Mapping[str, Mapping[str, int]], cfg: QuantConfig,
-               weight_attr: str = "_weight_quantizer", input_attr: str = "_input_quantizer") -> None:
+def _apply_plan(student: nn.Module, plan: Mapping[str, Mapping[str, int]], cfg: QuantConfig) -> None:
     """Set the widths of the planned layers whose bits differ from the uniform ones on their own weight and
-    input quantizers (before calibration: an MSE range depends on the width). Model Optimizer's layers name
-    them ``weight_quantizer`` / ``input_quantizer``."""
-    for role, attr in (("weight", weight_attr), ("act", input_attr)):
+    input quantizers (before calibration: an MSE range depends on the width)."""
+    for role, attr in (("weight", "_weight_quantizer"), ("act", "_input_quantizer")):
         for path, bits in kit.plan_differences(plan, cfg, role).items():
             try:
                 q: Any = getattr(student.get_submodule(path), attr)
@@ -470,7 +468,7 @@ def _quantize(model: nn.Module, cfg: QuantConfig, opts: PytorchQuantizationOptio
                 p.requires_grad_(True)
         else:
             student = _swap_layers(model, cfg, opts)
-            apply_plan(student, plan or {}, cfg)
+            _apply_plan(student, plan or {}, cfg)
         student.train(model.training)
         was = student.training
         try:
